@@ -1,0 +1,134 @@
+// codeheap::Heap: a low-address home for JIT code and data.
+//
+// One Heap owns one contiguous reservation below 2 GiB, split into three arenas:
+//
+//   kCode      executed through a read-execute view, written through a read-write alias of the
+//              same memfd pages. Permissions are never flipped (W^X holds at every instant),
+//              so reusing a freed block never touches pages that live code shares.
+//   kReadOnly  read through a read-only view, written through a read-write alias (memfd).
+//   kData      plain read-write memory, never executable; written in place.
+//
+// Because every byte lies in the low 2 GiB, LLVM's Small code model, pc-relative calls and
+// 32-bit absolute references (jump tables) resolve between any two blocks of the heap.
+//
+// Lifecycle of a block:  allocate -> (live) -> release -> quarantine -> reclaim -> free list.
+// A released block is filled with trap bytes (0xCC, `int3` on x86-64) and is not reused until
+// a reclaim pass is told, by a caller-supplied predicate, that nothing references it any more
+// (the caller scans thread stacks; see gcglue/). `abandon` skips quarantine for blocks that were
+// never executed (a failed or abandoned link).
+//
+// Thread safety: every public member function may be called from any thread. A single mutex
+// guards the heap's metadata; no system call is made under it in steady state. The predicate
+// given to `reclaim` runs WITHOUT the lock held, so it may take time (stop threads, scan
+// stacks), but it must not call back into `reclaim` on the same heap.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "codeheap/error.h"
+#include "codeheap/stats.h"
+
+namespace codeheap {
+
+enum class Arena : uint8_t { kCode = 0, kReadOnly = 1, kData = 2 };
+inline constexpr int kArenaCount = 3;
+const char* to_string(Arena arena);
+
+// Identifies who owns a block (an LLVM module, an entry-cell page, ...). Shown in the dump.
+using OwnerId = uint64_t;
+inline constexpr OwnerId kNoOwner = 0;
+
+struct HeapOptions {
+  // Arena sizes; each is rounded up to the page size. The whole reservation must fit in the
+  // low window (with MAP_32BIT Linux only searches 0x40000000-0x80000000, so keep the total
+  // at or below 512 MiB unless `placement_hint` names a free range).
+  size_t code_bytes = size_t{256} << 20;
+  size_t read_only_bytes = size_t{64} << 20;
+  size_t data_bytes = size_t{192} << 20;
+  // 0: let the kernel choose a low range (MAP_32BIT). Otherwise the reservation is placed at
+  // exactly this address with MAP_FIXED_NOREPLACE and must end below 2^31.
+  uintptr_t placement_hint = 0;
+  // Free pages kept committed after reclaim before whole free pages are returned to the OS.
+  size_t retain_free_bytes = size_t{4} << 20;
+  // Name used in logs and in the dump.
+  std::string name = "codeheap";
+};
+
+struct Allocation {
+  uintptr_t address = 0;   // where the bytes live for the CPU (low; the execution address)
+  uint8_t* writable = nullptr;  // where to write them (the alias for kCode/kReadOnly)
+  size_t size = 0;         // as requested
+  Arena arena = Arena::kCode;
+};
+
+enum class BlockState : uint8_t { kLive, kQuarantined };
+
+struct BlockInfo {
+  uintptr_t address = 0;
+  size_t size = 0;
+  Arena arena = Arena::kCode;
+  BlockState state = BlockState::kLive;
+  OwnerId owner = kNoOwner;
+};
+
+struct ReclaimReport {
+  size_t examined_blocks = 0;
+  size_t reclaimed_blocks = 0;
+  size_t reclaimed_bytes = 0;
+  size_t still_referenced_blocks = 0;
+  uint64_t duration_ns = 0;
+};
+
+class Heap {
+ public:
+  static Result<std::unique_ptr<Heap>> create(HeapOptions options = {});
+  ~Heap();
+  Heap(const Heap&) = delete;
+  Heap& operator=(const Heap&) = delete;
+
+  // alignment: a power of two from 1 to the page size. size: 1 byte up to the arena size.
+  Result<Allocation> allocate(Arena arena, size_t size, size_t alignment, OwnerId owner = kNoOwner);
+
+  // Live block -> quarantine (filled with trap bytes). Detects double release and foreign
+  // addresses, which leave the heap unchanged.
+  Result<void> release(uintptr_t address);
+  // Live block -> free list at once. Only for blocks no thread can have executed.
+  Result<void> abandon(uintptr_t address);
+
+  // Move every quarantined block for which `is_referenced(begin, end)` returns false back to
+  // the free list, coalescing neighbours. Runs the predicate without holding the heap lock.
+  ReclaimReport reclaim(const std::function<bool(uintptr_t begin, uintptr_t end)>& is_referenced);
+  // The quarantined ranges right now, sorted by address (for a caller that scans stacks).
+  std::vector<BlockInfo> quarantined() const;
+
+  // The block (live or quarantined) containing `address`, in O(log n).
+  std::optional<BlockInfo> find(uintptr_t address) const;
+  // True if `address` lies anywhere in this heap's reservation (any arena).
+  bool contains(uintptr_t address) const;
+  // Translate an execution address inside kCode/kReadOnly to its writable alias.
+  uint8_t* writable_alias(uintptr_t address) const;
+
+  // Owners name the blocks in the dump. Retiring an owner keeps its record until its last
+  // block leaves quarantine, so the dump can say what quarantined memory belonged to.
+  OwnerId register_owner(std::string name);
+  void retire_owner(OwnerId owner);
+
+  HeapStats stats() const;
+  std::string dump_text() const;
+  std::string dump_json() const;
+
+  const HeapOptions& options() const;
+
+ private:
+  struct Impl;
+  explicit Heap(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace codeheap

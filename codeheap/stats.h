@@ -1,0 +1,81 @@
+// Heap statistics: the numbers behind the heap-stats dump. Every field is documented in
+// docs/heap-stats.md; the JSON dump uses the same names.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace codeheap {
+
+struct ArenaStats {
+  std::string name;          // "code", "read_only", "data"
+  uintptr_t begin = 0;       // execution-view range [begin, end)
+  uintptr_t end = 0;
+  size_t reserved_bytes = 0;
+  size_t committed_bytes = 0;    // pages that currently cost memory
+  size_t used_bytes = 0;         // live blocks (rounded to the allocation granule)
+  size_t quarantined_bytes = 0;
+  size_t free_bytes = 0;         // reserved - used - quarantined
+  size_t largest_free_block = 0;
+  double fragmentation = 0.0;    // 1 - largest_free_block / free_bytes (0 when nothing is free)
+  size_t live_blocks = 0;
+  size_t quarantined_blocks = 0;
+  size_t free_blocks = 0;
+  // free_histogram[i] counts free blocks with size in [2^i, 2^(i+1)) bytes.
+  std::vector<size_t> free_histogram;
+
+  bool operator==(const ArenaStats&) const = default;
+};
+
+struct OwnerStats {
+  uint64_t id = 0;
+  std::string name;
+  bool retired = false;
+  size_t live_blocks = 0;
+  size_t live_bytes = 0;
+  size_t quarantined_blocks = 0;
+  size_t quarantined_bytes = 0;
+  uintptr_t low = 0;   // lowest block address (0 if none)
+  uintptr_t high = 0;  // one past the highest block end
+
+  bool operator==(const OwnerStats&) const = default;
+};
+
+struct Counters {
+  uint64_t allocations = 0;
+  uint64_t allocation_failures = 0;
+  uint64_t releases = 0;
+  uint64_t abandons = 0;
+  uint64_t release_errors = 0;     // double releases and foreign addresses
+  uint64_t reclaim_passes = 0;
+  uint64_t blocks_reclaimed = 0;
+  uint64_t bytes_reclaimed = 0;
+  uint64_t reclaim_ns_total = 0;
+  uint64_t reclaim_ns_last = 0;
+  uint64_t decommitted_bytes = 0;
+
+  bool operator==(const Counters&) const = default;
+};
+
+struct HeapStats {
+  std::string name;
+  size_t reserved_bytes = 0;
+  size_t committed_bytes = 0;
+  size_t used_bytes = 0;
+  size_t quarantined_bytes = 0;
+  size_t free_bytes = 0;
+  size_t largest_free_block = 0;
+  std::vector<ArenaStats> arenas;   // indexed by codeheap::Arena
+  std::vector<OwnerStats> owners;   // registered or still holding blocks, by id
+  Counters counters;
+
+  bool operator==(const HeapStats&) const = default;
+};
+
+// Text and JSON renderings of a snapshot (also reachable as Heap::dump_text/dump_json).
+std::string format_text(const HeapStats& stats);
+std::string format_json(const HeapStats& stats);
+
+}  // namespace codeheap
