@@ -11,16 +11,34 @@
 // Because every byte lies in the low 2 GiB, LLVM's Small code model, pc-relative calls and
 // 32-bit absolute references (jump tables) resolve between any two blocks of the heap.
 //
-// Lifecycle of a block:  allocate -> (live) -> release -> quarantine -> reclaim -> free list.
-// A released block is filled with trap bytes (0xCC, `int3` on x86-64) and is not reused until
-// a reclaim pass is told, by a caller-supplied predicate, that nothing references it any more
-// (the caller scans thread stacks; see gcglue/). `abandon` skips quarantine for blocks that were
-// never executed (a failed or abandoned link).
+// Lifecycle of a block:  allocate -> (live) -> release|retire -> quarantine -> reclaim -> free.
+// A quarantined block is not reused until a reclaim pass is told, by a caller-supplied
+// predicate, that nothing references it any more (the caller scans thread stacks; see gcglue/).
+// Two ways in:
+//   release  revokes the code now: the block is filled with trap bytes (0xCC, `int3` on x86-64)
+//            at once, so a stale pointer that still jumps into it traps instead of running
+//            whatever is allocated there next.
+//   retire   lets running activations finish: the bytes stay intact (a thread may be executing
+//            them, or hold a return address into them) and are overwritten with trap bytes only
+//            when the reclaim pass proves nothing references them. This is what hot-swap and
+//            garbage-collected code use, since neither can know that no thread is inside.
+// Free code blocks always hold trap bytes once they have been used. `abandon` skips quarantine
+// for blocks that were never executed (a failed or abandoned link) and undoes the allocation
+// exactly, returning the pages it committed, so the statistics are as before the allocation.
+//
+// Free pages that reclaim returns to the OS (see HeapOptions::retain_free_bytes) read as zeros
+// until they are handed out again.
 //
 // Thread safety: every public member function may be called from any thread. A single mutex
 // guards the heap's metadata; no system call is made under it in steady state. The predicate
 // given to `reclaim` runs WITHOUT the lock held, so it may take time (stop threads, scan
-// stacks), but it must not call back into `reclaim` on the same heap.
+// stacks), but it must not call back into `reclaim` on the same heap. The one system call made
+// under the lock is reclaim's trim: when more than `retain_free_bytes` of whole free pages are
+// committed, reclaim returns the excess to the OS (fallocate/madvise) before unlocking, so that
+// no other thread can be handed those pages meanwhile.
+//
+// Memory accounting: a block takes its size rounded up to 16 bytes (the granule; its
+// "footprint") from the arena and is aligned to at least 16. Metadata lives outside the arenas.
 #pragma once
 
 #include <cstddef>
@@ -44,6 +62,7 @@ const char* to_string(Arena arena);
 using OwnerId = uint64_t;
 inline constexpr OwnerId kNoOwner = 0;
 
+// Validated by Heap::create (kInvalidArgument when out of range).
 struct HeapOptions {
   // Arena sizes; each is rounded up to the page size. The whole reservation must fit in the
   // low window (with MAP_32BIT Linux only searches 0x40000000-0x80000000, so keep the total
@@ -55,6 +74,7 @@ struct HeapOptions {
   // exactly this address with MAP_FIXED_NOREPLACE and must end below 2^31.
   uintptr_t placement_hint = 0;
   // Free pages kept committed after reclaim before whole free pages are returned to the OS.
+  // 0 returns every whole free page at each reclaim.
   size_t retain_free_bytes = size_t{4} << 20;
   // Name used in logs and in the dump.
   std::string name = "codeheap";
@@ -87,31 +107,47 @@ struct ReclaimReport {
 
 class Heap {
  public:
+  // Reserves and maps the region. Errors: kInvalidArgument (options), kPlacementFailed (no
+  // room in the low 2 GiB; there is no fallback to high addresses), kSystemError.
   static Result<std::unique_ptr<Heap>> create(HeapOptions options = {});
+  // Unmaps everything, live blocks included: no thread may still run code from this heap.
   ~Heap();
   Heap(const Heap&) = delete;
   Heap& operator=(const Heap&) = delete;
 
   // alignment: a power of two from 1 to the page size. size: 1 byte up to the arena size.
+  // owner: kNoOwner or a registered, unretired owner. Errors: kInvalidArgument, kOutOfMemory
+  // (the message names the requested, free and largest free bytes). A failure changes nothing
+  // but the allocation_failures counter. The contents of a new block are unspecified.
   Result<Allocation> allocate(Arena arena, size_t size, size_t alignment, OwnerId owner = kNoOwner);
 
-  // Live block -> quarantine (filled with trap bytes). Detects double release and foreign
-  // addresses, which leave the heap unchanged.
+  // Live block -> quarantine, filled with trap bytes now. Detects double release and foreign
+  // addresses, which leave the heap unchanged (but for the release_errors counter) and are
+  // logged at warn. `address` must be what allocate returned: an interior address is
+  // kForeignAddress. Once a block has been reclaimed its address is just free memory (or a new
+  // block), so a release that late cannot be told from a foreign address (or a valid release).
   Result<void> release(uintptr_t address);
-  // Live block -> free list at once. Only for blocks no thread can have executed.
+  // Live block -> quarantine with its bytes intact; trap-filled when reclaimed. Same checks.
+  Result<void> retire(uintptr_t address);
+  // Live block -> free list at once (trap-filled). Only for blocks no thread can have executed.
   Result<void> abandon(uintptr_t address);
 
   // Move every quarantined block for which `is_referenced(begin, end)` returns false back to
   // the free list, coalescing neighbours. Runs the predicate without holding the heap lock.
+  // [begin, end) is the block's footprint. The predicate sees a snapshot taken when the pass
+  // starts: blocks quarantined meanwhile wait for the next pass, blocks another pass frees
+  // meanwhile are skipped. Then trims committed free pages down to retain_free_bytes (a pass
+  // over an empty quarantine only trims).
   ReclaimReport reclaim(const std::function<bool(uintptr_t begin, uintptr_t end)>& is_referenced);
   // The quarantined ranges right now, sorted by address (for a caller that scans stacks).
   std::vector<BlockInfo> quarantined() const;
 
-  // The block (live or quarantined) containing `address`, in O(log n).
+  // The block (live or quarantined) whose footprint contains `address`, in O(log n).
   std::optional<BlockInfo> find(uintptr_t address) const;
   // True if `address` lies anywhere in this heap's reservation (any arena).
   bool contains(uintptr_t address) const;
-  // Translate an execution address inside kCode/kReadOnly to its writable alias.
+  // Translate an execution address inside kCode/kReadOnly to its writable alias (a kData
+  // address is its own alias; nullptr outside the region).
   uint8_t* writable_alias(uintptr_t address) const;
 
   // Owners name the blocks in the dump. Retiring an owner keeps its record until its last
@@ -123,6 +159,7 @@ class Heap {
   std::string dump_text() const;
   std::string dump_json() const;
 
+  // The options in effect: arena sizes rounded up to the page size.
   const HeapOptions& options() const;
 
  private:

@@ -47,6 +47,7 @@ struct Counters {
   uint64_t allocations = 0;
   uint64_t allocation_failures = 0;
   uint64_t releases = 0;
+  uint64_t retires = 0;
   uint64_t abandons = 0;
   uint64_t release_errors = 0;     // double releases and foreign addresses
   uint64_t reclaim_passes = 0;
@@ -75,7 +76,13 @@ struct HeapStats {
 };
 
 // Text and JSON renderings of a snapshot (also reachable as Heap::dump_text/dump_json).
+// format_text is for people: aligned tables, sizes in binary units followed by exact bytes.
+// format_json is for tools: one object with exactly the field names above (pretty-printed);
+// codeheap/stats_json.h converts in both directions.
 std::string format_text(const HeapStats& stats);
 std::string format_json(const HeapStats& stats);
+
+// A size for people: "512 B", "1.5 KiB", "256.0 MiB" (binary units, one decimal).
+std::string human_bytes(uint64_t bytes);
 
 }  // namespace codeheap

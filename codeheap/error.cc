@@ -1,0 +1,23 @@
+#include "codeheap/error.h"
+
+namespace codeheap {
+
+const char* to_string(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument:
+      return "invalid_argument";
+    case ErrorCode::kOutOfMemory:
+      return "out_of_memory";
+    case ErrorCode::kPlacementFailed:
+      return "placement_failed";
+    case ErrorCode::kDoubleRelease:
+      return "double_release";
+    case ErrorCode::kForeignAddress:
+      return "foreign_address";
+    case ErrorCode::kSystemError:
+      return "system_error";
+  }
+  return "unknown";
+}
+
+}  // namespace codeheap

@@ -1,0 +1,153 @@
+#include "codeheap/free_list.h"
+
+#include <algorithm>
+#include <bit>
+#include <cassert>
+#include <iterator>
+
+namespace codeheap {
+
+namespace {
+
+// Aligned requests first probe this many spans that are big enough only if suitably placed,
+// before they settle for the smallest span that fits whatever its placement. Keeps the best fit
+// for the common case (a page-aligned request meeting a page-aligned hole) at bounded cost.
+constexpr int kAlignedProbes = 4;
+
+uintptr_t align_up(uintptr_t value, size_t alignment) {
+  return (value + alignment - 1) & ~(uintptr_t{alignment} - 1);
+}
+
+}  // namespace
+
+FreeList::FreeList(uintptr_t begin, size_t size) {
+  assert(begin % kGranule == 0 && size % kGranule == 0 && size <= kMaxSpan);
+  if (size > 0) insert_span(begin, size);
+  free_bytes_ = size;
+}
+
+size_t FreeList::class_of(size_t size) {
+  if (size < kLinearLimit) return size / kGranule;
+  const int msb = std::bit_width(size) - 1;  // >= 8
+  if (msb >= 32) return kNoClass;
+  const size_t sub = (size >> (msb - kSubClassBits)) - (size_t{1} << kSubClassBits);
+  return (static_cast<size_t>(msb - 7) << kSubClassBits) + sub;
+}
+
+size_t FreeList::next_nonempty_class(size_t from) const {
+  for (size_t word = from / 64; word < nonempty_.size(); ++word) {
+    uint64_t bits = nonempty_[word];
+    if (word == from / 64) bits &= ~uint64_t{0} << (from % 64);
+    if (bits != 0) return word * 64 + static_cast<size_t>(std::countr_zero(bits));
+  }
+  return kNoClass;
+}
+
+FreeList::Cursor FreeList::first_at_least(size_t size) const {
+  size_t cls = class_of(size);
+  if (cls == kNoClass) return {};
+  // Within the class of `size` some spans may be smaller than `size`; above it none are.
+  if (!classes_[cls].empty()) {
+    auto it = classes_[cls].lower_bound({size, 0});
+    if (it != classes_[cls].end()) return {cls, it};
+  }
+  cls = next_nonempty_class(cls + 1);
+  if (cls == kNoClass) return {};
+  return {cls, classes_[cls].begin()};
+}
+
+FreeList::Cursor FreeList::next(Cursor cursor) const {
+  if (++cursor.it != classes_[cursor.cls].end()) return cursor;
+  const size_t cls = next_nonempty_class(cursor.cls + 1);
+  if (cls == kNoClass) return {};
+  return {cls, classes_[cls].begin()};
+}
+
+bool FreeList::fits(uintptr_t begin, size_t span, size_t size, size_t alignment) {
+  return align_up(begin, alignment) - begin + size <= span;
+}
+
+std::optional<uintptr_t> FreeList::allocate(size_t size, size_t alignment) {
+  assert(size > 0 && size % kGranule == 0 && std::has_single_bit(alignment));
+  if (size > kMaxSpan) return std::nullopt;
+  alignment = std::max(alignment, kGranule);
+  // Spans start on a granule, so at most alignment - kGranule bytes are lost to padding: a span
+  // at least this big fits wherever it lies.
+  const size_t always_fits = size + (alignment - kGranule);
+
+  Cursor cursor = first_at_least(size);
+  for (int probe = 0; cursor && probe < kAlignedProbes; ++probe, cursor = next(cursor)) {
+    if (cursor.size() >= always_fits || fits(cursor.begin(), cursor.size(), size, alignment)) {
+      return take(cursor, size, alignment);
+    }
+  }
+  if (Cursor sure = first_at_least(always_fits)) return take(sure, size, alignment);
+  // Near exhaustion: the only candidates are spans in [size, always_fits) that were not probed.
+  // Check every one, so that the request fails only when nothing can hold it.
+  for (; cursor; cursor = next(cursor)) {
+    if (fits(cursor.begin(), cursor.size(), size, alignment)) return take(cursor, size, alignment);
+  }
+  return std::nullopt;
+}
+
+uintptr_t FreeList::take(Cursor cursor, size_t size, size_t alignment) {
+  const uintptr_t span_begin = cursor.begin();
+  const uintptr_t span_end = span_begin + cursor.size();
+  const uintptr_t begin = align_up(span_begin, alignment);
+  erase_span(span_begin, cursor.size());
+  // The padding and the tail border allocated memory (or the other piece), never a free span,
+  // so they go back without merging.
+  if (begin > span_begin) insert_span(span_begin, begin - span_begin);
+  if (begin + size < span_end) insert_span(begin + size, span_end - begin - size);
+  free_bytes_ -= size;
+  return begin;
+}
+
+void FreeList::free(uintptr_t begin, size_t size) {
+  assert(begin % kGranule == 0 && size > 0 && size % kGranule == 0);
+  free_bytes_ += size;
+  auto after = by_address_.lower_bound(begin);
+  assert(after == by_address_.end() || after->first >= begin + size);
+  if (after != by_address_.end() && after->first == begin + size) {
+    size += after->second;
+    erase_span(after->first, after->second);
+  }
+  // Re-find: erase_span invalidated `after`.
+  after = by_address_.lower_bound(begin);
+  if (after != by_address_.begin()) {
+    const auto before = std::prev(after);
+    assert(before->first + before->second <= begin);
+    if (before->first + before->second == begin) {
+      begin = before->first;
+      size += before->second;
+      erase_span(before->first, before->second);
+    }
+  }
+  insert_span(begin, size);
+}
+
+size_t FreeList::largest_span() const {
+  for (size_t word = nonempty_.size(); word-- > 0;) {
+    if (nonempty_[word] == 0) continue;
+    const size_t cls = word * 64 + 63 - static_cast<size_t>(std::countl_zero(nonempty_[word]));
+    return classes_[cls].rbegin()->first;
+  }
+  return 0;
+}
+
+void FreeList::insert_span(uintptr_t begin, size_t size) {
+  const size_t cls = class_of(size);
+  assert(cls != kNoClass);
+  by_address_.emplace(begin, size);
+  classes_[cls].emplace(size, begin);
+  nonempty_[cls / 64] |= uint64_t{1} << (cls % 64);
+}
+
+void FreeList::erase_span(uintptr_t begin, size_t size) {
+  const size_t cls = class_of(size);
+  by_address_.erase(begin);
+  classes_[cls].erase({size, begin});
+  if (classes_[cls].empty()) nonempty_[cls / 64] &= ~(uint64_t{1} << (cls % 64));
+}
+
+}  // namespace codeheap

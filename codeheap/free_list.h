@@ -1,0 +1,98 @@
+// FreeList: the free spans of one arena, for best-fit allocation with coalescing.
+//
+// The metadata lives outside the arena (in std::map / std::set nodes), never inside the free
+// memory: a freed code page stays exactly as the heap left it (trap bytes, or a hole returned to
+// the OS), and the allocator never has to write through the executable memory's alias.
+//
+// Two indexes over the same spans:
+//   - by address, to find both neighbours of a freed span in O(log n) and merge with them.
+//     Spans are maximal: no two free spans touch.
+//   - by size, segregated into classes as in TLSF: 16-byte steps below 256 bytes, then 16
+//     classes per power of two. A bitmap of non-empty classes finds the first class at or above
+//     a size in O(1); inside a class spans are ordered by (size, address), so a lookup yields the
+//     best fit, lowest address first, in O(log n). Best fit keeps large spans intact for large
+//     modules; the address tie-break keeps code dense at the bottom of the arena.
+//
+// Not thread-safe: the Heap's mutex guards it.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <utility>
+
+namespace codeheap {
+
+class FreeList {
+ public:
+  // Every span begins and ends on a granule boundary: block sizes are rounded up to it, and it
+  // is the smallest alignment a block gets (what LLVM asks for functions and constant pools).
+  static constexpr size_t kGranule = 16;
+  // Largest span the size classes cover; arenas are at most 2 GiB.
+  static constexpr size_t kMaxSpan = (size_t{1} << 32) - 1;
+
+  // One free span [begin, begin + size); both granule-aligned, size <= kMaxSpan.
+  FreeList(uintptr_t begin, size_t size);
+
+  // Takes `size` bytes (a multiple of kGranule) starting at a multiple of `alignment` (a power
+  // of two) from the best-fitting span; nullopt if no span can hold them. Fails only when no
+  // span fits: an aligned request never fails just because the fast path's guess missed.
+  std::optional<uintptr_t> allocate(size_t size, size_t alignment);
+
+  // Returns [begin, begin + size) (granule-aligned, not overlapping any free span) and merges it
+  // with its free neighbours.
+  void free(uintptr_t begin, size_t size);
+
+  size_t free_bytes() const { return free_bytes_; }
+  size_t span_count() const { return by_address_.size(); }
+  size_t largest_span() const;
+
+  // Visits spans as f(begin, size), in address order.
+  template <typename F>
+  void for_each(F&& f) const {
+    for (const auto& [begin, size] : by_address_) f(begin, size);
+  }
+  // Visits spans from the highest address down while f(begin, size) returns true.
+  template <typename F>
+  void for_each_descending(F&& f) const {
+    for (auto it = by_address_.rbegin(); it != by_address_.rend(); ++it) {
+      if (!f(it->first, it->second)) return;
+    }
+  }
+
+ private:
+  static constexpr int kSubClassBits = 4;  // 16 classes per power of two
+  static constexpr size_t kLinearLimit = kGranule << kSubClassBits;  // 256: exact 16-byte steps
+  static constexpr size_t kClassCount = (32 - 7) << kSubClassBits;   // covers sizes < 2^32
+  static constexpr size_t kNoClass = kClassCount;
+
+  // A position in size order: a class and a span in it.
+  using SizeClass = std::set<std::pair<size_t, uintptr_t>>;  // (size, begin)
+  struct Cursor {
+    size_t cls = kNoClass;
+    SizeClass::const_iterator it;
+    explicit operator bool() const { return cls != kNoClass; }
+    size_t size() const { return it->first; }
+    uintptr_t begin() const { return it->second; }
+  };
+
+  static size_t class_of(size_t size);
+  size_t next_nonempty_class(size_t from) const;
+  Cursor first_at_least(size_t size) const;
+  Cursor next(Cursor cursor) const;
+  static bool fits(uintptr_t begin, size_t span, size_t size, size_t alignment);
+
+  uintptr_t take(Cursor cursor, size_t size, size_t alignment);
+  void insert_span(uintptr_t begin, size_t size);
+  void erase_span(uintptr_t begin, size_t size);
+
+  std::map<uintptr_t, size_t> by_address_;  // begin -> size
+  std::array<SizeClass, kClassCount> classes_;
+  std::array<uint64_t, (kClassCount + 63) / 64> nonempty_{};  // bit per class
+  size_t free_bytes_ = 0;
+};
+
+}  // namespace codeheap

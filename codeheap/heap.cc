@@ -1,0 +1,532 @@
+// Heap: ties the region, the per-arena allocators, the block table, the quarantine and the owner
+// table together under one mutex. The pieces are single-threaded; every entry point here takes
+// the lock, does bookkeeping only (no system call except in reclaim's trim), and logs after
+// unlocking, because a log line is a write(2) and other threads may be waiting.
+#include "codeheap/heap.h"
+
+#include <bit>
+#include <cassert>
+#include <chrono>
+#include <mutex>
+#include <utility>
+
+#include <spdlog/fmt/fmt.h>
+
+#include "codeheap/block_table.h"
+#include "codeheap/commit_map.h"
+#include "codeheap/free_list.h"
+#include "codeheap/log.h"
+#include "codeheap/owners.h"
+#include "codeheap/quarantine.h"
+#include "codeheap/region.h"
+#include "codeheap/stats_dump.h"
+
+namespace codeheap {
+
+namespace {
+
+constexpr size_t kGranule = FreeList::kGranule;
+
+size_t round_up(size_t value, size_t alignment) {
+  return (value + alignment - 1) / alignment * alignment;
+}
+
+uint64_t elapsed_ns(std::chrono::steady_clock::time_point since) {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now() - since)
+                                   .count());
+}
+
+}  // namespace
+
+const char* to_string(Arena arena) {
+  switch (arena) {
+    case Arena::kCode:
+      return "code";
+    case Arena::kReadOnly:
+      return "read_only";
+    case Arena::kData:
+      return "data";
+  }
+  return "unknown";
+}
+
+// One arena's allocator and accounting. Bytes are footprints (granule-rounded sizes).
+struct ArenaState {
+  ArenaState(Arena id, uintptr_t begin, uintptr_t end, size_t page_size)
+      : id(id), begin(begin), end(end), free(begin, end - begin),
+        commit((end - begin) / page_size) {}
+
+  Arena id;
+  uintptr_t begin;
+  uintptr_t end;
+  FreeList free;
+  CommitMap commit;
+  size_t used_bytes = 0;
+  size_t quarantined_bytes = 0;
+  size_t live_blocks = 0;
+  size_t quarantined_blocks = 0;
+};
+
+struct Heap::Impl {
+  Impl(HeapOptions heap_options, std::unique_ptr<Region> heap_region)
+      : options(std::move(heap_options)), region(std::move(heap_region)) {
+    options.code_bytes = region->arena_bytes(Arena::kCode);
+    options.read_only_bytes = region->arena_bytes(Arena::kReadOnly);
+    options.data_bytes = region->arena_bytes(Arena::kData);
+    arenas.reserve(kArenaCount);
+    for (int i = 0; i < kArenaCount; ++i) {
+      const auto id = static_cast<Arena>(i);
+      arenas.emplace_back(id, region->arena_begin(id), region->arena_end(id), region->page_size());
+    }
+  }
+
+  ArenaState& arena(Arena id) { return arenas[static_cast<size_t>(id)]; }
+
+  // The pages of `arena` that the footprint [begin, begin + footprint) touches, inclusive.
+  std::pair<size_t, size_t> pages(const ArenaState& a, uintptr_t begin, size_t footprint) const {
+    const size_t page = region->page_size();
+    return {(begin - a.begin) / page, (begin + footprint - 1 - a.begin) / page};
+  }
+
+  Result<Allocation> allocate_locked(Arena id, size_t size, size_t alignment, OwnerId owner);
+  Result<Block*> releasable_locked(const char* operation, uintptr_t address);
+  void quarantine_locked(uintptr_t begin, Block& block, bool trap_now);
+  void free_locked(uintptr_t begin, const Block& block);
+
+  // release, retire and abandon: check the address, then move the block on (or count the
+  // error), and log outside the lock.
+  enum class Exit { kRelease, kRetire, kAbandon };
+  Result<void> end_block(Exit exit, uintptr_t address);
+  std::optional<std::string> trim_locked();
+  std::optional<std::string> abandon_locked(uintptr_t begin, const Block& block);
+  HeapStats stats_locked() const;
+
+  HeapOptions options;  // as in effect: arena sizes rounded up to the page size
+  const std::unique_ptr<Region> region;
+  const std::shared_ptr<spdlog::logger> log = logger();
+
+  mutable std::mutex mutex;  // guards everything below
+  std::vector<ArenaState> arenas;  // indexed by Arena
+  BlockTable blocks;
+  Quarantine quarantine;
+  OwnerTable owners;
+  Counters counters;
+  uint64_t next_generation = 1;
+};
+
+Result<Allocation> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment,
+                                               OwnerId owner) {
+  if (static_cast<size_t>(id) >= arenas.size()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("allocate: unknown arena {}", static_cast<int>(id)));
+  }
+  ArenaState& a = arena(id);
+  if (size == 0) {
+    return make_error(ErrorCode::kInvalidArgument, "allocate: size must be at least 1 byte");
+  }
+  if (size > a.end - a.begin) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("allocate: {} bytes is more than the whole {} arena ({} bytes)",
+                                  size, to_string(id), a.end - a.begin));
+  }
+  if (!std::has_single_bit(alignment) || alignment > region->page_size()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("allocate: alignment {} is not a power of two from 1 to the "
+                                  "page size ({})",
+                                  alignment, region->page_size()));
+  }
+  if (!owners.accepts(owner)) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("allocate: owner {} is unknown or retired", owner));
+  }
+
+  const size_t footprint = round_up(size, kGranule);
+  const std::optional<uintptr_t> begin = a.free.allocate(footprint, alignment);
+  if (!begin) {
+    const size_t free = a.free.free_bytes();
+    const size_t largest = a.free.largest_span();
+    return make_error(
+        ErrorCode::kOutOfMemory,
+        fmt::format("heap '{}': out of memory in the {} arena: requested {} bytes (alignment {}), "
+                    "free {} bytes ({}), largest free block {} bytes ({})",
+                    options.name, to_string(id), size, alignment, free, human_bytes(free), largest,
+                    human_bytes(largest)));
+  }
+
+  const uint64_t generation = next_generation++;
+  blocks.insert(*begin, Block{size, footprint, generation, owner, id, BlockState::kLive});
+  const auto [first, last] = pages(a, *begin, footprint);
+  a.commit.acquire(first, last, generation);
+  a.used_bytes += footprint;
+  ++a.live_blocks;
+  owners.on_allocate(owner, footprint);
+  ++counters.allocations;
+  return Allocation{*begin, region->writable(*begin), size, id};
+}
+
+Result<Block*> Heap::Impl::releasable_locked(const char* operation, uintptr_t address) {
+  if (Block* block = blocks.at(address)) {
+    if (block->state == BlockState::kLive) return block;
+    return make_error(ErrorCode::kDoubleRelease,
+                      fmt::format("{}({:#x}): the block ({} bytes, owner {}) was already "
+                                  "released or retired and is in quarantine",
+                                  operation, address, block->size, block->owner));
+  }
+  if (!region->contains(address)) {
+    return make_error(ErrorCode::kForeignAddress,
+                      fmt::format("{}({:#x}): not an address of heap '{}' [{:#x}, {:#x})",
+                                  operation, address, options.name, region->begin(),
+                                  region->end()));
+  }
+  if (const BlockTable::Entry* entry = blocks.containing(address)) {
+    const auto& [begin, block] = *entry;
+    return make_error(ErrorCode::kForeignAddress,
+                      fmt::format("{}({:#x}): interior address of the {} block [{:#x}, {:#x}) "
+                                  "(owner {}); pass the address allocate returned",
+                                  operation, address,
+                                  block.state == BlockState::kLive ? "live" : "quarantined", begin,
+                                  begin + block.size, block.owner));
+  }
+  return make_error(ErrorCode::kForeignAddress,
+                    fmt::format("{}({:#x}): no block here; it is free memory of the {} arena",
+                                operation, address,
+                                address < region->arena_begin(Arena::kReadOnly) ? "code"
+                                : address < region->arena_begin(Arena::kData)   ? "read_only"
+                                                                                : "data"));
+}
+
+void Heap::Impl::quarantine_locked(uintptr_t begin, Block& block, bool trap_now) {
+  if (trap_now) {
+    fill_with_traps(region->writable(begin), block.footprint);
+    block.trapped = true;
+  }
+  block.state = BlockState::kQuarantined;
+  quarantine.add({begin, begin + block.footprint, block.generation});
+  ArenaState& a = arena(block.arena);
+  a.used_bytes -= block.footprint;
+  --a.live_blocks;
+  a.quarantined_bytes += block.footprint;
+  ++a.quarantined_blocks;
+  owners.on_quarantine(block.owner, block.footprint);
+}
+
+void Heap::Impl::free_locked(uintptr_t begin, const Block& block) {
+  // Free memory that was used holds traps: a jump through a stale pointer into a reused or
+  // free range must not find old code still in place.
+  if (!block.trapped) fill_with_traps(region->writable(begin), block.footprint);
+  ArenaState& a = arena(block.arena);
+  if (block.state == BlockState::kLive) {
+    a.used_bytes -= block.footprint;
+    --a.live_blocks;
+  } else {
+    a.quarantined_bytes -= block.footprint;
+    --a.quarantined_blocks;
+    quarantine.remove(begin);
+  }
+  const auto [first, last] = pages(a, begin, block.footprint);
+  a.commit.release(first, last);
+  a.free.free(begin, block.footprint);
+  owners.on_free(block.owner, block.footprint, block.state);
+  blocks.erase(begin);  // last: `block` may refer into the table
+}
+
+// Frees a block that was never used and returns the pages its allocation committed, so that
+// a failed or abandoned link leaves the heap, committed bytes included, exactly as it was.
+// Under the lock for the same reason as trim_locked; only failure paths get here.
+std::optional<std::string> Heap::Impl::abandon_locked(uintptr_t begin, const Block& block) {
+  ArenaState& a = arena(block.arena);
+  const auto [first, last] = pages(a, begin, block.footprint);
+  const uint64_t generation = block.generation;
+  free_locked(begin, block);
+  std::optional<std::string> failure;
+  const size_t page = region->page_size();
+  a.commit.for_each_idle_committed_by(first, last, generation, [&](size_t low, size_t count) {
+    if (failure) return;
+    if (auto done = region->decommit(a.id, a.begin + low * page, count * page); !done) {
+      failure = fmt::format("heap '{}': cannot return abandoned pages of the {} arena to the OS: {}",
+                            options.name, to_string(a.id), done.error().message);
+      return;
+    }
+    a.commit.decommitted(low, count);
+    counters.decommitted_bytes += count * page;
+  });
+  return failure;
+}
+
+// Returns whole free pages to the OS until at most retain_free_bytes of them stay committed.
+// Runs under the lock: returning pages outside it would let a concurrent allocate hand them out
+// (and have its code zeroed by the hole punch) or make them briefly unallocatable (a spurious
+// out-of-memory); reclaim is rare, and only pages beyond the budget pay a system call.
+// Returns a warning to log if the OS refused.
+std::optional<std::string> Heap::Impl::trim_locked() {
+  const size_t page = region->page_size();
+  size_t idle_bytes = 0;
+  for (const ArenaState& a : arenas) idle_bytes += a.commit.idle_pages() * page;
+  if (idle_bytes <= options.retain_free_bytes) return std::nullopt;
+  size_t excess = (idle_bytes - options.retain_free_bytes + page - 1) / page;  // in pages
+
+  // From the top of the region down (data, read_only, code; high spans first), so the low,
+  // most recently reused part of each arena stays warm.
+  std::optional<std::string> failure;
+  for (auto a = arenas.rbegin(); a != arenas.rend() && excess > 0 && !failure; ++a) {
+    a->free.for_each_descending([&](uintptr_t begin, size_t size) {
+      // Only the whole pages inside a free span; a partial page shares memory with a block.
+      const size_t first = (begin - a->begin + page - 1) / page;
+      size_t end = (begin + size - a->begin) / page;
+      while (excess > 0 && end > first) {
+        const size_t top = a->commit.last_committed_below(first, end);
+        if (top == CommitMap::kNone) break;
+        size_t low = top;
+        while (low > first && top - low + 1 < excess && a->commit.committed(low - 1)) --low;
+        const size_t count = top - low + 1;
+        if (auto done = region->decommit(a->id, a->begin + low * page, count * page); !done) {
+          failure = fmt::format("heap '{}': cannot return free pages of the {} arena to the OS: {}",
+                                options.name, to_string(a->id), done.error().message);
+          return false;
+        }
+        a->commit.decommitted(low, count);
+        counters.decommitted_bytes += count * page;
+        excess -= count;
+        end = low;
+      }
+      return excess > 0;
+    });
+  }
+  return failure;
+}
+
+HeapStats Heap::Impl::stats_locked() const {
+  HeapStats s;
+  s.name = options.name;
+  for (const ArenaState& a : arenas) {
+    ArenaStats as;
+    as.name = to_string(a.id);
+    as.begin = a.begin;
+    as.end = a.end;
+    as.reserved_bytes = a.end - a.begin;
+    as.committed_bytes = a.commit.committed_pages() * region->page_size();
+    as.used_bytes = a.used_bytes;
+    as.quarantined_bytes = a.quarantined_bytes;
+    as.free_bytes = a.free.free_bytes();
+    assert(as.used_bytes + as.quarantined_bytes + as.free_bytes == as.reserved_bytes);
+    as.largest_free_block = a.free.largest_span();
+    as.fragmentation =
+        as.free_bytes == 0
+            ? 0.0
+            : 1.0 - static_cast<double>(as.largest_free_block) / static_cast<double>(as.free_bytes);
+    as.live_blocks = a.live_blocks;
+    as.quarantined_blocks = a.quarantined_blocks;
+    as.free_blocks = a.free.span_count();
+    // Enough buckets for a span as large as the arena.
+    as.free_histogram.assign(std::bit_width(as.reserved_bytes), 0);
+    a.free.for_each([&](uintptr_t, size_t size) { ++as.free_histogram[std::bit_width(size) - 1]; });
+
+    s.reserved_bytes += as.reserved_bytes;
+    s.committed_bytes += as.committed_bytes;
+    s.used_bytes += as.used_bytes;
+    s.quarantined_bytes += as.quarantined_bytes;
+    s.free_bytes += as.free_bytes;
+    s.largest_free_block = std::max(s.largest_free_block, as.largest_free_block);
+    s.arenas.push_back(std::move(as));
+  }
+
+  s.owners = owners.snapshot();  // sorted by id
+  blocks.for_each([&](uintptr_t begin, const Block& block) {
+    if (block.owner == kNoOwner) return;
+    auto it = std::lower_bound(s.owners.begin(), s.owners.end(), block.owner,
+                               [](const OwnerStats& o, OwnerId id) { return o.id < id; });
+    assert(it != s.owners.end() && it->id == block.owner);
+    it->low = it->low == 0 ? begin : std::min(it->low, begin);
+    it->high = std::max(it->high, begin + block.size);
+  });
+  s.counters = counters;
+  return s;
+}
+
+Heap::Heap(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Heap::~Heap() {
+  if (!impl_) return;
+  stats_dump::on_destroy(*this);
+  impl_->log->debug("heap '{}' destroyed", impl_->options.name);
+}
+
+Result<std::unique_ptr<Heap>> Heap::create(HeapOptions options) {
+  Result<std::unique_ptr<Region>> region = Region::create(options);
+  if (!region) return tl::make_unexpected(std::move(region.error()));
+  std::unique_ptr<Heap> heap(new Heap(std::make_unique<Impl>(std::move(options),
+                                                             std::move(*region))));
+  const Impl& h = *heap->impl_;
+  h.log->info("heap '{}': region [{:#x}, {:#x}), code {}, read_only {}, data {}", h.options.name,
+              h.region->begin(), h.region->end(), human_bytes(h.options.code_bytes),
+              human_bytes(h.options.read_only_bytes), human_bytes(h.options.data_bytes));
+  stats_dump::on_create(*heap);
+  return heap;
+}
+
+Result<Allocation> Heap::allocate(Arena arena, size_t size, size_t alignment, OwnerId owner) {
+  Impl& h = *impl_;
+  Result<Allocation> result;
+  {
+    std::lock_guard lock(h.mutex);
+    result = h.allocate_locked(arena, size, alignment, owner);
+    if (!result) ++h.counters.allocation_failures;
+  }
+  if (result) {
+    h.log->trace("allocate({}, {}, {}, owner {}) -> {:#x}", to_string(arena), size, alignment,
+                 owner, result->address);
+  } else {
+    h.log->debug("{}", result.error().message);
+  }
+  return result;
+}
+
+Result<void> Heap::Impl::end_block(Exit exit, uintptr_t address) {
+  const char* operation = exit == Exit::kRelease ? "release"
+                          : exit == Exit::kRetire ? "retire"
+                                                  : "abandon";
+  Result<void> result;
+  std::optional<std::string> undo_failure;
+  {
+    std::lock_guard lock(mutex);
+    Result<Block*> block = releasable_locked(operation, address);
+    if (!block) {
+      ++counters.release_errors;
+      result = tl::make_unexpected(std::move(block.error()));
+    } else if (exit == Exit::kAbandon) {
+      undo_failure = abandon_locked(address, **block);
+      ++counters.abandons;
+    } else {
+      quarantine_locked(address, **block, /*trap_now=*/exit == Exit::kRelease);
+      ++(exit == Exit::kRelease ? counters.releases : counters.retires);
+    }
+  }
+  if (undo_failure) log->warn("{}", *undo_failure);
+  if (!result) {
+    log->warn("heap '{}': {}", options.name, result.error().message);
+  } else {
+    log->trace("{}({:#x})", operation, address);
+  }
+  return result;
+}
+
+Result<void> Heap::release(uintptr_t address) {
+  return impl_->end_block(Impl::Exit::kRelease, address);
+}
+
+Result<void> Heap::retire(uintptr_t address) {
+  return impl_->end_block(Impl::Exit::kRetire, address);
+}
+
+Result<void> Heap::abandon(uintptr_t address) {
+  return impl_->end_block(Impl::Exit::kAbandon, address);
+}
+
+ReclaimReport Heap::reclaim(
+    const std::function<bool(uintptr_t begin, uintptr_t end)>& is_referenced) {
+  Impl& h = *impl_;
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<QuarantineEntry> candidates;
+  {
+    std::lock_guard lock(h.mutex);
+    candidates = h.quarantine.snapshot();
+  }
+
+  // Unlocked: the predicate may stop threads and scan stacks, and those threads may be inside
+  // allocate or release right now.
+  std::vector<uint8_t> referenced(candidates.size());
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    referenced[i] = is_referenced(candidates[i].begin, candidates[i].end) ? 1 : 0;
+  }
+
+  ReclaimReport report;
+  report.examined_blocks = candidates.size();
+  std::optional<std::string> trim_failure;
+  {
+    std::lock_guard lock(h.mutex);
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      if (referenced[i]) {
+        ++report.still_referenced_blocks;
+        continue;
+      }
+      // Meanwhile a concurrent pass may have freed the block, and the range may even hold a
+      // newer released block (a different generation) that this predicate never saw.
+      const Block* block = h.blocks.at(candidates[i].begin);
+      if (block == nullptr || block->state != BlockState::kQuarantined ||
+          block->generation != candidates[i].generation) {
+        continue;
+      }
+      ++report.reclaimed_blocks;
+      report.reclaimed_bytes += block->footprint;
+      h.free_locked(candidates[i].begin, *block);
+    }
+    trim_failure = h.trim_locked();
+    report.duration_ns = elapsed_ns(start);
+    ++h.counters.reclaim_passes;
+    h.counters.blocks_reclaimed += report.reclaimed_blocks;
+    h.counters.bytes_reclaimed += report.reclaimed_bytes;
+    h.counters.reclaim_ns_total += report.duration_ns;
+    h.counters.reclaim_ns_last = report.duration_ns;
+  }
+  if (trim_failure) h.log->warn("{}", *trim_failure);
+  h.log->debug("heap '{}': reclaim examined {} blocks, reclaimed {} ({} bytes), {} still "
+               "referenced, {} ns",
+               h.options.name, report.examined_blocks, report.reclaimed_blocks,
+               report.reclaimed_bytes, report.still_referenced_blocks, report.duration_ns);
+  return report;
+}
+
+std::vector<BlockInfo> Heap::quarantined() const {
+  const Impl& h = *impl_;
+  std::lock_guard lock(h.mutex);
+  std::vector<BlockInfo> result;
+  result.reserve(h.quarantine.size());
+  for (const QuarantineEntry& entry : h.quarantine.snapshot()) {
+    result.push_back(to_block_info(entry.begin, *h.blocks.at(entry.begin)));
+  }
+  return result;
+}
+
+std::optional<BlockInfo> Heap::find(uintptr_t address) const {
+  const Impl& h = *impl_;
+  std::lock_guard lock(h.mutex);
+  const BlockTable::Entry* entry = h.blocks.containing(address);
+  if (entry == nullptr) return std::nullopt;
+  return to_block_info(entry->first, entry->second);
+}
+
+bool Heap::contains(uintptr_t address) const { return impl_->region->contains(address); }
+
+uint8_t* Heap::writable_alias(uintptr_t address) const {
+  return impl_->region->writable(address);
+}
+
+OwnerId Heap::register_owner(std::string name) {
+  Impl& h = *impl_;
+  std::lock_guard lock(h.mutex);
+  return h.owners.add(std::move(name));
+}
+
+void Heap::retire_owner(OwnerId owner) {
+  Impl& h = *impl_;
+  bool known = false;
+  {
+    std::lock_guard lock(h.mutex);
+    known = h.owners.retire(owner);
+  }
+  if (!known) h.log->warn("heap '{}': retire_owner({}): no such owner", h.options.name, owner);
+}
+
+HeapStats Heap::stats() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->stats_locked();
+}
+
+std::string Heap::dump_text() const { return format_text(stats()); }
+
+std::string Heap::dump_json() const { return format_json(stats()); }
+
+const HeapOptions& Heap::options() const { return impl_->options; }
+
+}  // namespace codeheap

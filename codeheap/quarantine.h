@@ -1,0 +1,47 @@
+// Quarantine: released or retired blocks that some thread may still be executing or about to
+// return into. They stay out of the free list until a reclaim pass is told that no stack
+// references them.
+//
+// A released block is filled with trap bytes at once, so a stale call or return into it stops
+// the thread with SIGTRAP right there instead of running whatever is allocated there next. A
+// retired block keeps its code until reclaim, so activations still inside can finish; it is
+// trap-filled when it goes back to the free list. Either way free memory that was once used
+// holds traps.
+//
+// Not thread-safe: the Heap's mutex guards it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <vector>
+
+namespace codeheap {
+
+// x86-64 `int3`: one byte, so every byte offset of a trapped block is an instruction boundary
+// and a jump or return anywhere into it traps.
+inline constexpr uint8_t kTrapByte = 0xCC;
+
+// Fills `bytes` bytes at `writable` (the writable alias of a block) with kTrapByte.
+void fill_with_traps(uint8_t* writable, size_t bytes);
+
+struct QuarantineEntry {
+  uintptr_t begin = 0;
+  uintptr_t end = 0;  // begin + footprint
+  uint64_t generation = 0;
+};
+
+class Quarantine {
+ public:
+  void add(const QuarantineEntry& entry);
+  void remove(uintptr_t begin);
+  size_t size() const { return entries_.size(); }
+  // Everything in quarantine, by address: the work list of a reclaim pass, taken under the
+  // lock and examined without it.
+  std::vector<QuarantineEntry> snapshot() const;
+
+ private:
+  std::map<uintptr_t, QuarantineEntry> entries_;
+};
+
+}  // namespace codeheap

@@ -1,0 +1,109 @@
+#include "codeheap/stats_dump.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <spdlog/fmt/fmt.h>
+
+#include "codeheap/heap.h"
+#include "codeheap/log.h"
+#include "codeheap/stats_json.h"
+
+namespace codeheap::stats_dump {
+
+namespace {
+
+struct Target {
+  bool to_stderr = false;
+  bool json = false;
+  std::string path;
+};
+
+std::optional<Target> target_from_environment() {
+  const char* value = std::getenv("CODEHEAP_STATS");
+  if (value == nullptr || *value == '\0') return std::nullopt;
+  const std::string target(value);
+  if (target == "stderr") return Target{true, false, {}};
+  const bool json = target.ends_with(".json") || target.ends_with(".jsonl");
+  return Target{false, json, target};
+}
+
+struct Watched {
+  std::mutex mutex;
+  std::vector<std::pair<const Heap*, Target>> heaps;  // in creation order
+};
+
+// Never destroyed: a heap that is itself a static object may be destroyed after the exit
+// handler has run, and its destructor still looks itself up here.
+Watched& watched() {
+  static auto* instance = new Watched;
+  return *instance;
+}
+
+void write(const Target& target, const Heap& heap, bool at_exit) {
+  const HeapStats stats = heap.stats();
+  std::string record;
+  if (target.json) {
+    nlohmann::json j = stats;
+    j["event"] = at_exit ? "exit" : "destroy";
+    j["pid"] = getpid();
+    record = j.dump() + "\n";
+  } else {
+    record = fmt::format("codeheap: heap-stats {} (pid {})\n{}\n",
+                         at_exit ? "at exit" : "when destroyed", getpid(), format_text(stats));
+  }
+  FILE* out = target.to_stderr ? stderr : std::fopen(target.path.c_str(), "a");
+  if (out == nullptr) {
+    logger()->warn("CODEHEAP_STATS: cannot open {}: {}", target.path, std::strerror(errno));
+    return;
+  }
+  std::fwrite(record.data(), 1, record.size(), out);
+  if (target.to_stderr) {
+    std::fflush(out);
+  } else {
+    std::fclose(out);
+  }
+}
+
+void dump_at_exit() {
+  Watched& w = watched();
+  std::lock_guard lock(w.mutex);
+  for (const auto& [heap, target] : w.heaps) write(target, *heap, /*at_exit=*/true);
+}
+
+}  // namespace
+
+void on_create(const Heap& heap) {
+  std::optional<Target> target = target_from_environment();
+  if (!target) return;
+  static std::once_flag registered;
+  std::call_once(registered, [] { std::atexit(dump_at_exit); });
+  Watched& w = watched();
+  std::lock_guard lock(w.mutex);
+  w.heaps.emplace_back(&heap, std::move(*target));
+}
+
+void on_destroy(const Heap& heap) {
+  Watched& w = watched();
+  // Held while writing, so the exit handler and destructors on other threads never interleave
+  // records, and a heap being dumped at exit is not destroyed underneath the dump.
+  std::lock_guard lock(w.mutex);
+  auto it = std::find_if(w.heaps.begin(), w.heaps.end(),
+                         [&](const auto& entry) { return entry.first == &heap; });
+  if (it == w.heaps.end()) return;
+  const Target target = std::move(it->second);
+  w.heaps.erase(it);
+  write(target, heap, /*at_exit=*/false);
+}
+
+}  // namespace codeheap::stats_dump
