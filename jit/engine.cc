@@ -1,0 +1,412 @@
+#include "jit/engine.h"
+
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include "codeheap/log.h"
+#include "jit/entry_cell.h"
+#include "llvm/AsmParser/Parser.h"
+#include "llvm/ExecutionEngine/JITLink/EHFrameSupport.h"
+#include "llvm/ExecutionEngine/Orc/Core.h"
+#include "llvm/ExecutionEngine/Orc/CompileUtils.h"
+#include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
+#include "llvm/ExecutionEngine/Orc/LLJIT.h"
+#include "llvm/IR/Constants.h"
+#include "llvm/IR/GlobalVariable.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
+#include "llvm/IR/Verifier.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+
+namespace codeheap::jit {
+
+using llvm::Error;
+using llvm::Expected;
+using llvm::StringRef;
+using llvm::orc::ExecutorAddr;
+using llvm::orc::ThreadSafeModule;
+
+namespace {
+
+Error makeError(const llvm::Twine& message) {
+  return llvm::make_error<llvm::StringError>(message, llvm::inconvertibleErrorCode());
+}
+
+// ORC reports why a materialization failed (an undefined symbol, a full heap) out of band,
+// through the session's error reporter, and fails the lookup that triggered it only with a
+// generic "Failed to materialize symbols". LLJIT without compile threads links on the thread
+// that looks up, so while a thread links a module, errors reported on that thread belong to the
+// module; this collects them for the caller.
+class ReportedErrors {
+ public:
+  ReportedErrors() : previous_(current_) { current_ = this; }
+  ~ReportedErrors() {
+    current_ = previous_;
+    llvm::consumeError(std::move(errors_));
+  }
+  ReportedErrors(const ReportedErrors&) = delete;
+  ReportedErrors& operator=(const ReportedErrors&) = delete;
+
+  Error take() { return std::move(errors_); }
+
+  // False if no link is collecting on this thread.
+  static bool deliver(Error& err) {
+    if (current_ == nullptr) return false;
+    current_->errors_ = llvm::joinErrors(std::move(current_->errors_), std::move(err));
+    return true;
+  }
+
+ private:
+  static thread_local ReportedErrors* current_;
+  ReportedErrors* previous_;
+  Error errors_ = Error::success();
+};
+
+thread_local ReportedErrors* ReportedErrors::current_ = nullptr;
+
+// llvm.global_ctors / llvm.global_dtors with at least one entry.
+bool hasStaticInitializers(const llvm::Module& module) {
+  for (const char* name : {"llvm.global_ctors", "llvm.global_dtors"}) {
+    const llvm::GlobalVariable* list = module.getNamedGlobal(name);
+    if (list != nullptr && list->hasInitializer() && !list->getInitializer()->isNullValue())
+      return true;
+  }
+  return false;
+}
+
+// Turns the module into the body of one version of the redefinable function `name`: the
+// definition of `name` is renamed to `body_name`, the only symbol it exports; everything else
+// it defines becomes internal, so two versions alive at once (the new one is linked before the
+// old one is removed) never define the same symbol.
+Error makeBody(llvm::Module& module, StringRef name, StringRef body_name) {
+  llvm::Function* function = module.getFunction(name);
+  if (function == nullptr || function->isDeclaration())
+    return makeError("module '" + module.getModuleIdentifier() + "' does not define function '" +
+                     name + "'");
+  for (llvm::GlobalValue& value : module.global_values()) {
+    if (&value == function || value.isDeclaration() || value.hasLocalLinkage() ||
+        value.hasAppendingLinkage())
+      continue;
+    value.setVisibility(llvm::GlobalValue::DefaultVisibility);  // required for local linkage
+    value.setLinkage(llvm::GlobalValue::InternalLinkage);
+    if (auto* object = llvm::dyn_cast<llvm::GlobalObject>(&value)) object->setComdat(nullptr);
+  }
+  function->setName(body_name);
+  if (function->getName() != body_name)  // LLVM uniqued it: the module already used the name
+    return makeError("module '" + module.getModuleIdentifier() + "' already defines '" +
+                     body_name + "', the engine's private name for a version of '" + name + "'");
+  function->setLinkage(llvm::GlobalValue::ExternalLinkage);
+  function->setVisibility(llvm::GlobalValue::DefaultVisibility);
+  function->setComdat(nullptr);
+  return Error::success();
+}
+
+Expected<ThreadSafeModule> parseModule(StringRef ir_text, StringRef name) {
+  auto context = std::make_unique<llvm::LLVMContext>();
+  llvm::SMDiagnostic diagnostic;
+  std::unique_ptr<llvm::Module> module =
+      llvm::parseAssembly(llvm::MemoryBufferRef(ir_text, name), diagnostic, *context);
+  if (!module) {
+    return makeError(llvm::formatv("cannot parse module '{0}': line {1}, column {2}: {3}", name,
+                                   diagnostic.getLineNo(), diagnostic.getColumnNo() + 1,
+                                   diagnostic.getMessage()));
+  }
+  return ThreadSafeModule(std::move(module), std::move(context));
+}
+
+// After this many removals the session's symbol string pool drops the names no longer used:
+// ORC keeps dead entries until told, which a runtime that compiles and drops closures for ever
+// would otherwise accumulate. Sweeping walks the whole pool, hence not on every removal.
+constexpr size_t kRemovalsPerPoolSweep = 256;
+
+}  // namespace
+
+Expected<llvm::orc::JITTargetMachineBuilder> targetMachineBuilder(const EngineOptions& options) {
+  static const bool native_target_missing = [] {
+    return llvm::InitializeNativeTarget() || llvm::InitializeNativeTargetAsmPrinter() ||
+           llvm::InitializeNativeTargetAsmParser();
+  }();
+  if (native_target_missing) return makeError("LLVM has no native target for this host");
+  auto builder = llvm::orc::JITTargetMachineBuilder::detectHost();
+  if (!builder) return builder.takeError();
+  builder->setCodeModel(options.code_model)
+      .setRelocationModel(options.relocation_model)
+      .setCodeGenOptLevel(options.opt_level);
+  return builder;
+}
+
+struct Engine::Impl {
+  struct LiveModule {
+    llvm::orc::ResourceTrackerSP tracker;
+    std::string name;
+  };
+  struct Cell {
+    std::unique_ptr<EntryCell> cell;
+    ModuleHandle body;  // the module holding the version the cell points at
+  };
+
+  Impl(Heap& heap, EngineOptions options)
+      : heap(heap),
+        options(std::move(options)),
+        log(codeheap::logger("jit")),
+        memory(heap, this->options.retire_mode) {}
+
+  Expected<std::unique_ptr<llvm::orc::ObjectLayer>> createLinkingLayer(
+      llvm::orc::ExecutionSession& session) {
+    auto layer = std::make_unique<llvm::orc::ObjectLinkingLayer>(session, memory);
+    layer->addPlugin(std::make_unique<llvm::orc::EHFrameRegistrationPlugin>(
+        session, std::make_unique<llvm::jitlink::InProcessEHFrameRegistrar>()));
+    if (Error err = addVisibilityPlugins(*layer, session, options.visibility))
+      return err;
+    for (const auto& plugin : options.plugins) layer->addPlugin(plugin);
+    return std::unique_ptr<llvm::orc::ObjectLayer>(std::move(layer));
+  }
+
+  llvm::orc::JITDylib& main() { return jit->getMainJITDylib(); }
+
+  Expected<ModuleHandle> add(ThreadSafeModule module, StringRef name) {
+    auto context = [&] { return makeError("cannot add module '" + name + "'"); };
+    llvm::orc::SymbolLookupSet definitions;
+    Error prepared = module.withModuleDo([&](llvm::Module& m) -> Error {
+      m.setModuleIdentifier(name);
+      if (m.getTargetTriple().empty()) m.setTargetTriple(jit->getTargetTriple().str());
+      std::string problems;
+      llvm::raw_string_ostream out(problems);
+      if (llvm::verifyModule(m, &out)) return makeError("invalid IR: " + llvm::StringRef(problems).trim());
+      if (hasStaticInitializers(m))
+        return makeError("static constructors/destructors (llvm.global_ctors/dtors) are not "
+                         "supported; call the module's initialization explicitly");
+      for (const llvm::GlobalValue& value : m.global_values()) {
+        if (value.isDeclarationForLinker() || value.hasLocalLinkage() ||
+            value.hasAppendingLinkage())
+          continue;
+        definitions.add(jit->mangleAndIntern(value.getName()));
+      }
+      return Error::success();
+    });
+    if (prepared) return llvm::joinErrors(context(), std::move(prepared));
+
+    llvm::orc::ResourceTrackerSP tracker = main().createResourceTracker();
+    if (Error err = jit->addIRModule(tracker, std::move(module)))
+      return llvm::joinErrors(llvm::joinErrors(context(), std::move(err)), tracker->remove());
+
+    // Link now (see engine.h): looking up every definition materializes the whole module.
+    if (!definitions.empty()) {
+      ReportedErrors reported;
+      auto linked = jit->getExecutionSession().lookup(
+          llvm::orc::makeJITDylibSearchOrder(&main(),
+                                             llvm::orc::JITDylibLookupFlags::MatchAllSymbols),
+          std::move(definitions));
+      Error causes = reported.take();
+      if (!linked) {
+        Error err = linked.takeError();
+        if (causes) {
+          // The causes say everything; the lookup's own error only lists our symbols.
+          llvm::consumeError(std::move(err));
+          err = std::move(causes);
+        }
+        return llvm::joinErrors(llvm::joinErrors(context(), std::move(err)), tracker->remove());
+      }
+      if (causes) log->warn("module '{}' linked, but: {}", name.str(), llvm::toString(std::move(causes)));
+    }
+
+    std::lock_guard<std::mutex> lock(modules_mutex);
+    ModuleHandle handle{next_module_id++};
+    modules.emplace(handle.id, LiveModule{std::move(tracker), name.str()});
+    log->debug("added module '{}' as #{}", name.str(), handle.id);
+    return handle;
+  }
+
+  Error remove(ModuleHandle handle) {
+    LiveModule module;
+    bool sweep = false;
+    {
+      std::lock_guard<std::mutex> lock(modules_mutex);
+      auto it = modules.find(handle.id);
+      if (it == modules.end())
+        return makeError(llvm::formatv("cannot remove module #{0}: no such module (never added "
+                                       "to this engine, or already removed)",
+                                       handle.id));
+      module = std::move(it->second);
+      modules.erase(it);
+      if (++removals_since_sweep == kRemovalsPerPoolSweep) {
+        removals_since_sweep = 0;
+        sweep = true;
+      }
+    }
+    Error err = module.tracker->remove();
+    module.tracker.reset();  // the pool entries of its symbols die with the tracker
+    if (sweep) jit->getExecutionSession().getSymbolStringPool()->clearDeadEntries();
+    if (err) return llvm::joinErrors(makeError("removing module '" + module.name + "'"), std::move(err));
+    log->debug("removed module '{}' (#{})", module.name, handle.id);
+    return Error::success();
+  }
+
+  Heap& heap;
+  EngineOptions options;
+  std::shared_ptr<spdlog::logger> log;
+  HeapJITLinkMemoryManager memory;  // outlives `jit`, whose allocations it holds
+  std::unique_ptr<llvm::orc::LLJIT> jit;
+
+  mutable std::mutex modules_mutex;
+  std::unordered_map<uint64_t, LiveModule> modules;
+  uint64_t next_module_id = 1;
+  size_t removals_since_sweep = 0;
+
+  std::mutex cells_mutex;  // serializes defineFunction
+  llvm::StringMap<Cell> cells;
+  uint64_t next_version = 1;
+};
+
+Expected<std::unique_ptr<Engine>> Engine::create(Heap& heap, EngineOptions options) {
+  auto target = targetMachineBuilder(options);
+  if (!target) return target.takeError();
+
+  auto impl = std::make_unique<Impl>(heap, std::move(options));
+  Impl* state = impl.get();
+  llvm::orc::LLJITBuilder builder;
+  builder.setJITTargetMachineBuilder(std::move(*target))
+      .setObjectLinkingLayerCreator(
+          [state](llvm::orc::ExecutionSession& session, const llvm::Triple&) {
+            return state->createLinkingLayer(session);
+          })
+      .setPlatformSetUp(llvm::orc::setUpInactivePlatform)
+      // Each caller compiles on its own thread (see engine.h), and a shared TargetMachine is not
+      // thread-safe: ConcurrentIRCompiler makes one per compilation. Not LLJIT's
+      // SupportConcurrentCompilation, which would also move linking to a thread pool and so
+      // separate a failed link's errors from the thread that asked.
+      .setCompileFunctionCreator([](llvm::orc::JITTargetMachineBuilder machine)
+                                     -> Expected<std::unique_ptr<llvm::orc::IRCompileLayer::IRCompiler>> {
+        return std::make_unique<llvm::orc::ConcurrentIRCompiler>(std::move(machine));
+      });
+  if (state->options.link_process_symbols) {
+    // In-process dlsym: the default would go through the ExecutorProcessControl's wrapper
+    // calls, which buys nothing when the JIT and its code share the process.
+    builder.setProcessSymbolsJITDylibSetup(
+        [](llvm::orc::LLJIT& jit) -> Expected<llvm::orc::JITDylibSP> {
+          auto generator = llvm::orc::DynamicLibrarySearchGenerator::GetForCurrentProcess(
+              jit.getDataLayout().getGlobalPrefix());
+          if (!generator) return generator.takeError();
+          llvm::orc::JITDylib& dylib =
+              jit.getExecutionSession().createBareJITDylib("<process symbols>");
+          dylib.addGenerator(std::move(*generator));
+          return &dylib;
+        });
+  } else {
+    builder.setLinkProcessSymbolsByDefault(false);
+  }
+  auto jit = builder.create();
+  if (!jit) return jit.takeError();
+  state->jit = std::move(*jit);
+  state->jit->getExecutionSession().setErrorReporter([log = state->log](Error err) {
+    if (!ReportedErrors::deliver(err)) log->error("JIT session: {}", llvm::toString(std::move(err)));
+  });
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Engine::~Engine() = default;
+
+Expected<ModuleHandle> Engine::addModule(ThreadSafeModule module, StringRef name) {
+  return impl_->add(std::move(module), name);
+}
+
+Expected<ModuleHandle> Engine::addModule(StringRef ir_text, StringRef name) {
+  auto module = parseModule(ir_text, name);
+  if (!module) return module.takeError();
+  return impl_->add(std::move(*module), name);
+}
+
+Error Engine::removeModule(ModuleHandle handle) { return impl_->remove(handle); }
+
+size_t Engine::liveModules() const {
+  std::lock_guard<std::mutex> lock(impl_->modules_mutex);
+  return impl_->modules.size();
+}
+
+Expected<ExecutorAddr> Engine::lookup(StringRef name) { return impl_->jit->lookup(name); }
+
+Error Engine::defineHostSymbols(const llvm::StringMap<ExecutorAddr>& symbols) {
+  llvm::orc::SymbolMap definitions;
+  for (const auto& entry : symbols) {
+    definitions[impl_->jit->mangleAndIntern(entry.getKey())] =
+        llvm::orc::ExecutorSymbolDef(entry.getValue(), llvm::JITSymbolFlags::Exported);
+  }
+  return impl_->main().define(llvm::orc::absoluteSymbols(std::move(definitions)));
+}
+
+Expected<ExecutorAddr> Engine::defineFunction(StringRef name, ThreadSafeModule module) {
+  Impl& impl = *impl_;
+  auto context = [&] { return makeError("cannot define function '" + name + "'"); };
+  std::lock_guard<std::mutex> lock(impl.cells_mutex);
+  auto existing = impl.cells.find(name);
+  llvm::orc::SymbolStringPtr symbol = impl.jit->mangleAndIntern(name);
+
+  if (existing == impl.cells.end()) {
+    // Refuse a name that is taken before spending a compilation on it.
+    auto taken = impl.jit->getExecutionSession().lookupFlags(
+        llvm::orc::LookupKind::Static,
+        llvm::orc::makeJITDylibSearchOrder(&impl.main(),
+                                           llvm::orc::JITDylibLookupFlags::MatchAllSymbols),
+        llvm::orc::SymbolLookupSet(symbol, llvm::orc::SymbolLookupFlags::WeaklyReferencedSymbol));
+    if (!taken) return llvm::joinErrors(context(), taken.takeError());
+    if (!taken->empty())
+      return llvm::joinErrors(context(),
+                              makeError("'" + name + "' is already defined by a module or as a "
+                                        "host symbol, so it cannot become redefinable"));
+  }
+
+  const std::string body_name = llvm::formatv("{0}.v{1}", name, impl.next_version++).str();
+  if (Error err = module.withModuleDo(
+          [&](llvm::Module& m) { return makeBody(m, name, body_name); }))
+    return llvm::joinErrors(context(), std::move(err));
+  auto body_module = impl.add(std::move(module), body_name);
+  if (!body_module) return body_module.takeError();
+  auto body = impl.jit->lookup(body_name);
+  if (!body) return llvm::joinErrors(body.takeError(), impl.remove(*body_module));
+
+  if (existing != impl.cells.end()) {
+    Impl::Cell& cell = existing->second;
+    cell.cell->setTarget(*body);
+    const ModuleHandle previous = std::exchange(cell.body, *body_module);
+    // The new version is in place whatever happens here; a failure means the heap refused to
+    // take the old blocks back, which is a heap bug to report, not this call's failure.
+    if (Error err = impl.remove(previous))
+      impl.log->error("retiring the previous version of '{}': {}", name.str(),
+                      llvm::toString(std::move(err)));
+    impl.log->debug("redefined '{}' as {}", name.str(), body_name);
+    return cell.cell->address();
+  }
+
+  auto cell = EntryCell::create(impl.heap, name, *body);
+  if (!cell)
+    return llvm::joinErrors(llvm::joinErrors(context(), cell.takeError()),
+                            impl.remove(*body_module));
+  llvm::orc::SymbolMap definition;
+  definition[symbol] = llvm::orc::ExecutorSymbolDef(
+      (*cell)->address(), llvm::JITSymbolFlags::Exported | llvm::JITSymbolFlags::Callable);
+  if (Error err = impl.main().define(llvm::orc::absoluteSymbols(std::move(definition))))
+    return llvm::joinErrors(llvm::joinErrors(context(), std::move(err)),
+                            impl.remove(*body_module));
+  const ExecutorAddr stub = (*cell)->address();
+  impl.cells[name] = Impl::Cell{std::move(*cell), *body_module};
+  impl.log->debug("defined '{}' as {} behind entry cell {:#x}", name.str(), body_name,
+                  stub.getValue());
+  return stub;
+}
+
+Expected<ExecutorAddr> Engine::defineFunction(StringRef name, StringRef ir_text) {
+  auto module = parseModule(ir_text, name);
+  if (!module) return module.takeError();
+  return defineFunction(name, std::move(*module));
+}
+
+}  // namespace codeheap::jit

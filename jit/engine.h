@@ -1,0 +1,142 @@
+// Engine: an ORC LLJIT whose code and data live in a codeheap::Heap.
+//
+// What it sets up:
+//   - JITLink through HeapJITLinkMemoryManager: every section of every module in the heap's low
+//     region, so the Small code model (the default here) links: pc-relative calls and jump
+//     tables reach across the heap, and calls to host functions go through JITLink's GOT and
+//     stubs, which are allocated with the module and so are low as well.
+//   - eh_frame registration (EHFrameRegistrationPlugin), so C++ exceptions thrown by host
+//     functions unwind through JIT frames; deregistered when the module is removed.
+//   - perf map / GDB JIT plugins from jit/visibility.h, when `EngineOptions::visibility` asks.
+//   - symbol resolution: modules and host symbols in one JITDylib ("main"), then the process's
+//     exported symbols (DynamicLibrarySearchGenerator) unless disabled.
+//   - no static initializer support (LLJIT's "inactive" platform): modules whose
+//     llvm.global_ctors / llvm.global_dtors are non-empty are refused rather than silently not
+//     run. A dynamic-language runtime initializes its modules by calling them.
+//
+// Modules are linked eagerly: addModule compiles and links every definition before returning,
+// so every error (bad IR, an undefined symbol, a full heap) surfaces there, attributed to the
+// module, and the heap holds the module's code from then on. A module can refer to symbols of
+// modules added before it, to host symbols, and to process symbols.
+//
+// Removal: removeModule removes the module's ORC ResourceTracker: its symbols disappear, its
+// eh_frames are deregistered and its blocks go to the heap's quarantine (see RetireMode), from
+// which the caller's reclaim pass (Heap::reclaim) frees them once no thread references them.
+// The engine does not know who still calls the removed code; the runtime's GC does.
+//
+// Redefinable functions: defineFunction(name, module) gives `name` an EntryCell (entry_cell.h)
+// and links the module's definition of `name` under a private name; the JITDylib symbol `name`
+// is the cell's stub. Redefining `name` links the new body, stores its address into the cell
+// with one release store and removes the previous body's module (to quarantine; activations of
+// it that are running finish in intact code). Callers compiled before the redefinition call the
+// stub, so they reach the new body.
+//
+// Errors: every fallible member returns llvm::Error / Expected with a message naming the module
+// or symbol. A failed addModule or defineFunction leaves the heap statistics (counters aside)
+// as they were. Heap failures arrive as jit::HeapError (jit/error.h), so a caller can collect
+// garbage, reclaim and retry on ErrorCode::kOutOfMemory.
+//
+// Threading: all members may be called from any thread concurrently. Compilation happens on the
+// calling thread. defineFunction calls are serialized with each other (not with addModule or
+// lookup). The Heap must outlive the Engine; destroying the Engine removes every module (to
+// quarantine) and retires the entry cells, so no JIT code may run during or after destruction.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "codeheap/heap.h"
+#include "jit/jitlink_memory_manager.h"
+#include "jit/visibility.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
+#include "llvm/ExecutionEngine/Orc/ObjectLinkingLayer.h"
+#include "llvm/ExecutionEngine/Orc/Shared/ExecutorAddress.h"
+#include "llvm/ExecutionEngine/Orc/ThreadSafeModule.h"
+#include "llvm/Support/CodeGen.h"
+#include "llvm/Support/Error.h"
+
+namespace codeheap::jit {
+
+struct EngineOptions {
+  // Small is what the low heap exists for; Large works too, at the price of movabs + indirect
+  // calls everywhere.
+  llvm::CodeModel::Model code_model = llvm::CodeModel::Small;
+  // PIC (the default, as LLJIT's own JITLink setup): references to symbols outside the module
+  // go through JITLink's GOT, so JIT code can take the address of host data and functions
+  // anywhere in the address space. Static: 32-bit absolute references (e.g. jump tables as
+  // tables of absolute addresses) to anything in the heap; host symbols can then only be
+  // called (through stubs), not referenced as data.
+  llvm::Reloc::Model relocation_model = llvm::Reloc::PIC_;
+  llvm::CodeGenOptLevel opt_level = llvm::CodeGenOptLevel::Default;
+  // What removal does to a module's blocks; kKeepRunning unless no thread can be inside.
+  RetireMode retire_mode = RetireMode::kKeepRunning;
+  // Resolve names that no module or host symbol defines against the process (dlsym).
+  bool link_process_symbols = true;
+  VisibilityOptions visibility = VisibilityOptions::fromEnvironment();
+  // Added to the ObjectLinkingLayer after the engine's own plugins, e.g. to inspect each
+  // LinkGraph after its addresses are assigned.
+  std::vector<std::shared_ptr<llvm::orc::ObjectLinkingLayer::Plugin>> plugins;
+};
+
+// The target configuration the engine compiles for: the host, with `options`' code model,
+// relocation model and optimization level. Initializes the native target on first use.
+llvm::Expected<llvm::orc::JITTargetMachineBuilder> targetMachineBuilder(
+    const EngineOptions& options);
+
+// Names one module added with Engine::addModule. Ids are never reused within an engine.
+struct ModuleHandle {
+  uint64_t id = 0;
+  friend bool operator==(ModuleHandle, ModuleHandle) = default;
+};
+
+class Engine {
+ public:
+  static llvm::Expected<std::unique_ptr<Engine>> create(Heap& heap, EngineOptions options = {});
+  ~Engine();
+
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Verifies, compiles and links `module` (its identifier becomes `name`, which appears in heap
+  // owner names, logs and errors). Fails on invalid IR, a symbol the module defines that is
+  // already defined, a reference no definition satisfies, static initializers, or a full heap.
+  llvm::Expected<ModuleHandle> addModule(llvm::orc::ThreadSafeModule module, llvm::StringRef name);
+  // Same, from textual LLVM IR (parsed into a context of its own).
+  llvm::Expected<ModuleHandle> addModule(llvm::StringRef ir_text, llvm::StringRef name);
+
+  // Removes a module added with addModule; its code goes to the heap's quarantine. Fails for a
+  // handle this engine never returned or already removed.
+  llvm::Error removeModule(ModuleHandle handle);
+
+  // Modules currently linked, including the bodies behind entry cells.
+  size_t liveModules() const;
+
+  // The address of `name` (unmangled, as in the IR) among modules, entry cells and host
+  // symbols. Process symbols are not searched.
+  llvm::Expected<llvm::orc::ExecutorAddr> lookup(llvm::StringRef name);
+
+  // Makes host functions and data visible to JIT code under the given names. Fails, defining
+  // none of them, if any name is already defined.
+  llvm::Error defineHostSymbols(const llvm::StringMap<llvm::orc::ExecutorAddr>& symbols);
+
+  // Defines the redefinable function `name`, or redefines it, with the definition of `name` in
+  // `module`. The module's other definitions become internal to this version (successive
+  // versions may define helpers of the same names); calls to `name` inside the module reach this
+  // version directly. Returns the entry cell's stub, the same address for every version. Fails
+  // if the module does not define `name`, if `name` is already defined by addModule or as a
+  // host symbol, or for any reason addModule fails; the current version then stays in place.
+  llvm::Expected<llvm::orc::ExecutorAddr> defineFunction(llvm::StringRef name,
+                                                         llvm::orc::ThreadSafeModule module);
+  llvm::Expected<llvm::orc::ExecutorAddr> defineFunction(llvm::StringRef name,
+                                                         llvm::StringRef ir_text);
+
+ private:
+  struct Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace codeheap::jit

@@ -1,0 +1,56 @@
+// codeheap::Error -> llvm::Error, for everything in jit/ that calls into the code heap.
+//
+// codeheap/ links no LLVM, so it reports failures as codeheap::Error; jit/ speaks llvm::Error.
+// The conversion keeps the heap's ErrorCode in a dedicated ErrorInfo type instead of flattening
+// it into a string, so a caller can react to one kind of failure and pass the rest on, e.g. run
+// a garbage collection and a reclaim pass when a link fails for lack of code space:
+//
+//   if (auto err = engine.addModule(...).takeError())
+//     err = llvm::handleErrors(std::move(err), [&](const HeapError& e) -> llvm::Error {
+//       if (e.code() != ErrorCode::kOutOfMemory) return llvm::make_error<HeapError>(e.error());
+//       ...collect, reclaim, retry...
+//     });
+#pragma once
+
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include "codeheap/error.h"
+#include "llvm/Support/Error.h"
+
+namespace codeheap::jit {
+
+class HeapError : public llvm::ErrorInfo<HeapError> {
+ public:
+  static char ID;
+
+  explicit HeapError(codeheap::Error error) : error_(std::move(error)) {}
+
+  ErrorCode code() const { return error_.code; }
+  const codeheap::Error& error() const { return error_; }
+
+  // "code heap: <code>: <message>"
+  void log(llvm::raw_ostream& os) const override;
+  std::error_code convertToErrorCode() const override;
+
+ private:
+  codeheap::Error error_;
+};
+
+inline llvm::Error toLLVMError(codeheap::Error error) {
+  return llvm::make_error<HeapError>(std::move(error));
+}
+
+inline llvm::Error toLLVMError(codeheap::Result<void> result) {
+  if (result) return llvm::Error::success();
+  return toLLVMError(std::move(result.error()));
+}
+
+template <typename T>
+llvm::Expected<T> toExpected(codeheap::Result<T> result) {
+  if (result) return std::move(*result);
+  return toLLVMError(std::move(result.error()));
+}
+
+}  // namespace codeheap::jit

@@ -1,0 +1,86 @@
+// A JITLink memory manager that places every linked graph in a codeheap::Heap.
+//
+// Plug it into any ORC setup that uses JITLink:
+//
+//   auto heap = codeheap::Heap::create();                       // low region, < 2 GiB
+//   codeheap::jit::HeapJITLinkMemoryManager mem(**heap);       // must outlive the layer
+//   llvm::orc::ObjectLinkingLayer layer(session, mem);
+//
+// Placement. Each segment of a graph (BasicLayout groups sections by protection and lifetime)
+// becomes one heap block: executable segments in Arena::kCode, read-only segments (including
+// JITLink's GOT) in Arena::kReadOnly, writable segments in Arena::kData. JITLink writes and
+// fixes up the bytes through the heap's writable alias while the addresses it resolves are the
+// low execution addresses, so the Small code model, pc-relative calls and 32-bit absolute
+// references reach every block of the heap. A segment that is both writable and executable is
+// refused: the heap never has such memory (W^X).
+//
+// Lifetimes follow orc::MemLifetime: Standard segments live until `deallocate`; Finalize
+// segments are handed back to the free list as soon as finalization has run; NoAlloc sections
+// (debug info that only tools read) are never placed in the heap, their content stays in the
+// LinkGraph's own host memory.
+//
+// Finalization flips no page protection (the heap's views already have the final ones); it
+// invalidates the instruction cache for code segments where the ISA needs it, then runs the
+// graph's finalize actions (e.g. eh_frame registration) and keeps their dealloc actions.
+//
+// Every allocation registers a heap owner named after the LinkGraph, so dumps show which module
+// a block belongs to; the owner is retired when the allocation is deallocated or abandoned.
+// A failed or abandoned link returns every byte to the free list at once (Heap::abandon): the
+// heap statistics are as they were. `deallocate` runs the dealloc actions and moves the blocks
+// to the heap's quarantine; they reach the free list only through a reclaim pass.
+//
+// Thread safety: all members may be called concurrently (JITLink may link on several threads);
+// the only shared state is the heap, which is thread-safe.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "codeheap/heap.h"
+#include "llvm/ExecutionEngine/JITLink/JITLinkMemoryManager.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace codeheap::jit {
+
+// How `deallocate` hands a module's blocks to the heap's quarantine.
+enum class RetireMode {
+  // Heap::retire: the bytes stay intact until a reclaim pass proves nothing references them, so
+  // activations still running in the code (a hot-swapped function's old version, a closure the
+  // GC finalized while a frame of it is on some stack) finish normally. The default.
+  kKeepRunning,
+  // Heap::release: trap bytes at once, so any later jump into the code traps. Only for callers
+  // that know no thread can be inside the code any more; useful to catch stale code pointers.
+  kTrapNow,
+};
+
+class HeapJITLinkMemoryManager final : public llvm::jitlink::JITLinkMemoryManager {
+ public:
+  // `heap` must outlive this manager, and this manager must outlive every allocation it made
+  // (in ORC: the ObjectLinkingLayer / ExecutionSession using it).
+  explicit HeapJITLinkMemoryManager(Heap& heap, RetireMode retire_mode = RetireMode::kKeepRunning);
+  ~HeapJITLinkMemoryManager() override;
+
+  HeapJITLinkMemoryManager(const HeapJITLinkMemoryManager&) = delete;
+  HeapJITLinkMemoryManager& operator=(const HeapJITLinkMemoryManager&) = delete;
+
+  void allocate(const llvm::jitlink::JITLinkDylib* dylib, llvm::jitlink::LinkGraph& graph,
+                OnAllocatedFunction on_allocated) override;
+  using llvm::jitlink::JITLinkMemoryManager::allocate;
+
+  void deallocate(std::vector<FinalizedAlloc> allocs,
+                  OnDeallocatedFunction on_deallocated) override;
+  using llvm::jitlink::JITLinkMemoryManager::deallocate;
+
+ private:
+  class InFlight;
+  struct Finalized;
+
+  Heap& heap_;
+  RetireMode retire_mode_;
+  std::shared_ptr<spdlog::logger> log_;
+};
+
+}  // namespace codeheap::jit

@@ -1,0 +1,529 @@
+// gc::Runtime: code objects live exactly as long as the collector says, and their code is
+// never freed under a running thread.
+#include "gcglue/runtime.h"
+
+#define GC_THREADS
+#define GC_NO_THREAD_REDIRECTS  // threads register explicitly (Runtime::register_current_thread)
+#include <gc/gc.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "llvm/Support/FormatVariadic.h"
+#include "tests/gcglue/fresh_stack.h"
+
+namespace codeheap::gc {
+namespace {
+
+::testing::AssertionResult ok(llvm::Error error) {
+  if (!error) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << llvm::toString(std::move(error));
+}
+
+template <typename T>
+T take(llvm::Expected<T> value) {
+  if (!value) {
+    ADD_FAILURE() << llvm::toString(value.takeError());
+    return T{};
+  }
+  return std::move(*value);
+}
+
+// lambda_<k>(env, x) = x + env[0] + k, through a dense switch so each body is a few hundred
+// bytes of code (enough that page rounding does not dominate the churn numbers).
+std::string lambda_ir(int k) {
+  std::string cases, blocks;
+  for (int i = 0; i < 16; ++i) {
+    cases += llvm::formatv("    i64 {0}, label %c{0}\n", i).str();
+    blocks += llvm::formatv(
+                  "c{0}:\n  %m{0} = mul i64 %sum, {1}\n  %r{0} = add i64 %m{0}, {2}\n"
+                  "  br label %done\n",
+                  i, i + 1, k + i)
+                  .str();
+  }
+  std::string phis;
+  for (int i = 0; i < 16; ++i) phis += llvm::formatv("[%r{0}, %c{0}], ", i).str();
+  phis += "[%sum, %entry]";
+  return llvm::formatv(R"(
+define i64 @lambda(ptr %env, i64 %x) {{
+entry:
+  %k = load i64, ptr %env
+  %sum = add i64 %x, %k
+  %sel = and i64 %x, 31
+  switch i64 %sel, label %done [
+{0}  ]
+{1}
+done:
+  %res = phi i64 {2}
+  ret i64 %res
+}
+)",
+                       cases, blocks, phis)
+      .str();
+}
+
+// What lambda_ir(k) computes.
+int64_t lambda_value(int k, int64_t env, int64_t x) {
+  int64_t sum = x + env;
+  int64_t sel = x & 31;
+  return sel < 16 ? sum * (sel + 1) + k + sel : sum;
+}
+
+int64_t call(Closure* closure, int64_t x) {
+  return reinterpret_cast<int64_t (*)(void*, int64_t)>(closure->entry)(closure->env, x);
+}
+
+// Runs `body` on a new thread registered with the runtime, so that GC pointers it handles are
+// seen only on a stack that is gone afterwards: the collector cannot find stale copies of them
+// in this test's frames.
+void on_thread(Runtime& runtime, const std::function<void()>& body) {
+  std::thread thread([&] {
+    ASSERT_TRUE(ok(runtime.register_current_thread()));
+    body();
+    ASSERT_TRUE(ok(runtime.unregister_current_thread()));
+  });
+  thread.join();
+}
+
+// Runs `body` on a registered thread whose stack was never used before (see fresh_stack.h).
+void on_fresh_stack(Runtime& runtime, const std::function<void()>& body) {
+  testing::run_on_fresh_stack([&] {
+    EXPECT_TRUE(ok(runtime.register_current_thread()));
+    body();
+    EXPECT_TRUE(ok(runtime.unregister_current_thread()));
+  });
+}
+
+RuntimeOptions small_options() {
+  RuntimeOptions options;
+  options.heap.code_bytes = 16 << 20;
+  options.heap.read_only_bytes = 4 << 20;
+  options.heap.data_bytes = 4 << 20;
+  options.heap.retain_free_bytes = 0;
+  return options;
+}
+
+class RuntimeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto runtime = Runtime::create(small_options());
+    ASSERT_TRUE(bool(runtime)) << llvm::toString(runtime.takeError());
+    runtime_ = std::move(*runtime);
+    // This thread only orchestrates: it never runs JIT code while a collection is under way,
+    // so it need not be scanned, and its frames hold block addresses the tests inspect.
+    ASSERT_TRUE(ok(runtime_->unregister_current_thread()));
+  }
+  void TearDown() override { runtime_.reset(); }
+
+  CollectReport collect() {
+    CollectReport report;
+    on_fresh_stack(*runtime_, [&] { report = runtime_->collect(); });
+    return report;
+  }
+
+  const ArenaStats& code_arena(const HeapStats& stats) {
+    return stats.arenas[static_cast<int>(Arena::kCode)];
+  }
+
+  std::unique_ptr<Runtime> runtime_;
+};
+
+TEST_F(RuntimeTest, ChurnKeepsCodeBoundedAndNeverFinalizesReachableCode) {
+  constexpr int kLambdas = 1000;
+  constexpr int kClosuresPerLambda = 100;
+  constexpr int kCollectEvery = 100;
+  constexpr int kKept = 8;
+
+  // Kept closures live in GC memory reachable from this frame: they must survive everything.
+  auto** kept = static_cast<Closure**>(GC_MALLOC(kKept * sizeof(Closure*)));
+  ASSERT_NE(kept, nullptr);
+  CodeObject* kept_code = take(runtime_->compile(lambda_ir(7), "kept"));
+  ASSERT_NE(kept_code, nullptr);
+  for (int i = 0; i < kKept; ++i) {
+    auto* env = static_cast<int64_t*>(GC_MALLOC_ATOMIC(sizeof(int64_t)));
+    *env = 1000 + i;
+    kept[i] = take(runtime_->make_closure(kept_code, "lambda", env));
+    ASSERT_NE(kept[i], nullptr);
+  }
+  kept_code = nullptr;
+  auto check_kept = [&] {
+    for (int i = 0; i < kKept; ++i) {
+      for (int64_t x : {3, 20}) ASSERT_EQ(call(kept[i], x), lambda_value(7, 1000 + i, x));
+      auto block = runtime_->heap().find(reinterpret_cast<uintptr_t>(kept[i]->entry));
+      ASSERT_TRUE(block.has_value());
+      ASSERT_EQ(block->state, BlockState::kLive);
+    }
+  };
+
+  size_t peak_used = 0, max_committed = 0;
+  for (int round = 0; round < kLambdas / kCollectEvery; ++round) {
+    on_thread(*runtime_, [&] {
+      for (int j = 0; j < kCollectEvery; ++j) {
+        int k = round * kCollectEvery + j;
+        CodeObject* code = take(runtime_->compile(lambda_ir(k), "churn"));
+        ASSERT_NE(code, nullptr);
+        for (int c = 0; c < kClosuresPerLambda; ++c) {
+          auto* env = static_cast<int64_t*>(GC_MALLOC_ATOMIC(sizeof(int64_t)));
+          *env = c;
+          Closure* closure = take(runtime_->make_closure(code, "lambda", env));
+          ASSERT_NE(closure, nullptr);
+          ASSERT_EQ(call(closure, c), lambda_value(k, c, c));
+        }
+      }
+    });
+    peak_used = std::max(peak_used, code_arena(runtime_->heap().stats()).used_bytes);
+    collect();
+    check_kept();
+    max_committed = std::max(max_committed, code_arena(runtime_->heap().stats()).committed_bytes);
+  }
+  for (int i = 0; i < 3; ++i) collect();
+  check_kept();
+
+  GcCounters counters = runtime_->counters();
+  EXPECT_EQ(counters.code_objects_created, uint64_t(kLambdas + 1));
+  EXPECT_EQ(counters.closures_created, uint64_t(kLambdas * kClosuresPerLambda + kKept));
+  // Boehm is conservative: its own tests ask for half of the unreachable objects.
+  EXPECT_GE(counters.code_objects_finalized, uint64_t(kLambdas / 2));
+  EXPECT_LE(counters.code_objects_finalized, uint64_t(kLambdas));
+  EXPECT_EQ(runtime_->live_code_objects(), runtime_->engine().liveModules());
+  EXPECT_LE(max_committed, 2 * peak_used)
+      << "committed code bytes " << max_committed << " vs peak in-use code bytes " << peak_used;
+  RecordProperty("peak_used_code_bytes", std::to_string(peak_used));
+  RecordProperty("max_committed_code_bytes", std::to_string(max_committed));
+}
+
+// fact(env, n) with env[0] = the closure itself: closure -> env -> closure.
+constexpr const char* kSelfRecursive = R"(
+define i64 @fact(ptr %env, i64 %n) {
+entry:
+  %base = icmp sle i64 %n, 1
+  br i1 %base, label %one, label %rec
+one:
+  ret i64 1
+rec:
+  %self = load ptr, ptr %env
+  %fnp = getelementptr i8, ptr %self, i64 8
+  %fn = load ptr, ptr %fnp
+  %envp = getelementptr i8, ptr %self, i64 16
+  %e = load ptr, ptr %envp
+  %m = sub i64 %n, 1
+  %r = call i64 %fn(ptr %e, i64 %m)
+  %x = mul i64 %n, %r
+  ret i64 %x
+}
+)";
+
+// even(env, n) / odd(env, n): env[0] is the other closure; two code objects in one cycle.
+constexpr const char* kMutual = R"(
+define i64 @{0}(ptr %env, i64 %n) {{
+entry:
+  %zero = icmp eq i64 %n, 0
+  br i1 %zero, label %stop, label %rec
+stop:
+  ret i64 {1}
+rec:
+  %other = load ptr, ptr %env
+  %fnp = getelementptr i8, ptr %other, i64 8
+  %fn = load ptr, ptr %fnp
+  %envp = getelementptr i8, ptr %other, i64 16
+  %e = load ptr, ptr %envp
+  %m = sub i64 %n, 1
+  %r = call i64 %fn(ptr %e, i64 %m)
+  ret i64 %r
+}
+)";
+
+TEST_F(RuntimeTest, SelfAndMutuallyRecursiveClosuresAreCollected) {
+  std::vector<uintptr_t> entries;
+  on_thread(*runtime_, [&] {
+    auto* fact_env = static_cast<void**>(GC_MALLOC(sizeof(void*)));
+    CodeObject* fact_code = take(runtime_->compile(kSelfRecursive, "fact"));
+    ASSERT_NE(fact_code, nullptr);
+    Closure* fact = take(runtime_->make_closure(fact_code, "fact", fact_env));
+    ASSERT_NE(fact, nullptr);
+    fact_env[0] = fact;
+    EXPECT_EQ(call(fact, 10), 3628800);
+
+    CodeObject* even_code =
+        take(runtime_->compile(llvm::formatv(kMutual, "even", 1).str(), "even"));
+    CodeObject* odd_code = take(runtime_->compile(llvm::formatv(kMutual, "odd", 0).str(), "odd"));
+    ASSERT_TRUE(even_code && odd_code);
+    auto* even_env = static_cast<void**>(GC_MALLOC(sizeof(void*)));
+    auto* odd_env = static_cast<void**>(GC_MALLOC(sizeof(void*)));
+    Closure* even = take(runtime_->make_closure(even_code, "even", even_env));
+    Closure* odd = take(runtime_->make_closure(odd_code, "odd", odd_env));
+    ASSERT_TRUE(even && odd);
+    even_env[0] = odd;
+    odd_env[0] = even;
+    EXPECT_EQ(call(even, 10), 1);
+    EXPECT_EQ(call(even, 7), 0);
+    EXPECT_EQ(call(odd, 7), 1);
+    entries = {reinterpret_cast<uintptr_t>(fact->entry), reinterpret_cast<uintptr_t>(even->entry),
+               reinterpret_cast<uintptr_t>(odd->entry)};
+  });
+  ASSERT_EQ(entries.size(), 3u);
+  for (uintptr_t entry : entries) ASSERT_TRUE(runtime_->heap().find(entry).has_value());
+
+  for (int i = 0; i < 5 && runtime_->live_code_objects() > 0; ++i) collect();
+  EXPECT_EQ(runtime_->live_code_objects(), 0u);
+  EXPECT_EQ(runtime_->counters().code_objects_finalized, 3u);
+  EXPECT_EQ(runtime_->engine().liveModules(), 0u);
+  for (uintptr_t entry : entries) {
+    EXPECT_FALSE(runtime_->heap().find(entry).has_value()) << "block still held: " << entry;
+  }
+  EXPECT_EQ(runtime_->heap().stats().quarantined_bytes, 0u);
+}
+
+// spin(env, flag): loops while *flag != 0.
+constexpr const char* kSpin = R"(
+define void @spin(ptr %env, ptr %flag) {
+entry:
+  br label %loop
+loop:
+  %v = load volatile i8, ptr %flag
+  %go = icmp ne i8 %v, 0
+  br i1 %go, label %loop, label %out
+out:
+  ret void
+}
+)";
+
+// deep(env, n, park): recurses n times (not a tail call), then calls park().
+constexpr const char* kDeep = R"(
+define i64 @deep(ptr %env, i64 %n, ptr %park) {
+entry:
+  %done = icmp eq i64 %n, 0
+  br i1 %done, label %bottom, label %rec
+bottom:
+  call void %park()
+  ret i64 0
+rec:
+  %m = sub i64 %n, 1
+  %r = call i64 @deep(ptr %env, i64 %m, ptr %park)
+  %s = add i64 %r, 1
+  ret i64 %s
+}
+)";
+
+std::atomic<bool> g_parked{false};
+std::atomic<bool> g_release{false};
+void park() {
+  g_parked = true;
+  while (!g_release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+// The entry of a fresh code object, compiled on a helper thread so that no GC pointer to the
+// code object survives anywhere: it is garbage as soon as this returns.
+uintptr_t garbage_code_entry(Runtime& runtime, const char* ir, const char* symbol) {
+  uintptr_t entry = 0;
+  on_thread(runtime, [&] {
+    CodeObject* code = take(runtime.compile(ir, symbol));
+    ASSERT_NE(code, nullptr);
+    entry = reinterpret_cast<uintptr_t>(take(runtime.symbol(code, symbol)));
+  });
+  return entry;
+}
+
+TEST_F(RuntimeTest, CodeStaysQuarantinedWhileAThreadSpinsInIt) {
+  uintptr_t entry = garbage_code_entry(*runtime_, kSpin, "spin");
+  ASSERT_NE(entry, 0u);
+  std::atomic<uint8_t> flag{1};
+  std::atomic<bool> inside{false};
+  std::thread worker([&] {
+    ASSERT_TRUE(ok(runtime_->register_current_thread()));
+    inside = true;
+    reinterpret_cast<void (*)(void*, std::atomic<uint8_t>*)>(entry)(nullptr, &flag);
+    ASSERT_TRUE(ok(runtime_->unregister_current_thread()));
+  });
+  while (!inside) std::this_thread::yield();
+
+  for (int cycle = 0; cycle < 12; ++cycle) {
+    collect();
+    auto block = runtime_->heap().find(entry);
+    if (cycle >= 2) {  // finalized by now: retired, but the worker is still inside
+      ASSERT_TRUE(block.has_value()) << "cycle " << cycle;
+      EXPECT_EQ(block->state, BlockState::kQuarantined) << "cycle " << cycle;
+    }
+  }
+  EXPECT_EQ(runtime_->live_code_objects(), 0u);
+  EXPECT_GE(runtime_->counters().blocks_kept_referenced, 10u);
+  flag = 0;
+  worker.join();
+  collect();
+  EXPECT_FALSE(runtime_->heap().find(entry).has_value());
+}
+
+TEST_F(RuntimeTest, CodeStaysQuarantinedUnderDeepRecursion) {
+  uintptr_t entry = garbage_code_entry(*runtime_, kDeep, "deep");
+  ASSERT_NE(entry, 0u);
+  g_parked = false;
+  g_release = false;
+  int64_t depth = -1;
+  std::thread worker([&] {
+    ASSERT_TRUE(ok(runtime_->register_current_thread()));
+    depth = reinterpret_cast<int64_t (*)(void*, int64_t, void (*)())>(entry)(nullptr, 5000,
+                                                                             &park);
+    ASSERT_TRUE(ok(runtime_->unregister_current_thread()));
+  });
+  while (!g_parked) std::this_thread::yield();
+  for (int cycle = 0; cycle < 12; ++cycle) {
+    collect();
+    if (cycle >= 2) {
+      auto block = runtime_->heap().find(entry);
+      ASSERT_TRUE(block.has_value()) << "cycle " << cycle;
+      EXPECT_EQ(block->state, BlockState::kQuarantined) << "cycle " << cycle;
+    }
+  }
+  g_release = true;
+  worker.join();
+  EXPECT_EQ(depth, 5000);
+  collect();
+  EXPECT_FALSE(runtime_->heap().find(entry).has_value());
+}
+
+std::atomic<int> g_strings_collected{0};
+void on_string_collected(void*, void*) { ++g_strings_collected; }
+
+TEST_F(RuntimeTest, LiteralPoolKeepsEmbeddedObjectsAliveExactlyAsLongAsTheCode) {
+  g_strings_collected = 0;
+  auto** box = static_cast<Closure**>(GC_MALLOC(sizeof(Closure*)));
+  ASSERT_NE(box, nullptr);
+  on_thread(*runtime_, [&] {
+    char* text = static_cast<char*>(GC_MALLOC_ATOMIC(16));
+    std::strcpy(text, "hello, code");
+    GC_register_finalizer_no_order(text, &on_string_collected, nullptr, nullptr, nullptr);
+    // The only reference to `text` outside the pool is this immediate in the code.
+    std::string ir = llvm::formatv(R"(
+define ptr @text(ptr %env) {{
+  ret ptr inttoptr (i64 {0} to ptr)
+}
+)",
+                                   reinterpret_cast<uintptr_t>(text))
+                         .str();
+    void* literals[] = {text};
+    CodeObject* code = take(runtime_->compile(ir, "literal", literals));
+    ASSERT_NE(code, nullptr);
+    box[0] = take(runtime_->make_closure(code, "text", nullptr));
+    ASSERT_NE(box[0], nullptr);
+  });
+  for (int i = 0; i < 4; ++i) collect();
+  EXPECT_EQ(g_strings_collected, 0);
+  on_thread(*runtime_, [&] {
+    auto* text = reinterpret_cast<const char* (*)(void*)>(box[0]->entry)(nullptr);
+    EXPECT_STREQ(text, "hello, code");
+  });
+  box[0] = nullptr;
+  for (int i = 0; i < 6 && g_strings_collected == 0; ++i) collect();
+  EXPECT_EQ(runtime_->live_code_objects(), 0u);
+  EXPECT_EQ(g_strings_collected, 1);
+}
+
+TEST_F(RuntimeTest, FourThreadsCompileCallAndDropConcurrently) {
+  constexpr int kThreads = 4;
+  constexpr int kIterations = 150;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      if (!ok(runtime_->register_current_thread())) {
+        ++failures;
+        return;
+      }
+      for (int i = 0; i < kIterations; ++i) {
+        int k = t * 1000 + i;
+        auto code = runtime_->compile(lambda_ir(k), "concurrent");
+        if (!code) {
+          llvm::consumeError(code.takeError());
+          ++failures;
+          continue;
+        }
+        auto* env = static_cast<int64_t*>(GC_MALLOC_ATOMIC(sizeof(int64_t)));
+        *env = i;
+        auto closure = runtime_->make_closure(*code, "lambda", env);
+        if (!closure) {
+          llvm::consumeError(closure.takeError());
+          ++failures;
+          continue;
+        }
+        if (call(*closure, i) != lambda_value(k, i, i)) ++failures;
+        if (i % 25 == 0) runtime_->collect();
+        runtime_->safepoint();
+      }
+      if (!ok(runtime_->unregister_current_thread())) ++failures;
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures, 0);
+  for (int i = 0; i < 3; ++i) collect();
+  EXPECT_EQ(runtime_->counters().code_objects_created, uint64_t(kThreads * kIterations));
+  EXPECT_GE(runtime_->counters().code_objects_finalized, uint64_t(kThreads * kIterations / 2));
+  EXPECT_EQ(runtime_->live_code_objects(), runtime_->engine().liveModules());
+  HeapStats stats = runtime_->heap().stats();
+  for (const ArenaStats& arena : stats.arenas) {
+    EXPECT_EQ(arena.used_bytes + arena.quarantined_bytes + arena.free_bytes, arena.reserved_bytes)
+        << arena.name;
+  }
+}
+
+TEST_F(RuntimeTest, BadInputGivesErrorsAndLeavesTheHeapAsItWas) {
+  HeapStats before = runtime_->heap().stats();
+  auto bad = runtime_->compile("define i64 @f( {", "broken");
+  ASSERT_FALSE(bool(bad));
+  EXPECT_NE(llvm::toString(bad.takeError()).find("broken"), std::string::npos);
+  auto undefined =
+      runtime_->compile("declare i64 @nowhere()\ndefine i64 @f(ptr %e) {\n  %r = call i64 "
+                        "@nowhere()\n  ret i64 %r\n}\n",
+                        "undefined");
+  ASSERT_FALSE(bool(undefined));
+  EXPECT_NE(llvm::toString(undefined.takeError()).find("nowhere"), std::string::npos);
+  HeapStats after = runtime_->heap().stats();
+  before.counters = after.counters = {};
+  EXPECT_EQ(before, after);
+  EXPECT_EQ(runtime_->counters().code_objects_created, 0u);
+
+  CodeObject* code = take(runtime_->compile(lambda_ir(1), "fine"));
+  ASSERT_NE(code, nullptr);
+  auto missing = runtime_->symbol(code, "no_such_function");
+  ASSERT_FALSE(bool(missing));
+  EXPECT_NE(llvm::toString(missing.takeError()).find("no_such_function"), std::string::npos);
+  auto not_code = runtime_->symbol(reinterpret_cast<CodeObject*>(&before), "lambda");
+  ASSERT_FALSE(bool(not_code));
+  llvm::consumeError(not_code.takeError());
+}
+
+TEST_F(RuntimeTest, RedefinitionRetiresTheOldBodyThroughQuarantine) {
+  auto body = [](int value) {
+    return llvm::formatv("define i64 @answer() {{\n  ret i64 {0}\n}\n", value).str();
+  };
+  void* stub = take(runtime_->define_function("answer", body(1)));
+  ASSERT_NE(stub, nullptr);
+  CodeObject* caller = take(runtime_->compile(R"(
+declare i64 @answer()
+define i64 @ask(ptr %env) {
+  %r = call i64 @answer()
+  ret i64 %r
+}
+)",
+                                              "caller"));
+  ASSERT_NE(caller, nullptr);
+  auto* ask = reinterpret_cast<int64_t (*)(void*)>(take(runtime_->symbol(caller, "ask")));
+  ASSERT_NE(ask, nullptr);
+  EXPECT_EQ(ask(nullptr), 1);
+  for (int v = 2; v <= 5; ++v) {
+    ASSERT_EQ(take(runtime_->define_function("answer", body(v))), stub);
+    EXPECT_EQ(ask(nullptr), v);
+    runtime_->reclaim();
+  }
+  EXPECT_EQ(runtime_->heap().stats().quarantined_bytes, 0u);
+  std::string json = runtime_->dump_json();
+  EXPECT_NE(json.find("\"gc\""), std::string::npos);
+  EXPECT_NE(runtime_->dump_text().find("live code objects"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace codeheap::gc

@@ -1,0 +1,664 @@
+// The ORC engine on the code heap: code generation under the Small code model (closures, a
+// jump table, direct recursion), placement of every linked byte, host calls through low
+// stubs/GOT, C++ exceptions through JIT frames, clean errors, and add/remove churn.
+#include "jit/engine.h"
+
+#include <dlfcn.h>
+
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <stdexcept>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "jit/error.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
+#include "llvm/AsmParser/Parser.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
+#include "tests/jit/orc_support.h"
+
+// Host functions and data that JIT code reaches by name (see defineHostSymbols).
+extern "C" int64_t orc_test_host_triple(int64_t x) { return 3 * x; }
+extern "C" void orc_test_host_throw(int64_t value) {
+  throw std::runtime_error("host threw " + std::to_string(value));
+}
+int64_t orc_test_host_counter = 42;
+
+namespace codeheap::jit {
+namespace {
+
+using orc_testing::callTargets;
+using orc_testing::errorText;
+using orc_testing::GraphRecorder;
+using orc_testing::indirectJumpSlot;
+using orc_testing::makeSmallHeap;
+using orc_testing::statsWithoutCounters;
+using ::testing::Contains;
+using ::testing::HasSubstr;
+
+constexpr uint64_t k2GiB = uint64_t{1} << 31;
+
+// Six closures (code + environment pointer), a dense six-way switch over them and a
+// self-recursive function.
+constexpr const char* kClosuresIr = R"IR(
+%env = type { i64, i64 }
+
+define i64 @add_a(ptr %env, i64 %x) {
+  %p = getelementptr %env, ptr %env, i32 0, i32 0
+  %a = load i64, ptr %p
+  %r = add i64 %a, %x
+  ret i64 %r
+}
+define i64 @mul_b(ptr %env, i64 %x) {
+  %p = getelementptr %env, ptr %env, i32 0, i32 1
+  %b = load i64, ptr %p
+  %r = mul i64 %b, %x
+  ret i64 %r
+}
+define i64 @sub_a(ptr %env, i64 %x) {
+  %p = getelementptr %env, ptr %env, i32 0, i32 0
+  %a = load i64, ptr %p
+  %r = sub i64 %x, %a
+  ret i64 %r
+}
+define i64 @xor_b(ptr %env, i64 %x) {
+  %p = getelementptr %env, ptr %env, i32 0, i32 1
+  %b = load i64, ptr %p
+  %r = xor i64 %b, %x
+  ret i64 %r
+}
+define i64 @sum_ab(ptr %env, i64 %x) {
+  %pa = getelementptr %env, ptr %env, i32 0, i32 0
+  %pb = getelementptr %env, ptr %env, i32 0, i32 1
+  %a = load i64, ptr %pa
+  %b = load i64, ptr %pb
+  %s = add i64 %a, %b
+  %r = add i64 %s, %x
+  ret i64 %r
+}
+define i64 @shl_a(ptr %env, i64 %x) {
+  %p = getelementptr %env, ptr %env, i32 0, i32 0
+  %a = load i64, ptr %p
+  %r = shl i64 %x, %a
+  ret i64 %r
+}
+
+define i64 @dispatch(i64 %which, ptr %env, i64 %x) {
+entry:
+  switch i64 %which, label %other [
+    i64 0, label %c0
+    i64 1, label %c1
+    i64 2, label %c2
+    i64 3, label %c3
+    i64 4, label %c4
+    i64 5, label %c5
+  ]
+c0:
+  %r0 = call i64 @add_a(ptr %env, i64 %x)
+  ret i64 %r0
+c1:
+  %r1 = call i64 @mul_b(ptr %env, i64 %x)
+  ret i64 %r1
+c2:
+  %r2 = call i64 @sub_a(ptr %env, i64 %x)
+  ret i64 %r2
+c3:
+  %r3 = call i64 @xor_b(ptr %env, i64 %x)
+  ret i64 %r3
+c4:
+  %r4 = call i64 @sum_ab(ptr %env, i64 %x)
+  ret i64 %r4
+c5:
+  %r5 = call i64 @shl_a(ptr %env, i64 %x)
+  ret i64 %r5
+other:
+  ret i64 -1
+}
+
+define i64 @fib(i64 %n) {
+entry:
+  %small = icmp slt i64 %n, 2
+  br i1 %small, label %base, label %recurse
+base:
+  ret i64 %n
+recurse:
+  %n1 = sub i64 %n, 1
+  %f1 = call i64 @fib(i64 %n1)
+  %n2 = sub i64 %n, 2
+  %f2 = call i64 @fib(i64 %n2)
+  %s = add i64 %f1, %f2
+  ret i64 %s
+}
+)IR";
+
+struct Env {
+  int64_t a;
+  int64_t b;
+};
+
+Arena arenaFor(llvm::orc::MemProt prot) {
+  const auto bits = static_cast<unsigned>(prot);
+  if (bits & static_cast<unsigned>(llvm::orc::MemProt::Exec)) return Arena::kCode;
+  if (bits & static_cast<unsigned>(llvm::orc::MemProt::Write)) return Arena::kData;
+  return Arena::kReadOnly;
+}
+
+// Every allocated block the recorder saw lies below 2 GiB, inside one live heap block of the
+// arena its protection calls for. Returns how many blocks were checked.
+size_t expectAllBlocksInHeap(const GraphRecorder& recorder, const Heap& heap) {
+  size_t checked = 0;
+  for (const GraphRecorder::Block& b : recorder.blocks()) {
+    if (!b.allocated) continue;
+    ++checked;
+    SCOPED_TRACE(b.graph + " " + b.section);
+    EXPECT_LE(b.address + b.size, k2GiB);
+    const auto block = heap.find(b.address);
+    if (!block) {
+      ADD_FAILURE() << std::hex << b.address << " is not in a heap block";
+      continue;
+    }
+    EXPECT_EQ(block->state, BlockState::kLive);
+    EXPECT_EQ(block->arena, arenaFor(b.prot));
+    EXPECT_LE(block->address, b.address);
+    EXPECT_LE(b.address + b.size, block->address + block->size);
+  }
+  for (const GraphRecorder::Symbol& s : recorder.symbols()) {
+    EXPECT_LE(s.address + s.size, k2GiB) << s.name;
+    EXPECT_TRUE(heap.contains(s.address)) << s.name;
+  }
+  return checked;
+}
+
+// The assembly `ir` compiles to with the engine's target configuration for `options`.
+std::string compileToAssembly(const char* ir, const EngineOptions& options) {
+  auto builder = targetMachineBuilder(options);
+  if (!builder) return "targetMachineBuilder: " + errorText(builder.takeError());
+  auto machine = builder->createTargetMachine();
+  if (!machine) return "createTargetMachine: " + errorText(machine.takeError());
+  llvm::LLVMContext context;
+  llvm::SMDiagnostic diagnostic;
+  auto module = llvm::parseAssemblyString(ir, diagnostic, context);
+  if (!module) return "parse error";
+  module->setDataLayout((*machine)->createDataLayout());
+  module->setTargetTriple((*machine)->getTargetTriple().str());
+  llvm::SmallString<0> text;
+  llvm::raw_svector_ostream out(text);
+  llvm::legacy::PassManager passes;
+  if ((*machine)->addPassesToEmitFile(passes, out, nullptr, llvm::CodeGenFileType::AssemblyFile))
+    return "cannot emit assembly";
+  passes.run(*module);
+  return text.str().str();
+}
+
+size_t mapsLines() {
+  std::ifstream maps("/proc/self/maps");
+  size_t lines = 0;
+  for (std::string line; std::getline(maps, line);) ++lines;
+  return lines;
+}
+
+std::unique_ptr<Engine> makeEngine(Heap& heap, EngineOptions options = {}) {
+  auto engine = Engine::create(heap, std::move(options));
+  if (!engine) {
+    ADD_FAILURE() << "Engine::create: " << errorText(engine.takeError());
+    return nullptr;
+  }
+  return std::move(*engine);
+}
+
+template <typename F>
+F function(Engine& engine, llvm::StringRef name) {
+  auto address = engine.lookup(name);
+  if (!address) {
+    ADD_FAILURE() << "lookup(" << name.str() << "): " << errorText(address.takeError());
+    return nullptr;
+  }
+  return address->toPtr<F>();
+}
+
+class OrcEngineCodegen : public ::testing::TestWithParam<llvm::Reloc::Model> {};
+
+TEST_P(OrcEngineCodegen, ClosuresJumpTableAndRecursionAreLowAndDirect) {
+  auto heap = makeSmallHeap("orc-codegen");
+  ASSERT_NE(heap, nullptr);
+  auto recorder = std::make_shared<GraphRecorder>();
+  EngineOptions options;
+  options.relocation_model = GetParam();
+  options.plugins.push_back(recorder);
+
+  // This IR, compiled the way the engine compiles it, dispatches through a jump table.
+  const std::string assembly = compileToAssembly(kClosuresIr, options);
+  EXPECT_THAT(assembly, HasSubstr(".LJTI")) << assembly;
+
+  auto engine = makeEngine(*heap, options);
+  ASSERT_NE(engine, nullptr);
+  auto handle = engine->addModule(kClosuresIr, "closures");
+  ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
+
+  using Dispatch = int64_t (*)(int64_t, Env*, int64_t);
+  auto dispatch = function<Dispatch>(*engine, "dispatch");
+  auto fib = function<int64_t (*)(int64_t)>(*engine, "fib");
+  ASSERT_NE(dispatch, nullptr);
+  ASSERT_NE(fib, nullptr);
+  Env env{3, 7};
+  EXPECT_EQ(dispatch(0, &env, 10), 13);
+  EXPECT_EQ(dispatch(1, &env, 10), 70);
+  EXPECT_EQ(dispatch(2, &env, 10), 7);
+  EXPECT_EQ(dispatch(3, &env, 10), 13);
+  EXPECT_EQ(dispatch(4, &env, 10), 20);
+  EXPECT_EQ(dispatch(5, &env, 10), 80);
+  EXPECT_EQ(dispatch(6, &env, 10), -1);
+  EXPECT_EQ(fib(20), 6765);
+
+  EXPECT_GT(expectAllBlocksInHeap(*recorder, *heap), 0u);
+
+  // fib calls itself with a direct pc-relative call, not movabs + an indirect call.
+  const auto fib_symbol = recorder->symbol("fib");
+  ASSERT_TRUE(fib_symbol.has_value());
+  const uint64_t fib_address = reinterpret_cast<uint64_t>(fib);
+  EXPECT_EQ(fib_symbol->address, fib_address);
+  EXPECT_THAT(callTargets(fib_address, fib_symbol->size, fib_address,
+                          fib_address + fib_symbol->size),
+              Contains(fib_address));
+
+  if (GetParam() == llvm::Reloc::Static) {
+    // The table holds absolute addresses of dispatch's cases and dispatch indexes it with a
+    // sign-extended 32-bit absolute address: both only link because everything is low.
+    size_t table_entries = 0;
+    bool absolute_table_reference = false;
+    for (const GraphRecorder::Edge& e : recorder->edges()) {
+      if (e.from_section.starts_with(".rodata") && e.to_section == ".text" &&
+          e.kind == "Pointer64")
+        ++table_entries;
+      if (e.from_section == ".text" && e.to_section.starts_with(".rodata") &&
+          e.kind == "Pointer32Signed")
+        absolute_table_reference = true;
+    }
+    EXPECT_GE(table_entries, 6u);
+    EXPECT_TRUE(absolute_table_reference);
+  }
+  EXPECT_EQ(errorText(engine->removeModule(*handle)), "");
+}
+
+INSTANTIATE_TEST_SUITE_P(RelocationModels, OrcEngineCodegen,
+                         ::testing::Values(llvm::Reloc::PIC_, llvm::Reloc::Static),
+                         [](const ::testing::TestParamInfo<llvm::Reloc::Model>& info) {
+                           return info.param == llvm::Reloc::PIC_ ? "Pic" : "Static";
+                         });
+
+TEST(OrcEngine, HostCallsAndDataGoThroughLowStubsAndGot) {
+  auto heap = makeSmallHeap("orc-host");
+  ASSERT_NE(heap, nullptr);
+  auto recorder = std::make_shared<GraphRecorder>();
+  EngineOptions options;
+  options.plugins.push_back(recorder);
+  auto engine = makeEngine(*heap, options);
+  ASSERT_NE(engine, nullptr);
+  ASSERT_EQ(errorText(engine->defineHostSymbols(
+                {{"host_triple", llvm::orc::ExecutorAddr::fromPtr(&orc_test_host_triple)},
+                 {"host_counter", llvm::orc::ExecutorAddr::fromPtr(&orc_test_host_counter)}})),
+            "");
+
+  // host_triple: a host symbol; labs: found in the process by dlsym; host_counter: host data.
+  auto handle = engine->addModule(R"IR(
+    declare i64 @host_triple(i64)
+    declare i64 @labs(i64)
+    @host_counter = external global i64
+    define i64 @call_host(i64 %x) {
+      %t = call i64 @host_triple(i64 %x)
+      %a = call i64 @labs(i64 %t)
+      %c = load i64, ptr @host_counter
+      %r = add i64 %a, %c
+      ret i64 %r
+    }
+  )IR", "host_calls");
+  ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
+  auto call_host = function<int64_t (*)(int64_t)>(*engine, "call_host");
+  ASSERT_NE(call_host, nullptr);
+  EXPECT_EQ(call_host(-5), 15 + 42);
+
+  EXPECT_GT(expectAllBlocksInHeap(*recorder, *heap), 0u);
+
+  // Each host call is `call rel32` to a stub in the heap; the stub jumps through a GOT entry,
+  // also in the heap, that holds the host address.
+  const HeapStats stats = heap->stats();
+  const uint64_t heap_begin = stats.arenas.front().begin;
+  const uint64_t heap_end = stats.arenas.back().end;
+  const auto symbol = recorder->symbol("call_host");
+  ASSERT_TRUE(symbol.has_value());
+  std::set<uint64_t> reached;
+  for (uint64_t stub : callTargets(symbol->address, symbol->size, heap_begin, heap_end)) {
+    ASSERT_LT(stub, k2GiB);
+    const auto slot = indirectJumpSlot(stub);
+    ASSERT_TRUE(slot.has_value()) << std::hex << "no jmp *slot(%rip) at " << stub;
+    EXPECT_LT(*slot, k2GiB);
+    ASSERT_TRUE(heap->find(*slot).has_value());
+    EXPECT_EQ(heap->find(*slot)->arena, Arena::kReadOnly);
+    reached.insert(*reinterpret_cast<const uint64_t*>(*slot));
+  }
+  EXPECT_THAT(reached, Contains(reinterpret_cast<uint64_t>(&orc_test_host_triple)));
+  EXPECT_THAT(reached, Contains(reinterpret_cast<uint64_t>(dlsym(RTLD_DEFAULT, "labs"))));
+
+  // The stubs and the GOT were linked into the module's own low blocks.
+  std::set<std::string> sections;
+  std::set<uint64_t> got_values;
+  for (const GraphRecorder::Block& b : recorder->blocks()) {
+    sections.insert(b.section);
+    if (b.section == "$__GOT") got_values.insert(*reinterpret_cast<const uint64_t*>(b.address));
+  }
+  EXPECT_THAT(sections, Contains("$__STUBS"));
+  EXPECT_THAT(sections, Contains("$__GOT"));
+  EXPECT_THAT(got_values, Contains(reinterpret_cast<uint64_t>(&orc_test_host_counter)));
+}
+
+TEST(OrcEngine, HostExceptionUnwindsThroughJitFrames) {
+  auto heap = makeSmallHeap("orc-eh");
+  ASSERT_NE(heap, nullptr);
+  auto engine = makeEngine(*heap);
+  ASSERT_NE(engine, nullptr);
+  ASSERT_EQ(errorText(engine->defineHostSymbols(
+                {{"host_throw", llvm::orc::ExecutorAddr::fromPtr(&orc_test_host_throw)}})),
+            "");
+  auto handle = engine->addModule(R"IR(
+    declare void @host_throw(i64)
+    define i64 @jit_inner(i64 %x) {
+      %y = add i64 %x, 1
+      call void @host_throw(i64 %y)
+      ret i64 0
+    }
+    define i64 @jit_outer(i64 %x) {
+      %r = call i64 @jit_inner(i64 %x)
+      %s = add i64 %r, 1
+      ret i64 %s
+    }
+  )IR", "thrower");
+  ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
+  auto jit_outer = function<int64_t (*)(int64_t)>(*engine, "jit_outer");
+  ASSERT_NE(jit_outer, nullptr);
+
+  auto throws = [&](int64_t x) -> std::string {
+    try {
+      jit_outer(x);
+    } catch (const std::runtime_error& e) {
+      return e.what();
+    }
+    return "nothing thrown";
+  };
+  EXPECT_EQ(throws(41), "host threw 42");
+
+  // Removing another module deregisters only that module's frames.
+  auto other = engine->addModule("define i64 @other() {\n ret i64 0\n}", "other");
+  ASSERT_TRUE(static_cast<bool>(other)) << errorText(other.takeError());
+  EXPECT_EQ(errorText(engine->removeModule(*other)), "");
+  EXPECT_EQ(throws(1), "host threw 2");
+}
+
+TEST(OrcEngine, ZeroInitializedDataReadsZeroInReusedMemory) {
+  // Free pages stay committed (the default budget), so freed data is really reused dirty
+  // rather than handed back to the OS and refaulted as zeros.
+  HeapOptions heap_options;
+  heap_options.code_bytes = 1 << 20;
+  heap_options.read_only_bytes = 1 << 20;
+  heap_options.data_bytes = 1 << 20;
+  heap_options.name = "orc-bss";
+  auto created = Heap::create(heap_options);
+  ASSERT_TRUE(created.has_value()) << created.error().message;
+  std::unique_ptr<Heap> heap = std::move(*created);
+  auto engine = makeEngine(*heap);
+  ASSERT_NE(engine, nullptr);
+  // A zero-initialized array (a zero-fill block) and a function that sums and then scribbles
+  // over it, so the memory the next instance reuses is dirty.
+  const char* ir = R"IR(
+    @buffer = global [64 x i64] zeroinitializer
+    define i64 @sum_and_scribble() {
+    entry:
+      br label %loop
+    loop:
+      %i = phi i64 [ 0, %entry ], [ %next, %loop ]
+      %acc = phi i64 [ 0, %entry ], [ %sum, %loop ]
+      %p = getelementptr [64 x i64], ptr @buffer, i64 0, i64 %i
+      %v = load i64, ptr %p
+      %sum = add i64 %acc, %v
+      store i64 -1, ptr %p
+      %next = add i64 %i, 1
+      %done = icmp eq i64 %next, 64
+      br i1 %done, label %exit, label %loop
+    exit:
+      ret i64 %sum
+    }
+  )IR";
+  uint64_t previous_buffer = 0;
+  bool reused = false;
+  for (int round = 0; round < 3; ++round) {
+    auto handle = engine->addModule(ir, "bss" + std::to_string(round));
+    ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
+    auto buffer = engine->lookup("buffer");
+    ASSERT_TRUE(static_cast<bool>(buffer)) << errorText(buffer.takeError());
+    reused = reused || buffer->getValue() == previous_buffer;
+    previous_buffer = buffer->getValue();
+    auto run = function<int64_t (*)()>(*engine, "sum_and_scribble");
+    ASSERT_NE(run, nullptr);
+    EXPECT_EQ(run(), 0) << "round " << round;
+    EXPECT_EQ(errorText(engine->removeModule(*handle)), "");
+    heap->reclaim([](uintptr_t, uintptr_t) { return false; });
+  }
+  EXPECT_TRUE(reused) << "the data arena never reused the buffer's block";
+}
+
+// --- Errors: each is a clear llvm::Error, and the heap is left exactly as it was. ---
+
+class OrcEngineErrors : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    heap_ = makeSmallHeap("orc-errors");
+    ASSERT_NE(heap_, nullptr);
+    engine_ = makeEngine(*heap_);
+    ASSERT_NE(engine_, nullptr);
+    auto base = engine_->addModule("define i64 @existing() {\n ret i64 7\n}", "base");
+    ASSERT_TRUE(static_cast<bool>(base)) << errorText(base.takeError());
+    before_ = statsWithoutCounters(*heap_);
+  }
+
+  void expectHeapUnchanged() {
+    EXPECT_EQ(statsWithoutCounters(*heap_), before_) << "before:\n"
+                                                     << format_text(before_) << "after:\n"
+                                                     << heap_->dump_text();
+    EXPECT_EQ(engine_->liveModules(), 1u);
+  }
+
+  std::string addError(const char* ir, const char* name) {
+    auto handle = engine_->addModule(ir, name);
+    if (handle) return "";
+    return errorText(handle.takeError());
+  }
+
+  std::unique_ptr<Heap> heap_;
+  std::unique_ptr<Engine> engine_;
+  HeapStats before_;
+};
+
+TEST_F(OrcEngineErrors, MalformedIr) {
+  const std::string error =
+      addError("define i64 @broken() {\n  ret i64 %nowhere\n}\n", "broken");
+  EXPECT_THAT(error, HasSubstr("cannot parse module 'broken'"));
+  EXPECT_THAT(error, HasSubstr("line 2"));
+  EXPECT_THAT(error, HasSubstr("%nowhere"));
+  expectHeapUnchanged();
+}
+
+TEST_F(OrcEngineErrors, IrThatFailsVerification) {
+  // Parses, but %y is used before it is defined.
+  const std::string error = addError(R"IR(
+    define i64 @bad(i64 %x) {
+      %z = add i64 %y, 1
+      %y = add i64 %x, 1
+      ret i64 %z
+    }
+  )IR", "unverified");
+  EXPECT_THAT(error, HasSubstr("cannot add module 'unverified'"));
+  EXPECT_THAT(error, HasSubstr("invalid IR"));
+  expectHeapUnchanged();
+}
+
+TEST_F(OrcEngineErrors, UndefinedExternalSymbol) {
+  const std::string error = addError(R"IR(
+    declare i64 @no_such_function_anywhere(i64)
+    define i64 @caller(i64 %x) {
+      %r = call i64 @no_such_function_anywhere(i64 %x)
+      ret i64 %r
+    }
+  )IR", "undefined");
+  EXPECT_THAT(error, HasSubstr("cannot add module 'undefined'"));
+  EXPECT_THAT(error, HasSubstr("no_such_function_anywhere"));
+  expectHeapUnchanged();
+  // The failed module left no symbol behind.
+  EXPECT_THAT(errorText(engine_->lookup("caller").takeError()), HasSubstr("caller"));
+}
+
+TEST_F(OrcEngineErrors, DuplicateDefinition) {
+  const std::string error = addError("define i64 @existing() {\n ret i64 8\n}", "again");
+  EXPECT_THAT(error, HasSubstr("cannot add module 'again'"));
+  EXPECT_THAT(error, HasSubstr("Duplicate definition"));
+  EXPECT_THAT(error, HasSubstr("existing"));
+  expectHeapUnchanged();
+  auto existing = function<int64_t (*)()>(*engine_, "existing");
+  ASSERT_NE(existing, nullptr);
+  EXPECT_EQ(existing(), 7);
+}
+
+TEST_F(OrcEngineErrors, StaticConstructorsAreRefused) {
+  const std::string error = addError(R"IR(
+    @llvm.global_ctors = appending global [1 x { i32, ptr, ptr }] [{ i32, ptr, ptr } { i32 65535, ptr @init, ptr null }]
+    define void @init() {
+      ret void
+    }
+  )IR", "ctors");
+  EXPECT_THAT(error, HasSubstr("llvm.global_ctors"));
+  expectHeapUnchanged();
+}
+
+TEST_F(OrcEngineErrors, UnknownLookup) {
+  EXPECT_THAT(errorText(engine_->lookup("never_defined").takeError()),
+              HasSubstr("never_defined"));
+  expectHeapUnchanged();
+}
+
+TEST_F(OrcEngineErrors, RemovingUnknownOrRemovedHandle) {
+  EXPECT_THAT(errorText(engine_->removeModule(ModuleHandle{12345})),
+              HasSubstr("no such module"));
+  auto handle = engine_->addModule("define i64 @temp() {\n ret i64 0\n}", "temp");
+  ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
+  EXPECT_EQ(errorText(engine_->removeModule(*handle)), "");
+  EXPECT_THAT(errorText(engine_->removeModule(*handle)), HasSubstr("no such module"));
+  EXPECT_EQ(engine_->liveModules(), 1u);
+}
+
+TEST_F(OrcEngineErrors, DuplicateHostSymbolDefinesNone) {
+  int64_t data = 0;
+  const std::string error = errorText(engine_->defineHostSymbols(
+      {{"fresh_name", llvm::orc::ExecutorAddr::fromPtr(&data)},
+       {"existing", llvm::orc::ExecutorAddr::fromPtr(&data)}}));
+  EXPECT_THAT(error, HasSubstr("Duplicate definition"));
+  EXPECT_THAT(errorText(engine_->lookup("fresh_name").takeError()), HasSubstr("fresh_name"));
+  expectHeapUnchanged();
+}
+
+TEST(OrcEngine, OutOfCodeSpaceIsAHeapErrorAndReturnsEveryByte) {
+  HeapOptions options;
+  options.code_bytes = 256 << 10;
+  options.read_only_bytes = 64 << 10;
+  options.data_bytes = 64 << 10;
+  options.retain_free_bytes = 0;
+  options.name = "orc-tiny";
+  auto heap = Heap::create(options);
+  ASSERT_TRUE(heap.has_value()) << heap.error().message;
+  auto engine = makeEngine(**heap);
+  ASSERT_NE(engine, nullptr);
+  // 160 KiB of code each: the first fits the 256 KiB code arena, the second does not.
+  auto big = [](const char* name) {
+    return std::string("define void @") + name +
+           "() {\n  call void asm sideeffect \".fill 163840, 1, 0x90\", \"\"()\n"
+           "  ret void\n}\n";
+  };
+  auto first = engine->addModule(big("big1"), "big1");
+  ASSERT_TRUE(static_cast<bool>(first)) << errorText(first.takeError());
+
+  const HeapStats before = statsWithoutCounters(**heap);
+  auto second = engine->addModule(big("big2"), "big2");
+  ASSERT_FALSE(static_cast<bool>(second));
+  bool out_of_memory = false;
+  llvm::Error rest = llvm::handleErrors(second.takeError(), [&](const HeapError& e) {
+    out_of_memory = e.code() == ErrorCode::kOutOfMemory;
+  });
+  EXPECT_TRUE(out_of_memory);
+  EXPECT_THAT(errorText(std::move(rest)), HasSubstr("cannot add module 'big2'"));
+  EXPECT_EQ(statsWithoutCounters(**heap), before) << (*heap)->dump_text();
+  EXPECT_EQ(engine->liveModules(), 1u);
+}
+
+// --- Churn: compiled code comes and goes without leaving anything behind. ---
+
+TEST(OrcEngineChurn, TenThousandModulesLeaveNothingBehind) {
+  constexpr int kModules = 10000;
+  constexpr int kWarmUp = 200;
+  auto heap = makeSmallHeap("orc-churn");
+  ASSERT_NE(heap, nullptr);
+  EngineOptions options;
+  options.opt_level = llvm::CodeGenOptLevel::None;  // the churn is about memory, not code
+  auto engine = makeEngine(*heap, options);
+  ASSERT_NE(engine, nullptr);
+  const size_t committed_baseline = heap->stats().committed_bytes;
+  auto nothing_referenced = [](uintptr_t, uintptr_t) { return false; };
+
+  int64_t env = 1000;
+  size_t maps_baseline = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kModules; ++i) {
+    if (i == kWarmUp) {
+      heap->reclaim(nothing_referenced);
+      maps_baseline = mapsLines();  // LLVM's and malloc's one-time mappings exist by now
+    }
+    const std::string name = "closure" + std::to_string(i);
+    const std::string ir = "define i64 @" + name +
+                           "(ptr %env, i64 %x) {\n"
+                           "  %e = load i64, ptr %env\n"
+                           "  %s = add i64 %e, %x\n"
+                           "  %r = add i64 %s, " + std::to_string(i) + "\n"
+                           "  ret i64 %r\n}\n";
+    auto handle = engine->addModule(ir, name);
+    ASSERT_TRUE(static_cast<bool>(handle)) << i << ": " << errorText(handle.takeError());
+    auto closure = function<int64_t (*)(int64_t*, int64_t)>(*engine, name);
+    ASSERT_NE(closure, nullptr);
+    ASSERT_EQ(closure(&env, 5), 1005 + i);
+    ASSERT_EQ(errorText(engine->removeModule(*handle)), "") << i;
+    if (i % 1000 == 999) heap->reclaim(nothing_referenced);
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  heap->reclaim(nothing_referenced);
+
+  const HeapStats stats = heap->stats();
+  EXPECT_EQ(stats.committed_bytes, committed_baseline) << heap->dump_text();
+  EXPECT_EQ(stats.used_bytes, 0u);
+  EXPECT_EQ(stats.quarantined_bytes, 0u);
+  EXPECT_TRUE(stats.owners.empty()) << heap->dump_text();
+  EXPECT_EQ(engine->liveModules(), 0u);
+  EXPECT_LE(mapsLines(), maps_baseline);
+  ::testing::Test::RecordProperty("us_per_module",
+                                  std::to_string(seconds * 1e6 / kModules));
+  std::cout << kModules << " modules added, called and removed in " << seconds << " s ("
+            << seconds * 1e6 / kModules << " us each)\n";
+}
+
+}  // namespace
+}  // namespace codeheap::jit
