@@ -7,7 +7,9 @@
 #include <bit>
 #include <cassert>
 #include <chrono>
+#include <map>
 #include <mutex>
+#include <set>
 #include <utility>
 
 #include <spdlog/fmt/fmt.h>
@@ -349,6 +351,12 @@ Heap::Heap(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Heap::~Heap() {
   if (!impl_) return;
   stats_dump::on_destroy(*this);
+  std::vector<std::function<void()>> pending;
+  {
+    std::lock_guard lock(impl_->mutex);
+    pending = impl_->owners.take_all_pending();
+  }
+  for (auto& callback : pending) callback();
   impl_->log->debug("heap '{}' destroyed", impl_->options.name);
 }
 
@@ -388,6 +396,7 @@ Result<void> Heap::Impl::end_block(Exit exit, uintptr_t address) {
                                                   : "abandon";
   Result<void> result;
   std::optional<std::string> undo_failure;
+  std::vector<std::function<void()>> ready;
   {
     std::lock_guard lock(mutex);
     Result<Block*> block = releasable_locked(operation, address);
@@ -401,7 +410,9 @@ Result<void> Heap::Impl::end_block(Exit exit, uintptr_t address) {
       quarantine_locked(address, **block, /*trap_now=*/exit == Exit::kRelease);
       ++(exit == Exit::kRelease ? counters.releases : counters.retires);
     }
+    ready = owners.take_ready();
   }
+  for (auto& callback : ready) callback();
   if (undo_failure) log->warn("{}", *undo_failure);
   if (!result) {
     log->warn("heap '{}': {}", options.name, result.error().message);
@@ -442,16 +453,49 @@ ReclaimReport Heap::reclaim(
 
   ReclaimReport report;
   report.examined_blocks = candidates.size();
-  std::optional<std::string> trim_failure;
+  for (uint8_t r : referenced) report.still_referenced_blocks += r;
+
+  // An owner with an on_gone callback (a module whose unwind tables are registered) is
+  // reclaimed all together, and its callback runs while its blocks are still quarantined and
+  // intact: deregistration may read the tables, and they must not be reused while registered.
+  // So: pick the blocks (locked), run those callbacks (unlocked), then free (locked).
+  std::vector<size_t> chosen;
+  std::vector<std::function<void()>> before_free;
   {
     std::lock_guard lock(h.mutex);
+    std::map<OwnerId, std::vector<size_t>> grouped;
+    std::set<OwnerId> held;  // owners with a referenced block
     for (size_t i = 0; i < candidates.size(); ++i) {
-      if (referenced[i]) {
-        ++report.still_referenced_blocks;
-        continue;
-      }
+      const Block* block = h.blocks.at(candidates[i].begin);
       // Meanwhile a concurrent pass may have freed the block, and the range may even hold a
       // newer released block (a different generation) that this predicate never saw.
+      if (block == nullptr || block->state != BlockState::kQuarantined ||
+          block->generation != candidates[i].generation) {
+        continue;
+      }
+      if (block->owner == kNoOwner || !h.owners.has_on_gone(block->owner)) {
+        if (!referenced[i]) chosen.push_back(i);
+      } else if (referenced[i]) {
+        held.insert(block->owner);
+      } else {
+        grouped[block->owner].push_back(i);
+      }
+    }
+    for (auto& [owner, members] : grouped) {
+      if (held.count(owner)) continue;
+      std::function<void()> callback = h.owners.take_on_gone_if_emptied_by(owner, members.size());
+      if (!callback) continue;  // some block of it is still live, or outside this pass
+      before_free.push_back(std::move(callback));
+      chosen.insert(chosen.end(), members.begin(), members.end());
+    }
+  }
+  for (auto& callback : before_free) callback();
+
+  std::optional<std::string> trim_failure;
+  std::vector<std::function<void()>> ready;
+  {
+    std::lock_guard lock(h.mutex);
+    for (size_t i : chosen) {
       const Block* block = h.blocks.at(candidates[i].begin);
       if (block == nullptr || block->state != BlockState::kQuarantined ||
           block->generation != candidates[i].generation) {
@@ -462,6 +506,7 @@ ReclaimReport Heap::reclaim(
       h.free_locked(candidates[i].begin, *block);
     }
     trim_failure = h.trim_locked();
+    ready = h.owners.take_ready();
     report.duration_ns = elapsed_ns(start);
     ++h.counters.reclaim_passes;
     h.counters.blocks_reclaimed += report.reclaimed_blocks;
@@ -469,6 +514,7 @@ ReclaimReport Heap::reclaim(
     h.counters.reclaim_ns_total += report.duration_ns;
     h.counters.reclaim_ns_last = report.duration_ns;
   }
+  for (auto& callback : ready) callback();
   if (trim_failure) h.log->warn("{}", *trim_failure);
   h.log->debug("heap '{}': reclaim examined {} blocks, reclaimed {} ({} bytes), {} still "
                "referenced, {} ns",
@@ -508,13 +554,16 @@ OwnerId Heap::register_owner(std::string name) {
   return h.owners.add(std::move(name));
 }
 
-void Heap::retire_owner(OwnerId owner) {
+void Heap::retire_owner(OwnerId owner, std::function<void()> on_gone) {
   Impl& h = *impl_;
   bool known = false;
+  std::vector<std::function<void()>> ready;
   {
     std::lock_guard lock(h.mutex);
-    known = h.owners.retire(owner);
+    known = h.owners.retire(owner, std::move(on_gone));
+    ready = h.owners.take_ready();
   }
+  for (auto& callback : ready) callback();
   if (!known) h.log->warn("heap '{}': retire_owner({}): no such owner", h.options.name, owner);
 }
 

@@ -152,8 +152,14 @@ class Heap {
 
   // Owners name the blocks in the dump. Retiring an owner keeps its record until its last
   // block leaves quarantine, so the dump can say what quarantined memory belonged to.
+  // `on_gone`, if given, defers work until no thread can run the owner's code any more, such
+  // as deregistering its unwind tables. Such an owner's quarantined blocks are reclaimed
+  // together, once a pass finds none of them referenced (and none is live); `on_gone` runs
+  // outside the heap lock just before they are freed, while their bytes are still intact. It
+  // runs right away if the owner has no block left, and a heap destroyed first runs it in its
+  // destructor.
   OwnerId register_owner(std::string name);
-  void retire_owner(OwnerId owner);
+  void retire_owner(OwnerId owner, std::function<void()> on_gone = {});
 
   HeapStats stats() const;
   std::string dump_text() const;

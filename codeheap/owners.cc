@@ -11,12 +11,36 @@ OwnerId OwnerTable::add(std::string name) {
   return id;
 }
 
-bool OwnerTable::retire(OwnerId owner) {
+bool OwnerTable::retire(OwnerId owner, std::function<void()> on_gone) {
   auto it = records_.find(owner);
   if (it == records_.end()) return false;
   it->second.retired = true;
+  if (on_gone) it->second.on_gone = std::move(on_gone);
   erase_if_gone(it);
   return true;
+}
+
+std::function<void()> OwnerTable::take_on_gone_if_emptied_by(OwnerId owner, size_t quarantined) {
+  auto it = records_.find(owner);
+  if (it == records_.end()) return {};
+  Record& r = it->second;
+  if (!r.retired || r.live_blocks != 0 || r.quarantined_blocks != quarantined) return {};
+  return std::exchange(r.on_gone, {});
+}
+
+bool OwnerTable::has_on_gone(OwnerId owner) const {
+  auto it = records_.find(owner);
+  return it != records_.end() && static_cast<bool>(it->second.on_gone);
+}
+
+std::vector<std::function<void()>> OwnerTable::take_ready() { return std::exchange(ready_, {}); }
+
+std::vector<std::function<void()>> OwnerTable::take_all_pending() {
+  std::vector<std::function<void()>> all = take_ready();
+  for (auto& [id, r] : records_) {
+    if (r.on_gone) all.push_back(std::exchange(r.on_gone, {}));
+  }
+  return all;
 }
 
 bool OwnerTable::accepts(OwnerId owner) const {
@@ -57,8 +81,11 @@ void OwnerTable::on_free(OwnerId owner, size_t bytes, BlockState from) {
 }
 
 void OwnerTable::erase_if_gone(std::map<OwnerId, Record>::iterator it) {
-  const Record& r = it->second;
-  if (r.retired && r.live_blocks == 0 && r.quarantined_blocks == 0) records_.erase(it);
+  Record& r = it->second;
+  if (r.retired && r.live_blocks == 0 && r.quarantined_blocks == 0) {
+    if (r.on_gone) ready_.push_back(std::move(r.on_gone));
+    records_.erase(it);
+  }
 }
 
 std::vector<OwnerStats> OwnerTable::snapshot() const {

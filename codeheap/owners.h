@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -19,8 +20,19 @@ namespace codeheap {
 class OwnerTable {
  public:
   OwnerId add(std::string name);
-  // Marks the owner retired; false if it is unknown. Idempotent.
-  bool retire(OwnerId owner);
+  // Marks the owner retired; false if it is unknown. Idempotent. `on_gone` (if any) becomes
+  // ready once the owner has no live or quarantined block left (maybe at once).
+  bool retire(OwnerId owner, std::function<void()> on_gone = {});
+  // For reclaim: if `owner` is retired, has an on_gone callback, no live block and exactly
+  // `quarantined` quarantined blocks (so freeing those empties it), takes the callback out to
+  // run before the blocks are freed. Returns an empty function otherwise.
+  std::function<void()> take_on_gone_if_emptied_by(OwnerId owner, size_t quarantined);
+  // True if the owner waits for an on_gone callback: its blocks are reclaimed all together.
+  bool has_on_gone(OwnerId owner) const;
+  // The on_gone callbacks that became ready; the Heap runs them outside its lock.
+  std::vector<std::function<void()>> take_ready();
+  // Every callback still waiting, for a heap that is going away.
+  std::vector<std::function<void()>> take_all_pending();
   // kNoOwner, or registered and not retired.
   bool accepts(OwnerId owner) const;
 
@@ -40,10 +52,12 @@ class OwnerTable {
     size_t live_bytes = 0;
     size_t quarantined_blocks = 0;
     size_t quarantined_bytes = 0;
+    std::function<void()> on_gone;
   };
   void erase_if_gone(std::map<OwnerId, Record>::iterator it);
 
   std::map<OwnerId, Record> records_;
+  std::vector<std::function<void()>> ready_;
   OwnerId next_id_ = kNoOwner + 1;
 };
 

@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -98,6 +99,12 @@ struct Runtime::Impl {
 Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 llvm::Expected<std::unique_ptr<Runtime>> Runtime::create(RuntimeOptions options) {
+#if defined(__SANITIZE_THREAD__)
+  // TSan defers asynchronous signals until a thread enters an intercepted function, which a
+  // thread spinning in JIT code never does, so Boehm's stop-the-world would wait forever.
+  // SIGPIPE is one TSan delivers at once. Only takes effect before the collector starts.
+  GC_set_suspend_signal(SIGPIPE);
+#endif
   GC_INIT();
   GC_allow_register_threads();
   GC_set_finalize_on_demand(1);

@@ -7,9 +7,9 @@
 #include <utility>
 
 #include "codeheap/log.h"
+#include "jit/eh_frame_plugin.h"
 #include "jit/entry_cell.h"
 #include "llvm/AsmParser/Parser.h"
-#include "llvm/ExecutionEngine/JITLink/EHFrameSupport.h"
 #include "llvm/ExecutionEngine/Orc/Core.h"
 #include "llvm/ExecutionEngine/Orc/CompileUtils.h"
 #include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
@@ -161,8 +161,8 @@ struct Engine::Impl {
   Expected<std::unique_ptr<llvm::orc::ObjectLayer>> createLinkingLayer(
       llvm::orc::ExecutionSession& session) {
     auto layer = std::make_unique<llvm::orc::ObjectLinkingLayer>(session, memory);
-    layer->addPlugin(std::make_unique<llvm::orc::EHFrameRegistrationPlugin>(
-        session, std::make_unique<llvm::jitlink::InProcessEHFrameRegistrar>()));
+    // Frames stay registered until the heap reclaims a removed module (eh_frame_plugin.h).
+    layer->addPlugin(std::make_unique<DeferredEHFramePlugin>());
     if (Error err = addVisibilityPlugins(*layer, session, options.visibility))
       return err;
     for (const auto& plugin : options.plugins) layer->addPlugin(plugin);

@@ -6,7 +6,8 @@
 //     tables reach across the heap, and calls to host functions go through JITLink's GOT and
 //     stubs, which are allocated with the module and so are low as well.
 //   - eh_frame registration (EHFrameRegistrationPlugin), so C++ exceptions thrown by host
-//     functions unwind through JIT frames; deregistered when the module is removed.
+//     functions unwind through JIT frames, including retired code that is still running:
+//     frames are deregistered when the heap reclaims a removed module's blocks.
 //   - perf map / GDB JIT plugins from jit/visibility.h, when `EngineOptions::visibility` asks.
 //   - symbol resolution: modules and host symbols in one JITDylib ("main"), then the process's
 //     exported symbols (DynamicLibrarySearchGenerator) unless disabled.
@@ -20,8 +21,9 @@
 // modules added before it, to host symbols, and to process symbols.
 //
 // Removal: removeModule removes the module's ORC ResourceTracker: its symbols disappear, its
-// eh_frames are deregistered and its blocks go to the heap's quarantine (see RetireMode), from
-// which the caller's reclaim pass (Heap::reclaim) frees them once no thread references them.
+// blocks go to the heap's quarantine (see RetireMode), from which the caller's reclaim pass
+// (Heap::reclaim) frees them once no thread references them; then its eh_frames are
+// deregistered.
 // The engine does not know who still calls the removed code; the runtime's GC does.
 //
 // Redefinable functions: defineFunction(name, module) gives `name` an EntryCell (entry_cell.h)

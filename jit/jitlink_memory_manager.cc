@@ -192,14 +192,20 @@ void HeapJITLinkMemoryManager::deallocate(std::vector<FinalizedAlloc> allocs,
   // The interface runs allocations' dealloc actions from the last allocation to the first.
   for (auto it = allocs.rbegin(); it != allocs.rend(); ++it) {
     std::unique_ptr<Finalized> finalized(it->release().toPtr<Finalized*>());
-    err = llvm::joinErrors(std::move(err),
-                           llvm::orc::shared::runDeallocActions(finalized->dealloc_actions));
     for (const Allocation& block : finalized->blocks) {
       auto result = retire_mode_ == RetireMode::kKeepRunning ? heap_.retire(block.address)
                                                              : heap_.release(block.address);
       err = llvm::joinErrors(std::move(err), toLLVMError(std::move(result)));
     }
-    heap_.retire_owner(finalized->owner);
+    // The dealloc actions (eh_frame deregistration) wait until the heap has reclaimed the
+    // blocks: a thread still running the retired code must be able to unwind through it.
+    heap_.retire_owner(finalized->owner,
+                       [actions = std::move(finalized->dealloc_actions)] {
+                         if (Error failed = llvm::orc::shared::runDeallocActions(actions)) {
+                           codeheap::logger("jit")->error("dealloc actions of retired code: {}",
+                                                          llvm::toString(std::move(failed)));
+                         }
+                       });
   }
   on_deallocated(std::move(err));
 }

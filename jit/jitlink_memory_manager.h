@@ -26,8 +26,9 @@
 // Every allocation registers a heap owner named after the LinkGraph, so dumps show which module
 // a block belongs to; the owner is retired when the allocation is deallocated or abandoned.
 // A failed or abandoned link returns every byte to the free list at once (Heap::abandon): the
-// heap statistics are as they were. `deallocate` runs the dealloc actions and moves the blocks
-// to the heap's quarantine; they reach the free list only through a reclaim pass.
+// heap statistics are as they were. `deallocate` moves the blocks to the heap's quarantine; they
+// reach the free list only through a reclaim pass, and only then do the dealloc actions run
+// (eh_frame deregistration), so a thread still inside retired code can unwind through it.
 //
 // Thread safety: all members may be called concurrently (JITLink may link on several threads);
 // the only shared state is the heap, which is thread-safe.

@@ -248,5 +248,55 @@ TEST_F(QuarantineTest, ConcurrentChurnKeepsTheHeapConsistent) {
             stats.counters.releases + stats.counters.retires + stats.counters.abandons);
 }
 
+// An owner retired with on_gone (a module with registered unwind tables) is reclaimed as a
+// unit, and on_gone runs before its blocks are freed, while their bytes are intact.
+TEST_F(QuarantineTest, OnGoneRunsBeforeTheOwnersBlocksAreFreedAllTogether) {
+  const OwnerId module = heap_->register_owner("module");
+  auto code = heap_->allocate(Arena::kCode, 64, 16, module);
+  auto tables = heap_->allocate(Arena::kReadOnly, 64, 16, module);
+  ASSERT_TRUE(code && tables);
+  std::memset(tables->writable, 0x5A, 64);
+  ASSERT_TRUE(heap_->retire(code->address));
+  ASSERT_TRUE(heap_->retire(tables->address));
+  int calls = 0;
+  bool intact_when_called = false;
+  heap_->retire_owner(module, [&] {
+    ++calls;
+    intact_when_called = all_bytes(tables->address, 64, 0x5A) &&
+                         heap_->find(tables->address)->state == BlockState::kQuarantined;
+  });
+  EXPECT_EQ(calls, 0);
+
+  // The code is still referenced: the tables stay too, though nothing points into them.
+  const ReclaimReport held = heap_->reclaim(
+      [&](uintptr_t begin, uintptr_t) { return begin == code->address; });
+  EXPECT_EQ(held.reclaimed_blocks, 0u);
+  EXPECT_EQ(calls, 0);
+  EXPECT_TRUE(heap_->find(tables->address).has_value());
+
+  const ReclaimReport freed = heap_->reclaim(kNothingReferenced);
+  EXPECT_EQ(freed.reclaimed_blocks, 2u);
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(intact_when_called);
+  EXPECT_FALSE(heap_->find(code->address).has_value());
+  EXPECT_TRUE(heap_->stats().owners.empty());
+}
+
+TEST_F(QuarantineTest, OnGoneRunsAtOnceForAnEmptyOwnerAndWhenTheHeapGoesAway) {
+  int empty_calls = 0;
+  heap_->retire_owner(heap_->register_owner("empty"), [&] { ++empty_calls; });
+  EXPECT_EQ(empty_calls, 1);
+
+  const OwnerId module = heap_->register_owner("pending");
+  auto code = heap_->allocate(Arena::kCode, 64, 16, module);
+  ASSERT_TRUE(code);
+  ASSERT_TRUE(heap_->retire(code->address));
+  int pending_calls = 0;
+  heap_->retire_owner(module, [&] { ++pending_calls; });
+  EXPECT_EQ(pending_calls, 0);
+  heap_.reset();
+  EXPECT_EQ(pending_calls, 1);
+}
+
 }  // namespace
 }  // namespace codeheap::test

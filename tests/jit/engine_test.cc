@@ -7,7 +7,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <fstream>
 #include <iostream>
 #include <set>
 #include <stdexcept>
@@ -26,6 +25,7 @@
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
 #include "tests/jit/orc_support.h"
+#include "tests/jit/process_maps.h"
 
 // Host functions and data that JIT code reaches by name (see defineHostSymbols).
 extern "C" int64_t orc_test_host_triple(int64_t x) { return 3 * x; }
@@ -200,12 +200,7 @@ std::string compileToAssembly(const char* ir, const EngineOptions& options) {
   return text.str().str();
 }
 
-size_t mapsLines() {
-  std::ifstream maps("/proc/self/maps");
-  size_t lines = 0;
-  for (std::string line; std::getline(maps, line);) ++lines;
-  return lines;
-}
+size_t mapsLines() { return process_maps::count(); }
 
 std::unique_ptr<Engine> makeEngine(Heap& heap, EngineOptions options = {}) {
   auto engine = Engine::create(heap, std::move(options));
@@ -401,6 +396,53 @@ TEST(OrcEngine, HostExceptionUnwindsThroughJitFrames) {
   ASSERT_TRUE(static_cast<bool>(other)) << errorText(other.takeError());
   EXPECT_EQ(errorText(engine->removeModule(*other)), "");
   EXPECT_EQ(throws(1), "host threw 2");
+}
+
+// The module is removed while one of its functions is on the stack; the exception thrown
+// afterwards must still unwind through that retired frame, so its eh_frame stays registered
+// until the heap reclaims the code.
+Engine* g_removing_engine = nullptr;
+ModuleHandle g_removed_module;
+extern "C" void orc_test_remove_then_throw(int64_t value) {
+  EXPECT_EQ(errorText(g_removing_engine->removeModule(g_removed_module)), "");
+  throw std::runtime_error("thrown from retired code " + std::to_string(value));
+}
+
+TEST(OrcEngine, RetiredCodeThatIsStillRunningCanUnwind) {
+  auto heap = makeSmallHeap("orc-eh-retired");
+  ASSERT_NE(heap, nullptr);
+  auto engine = makeEngine(*heap);
+  ASSERT_NE(engine, nullptr);
+  ASSERT_EQ(errorText(engine->defineHostSymbols(
+                {{"remove_then_throw",
+                  llvm::orc::ExecutorAddr::fromPtr(&orc_test_remove_then_throw)}})),
+            "");
+  const size_t owners_before = heap->stats().owners.size();
+  auto handle = engine->addModule(R"IR(
+    declare void @remove_then_throw(i64)
+    define i64 @retiring(i64 %x) {
+      call void @remove_then_throw(i64 %x)
+      ret i64 %x
+    }
+  )IR", "retiring");
+  ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
+  auto retiring = function<int64_t (*)(int64_t)>(*engine, "retiring");
+  ASSERT_NE(retiring, nullptr);
+  g_removing_engine = engine.get();
+  g_removed_module = *handle;
+  std::string caught;
+  try {
+    retiring(7);
+  } catch (const std::runtime_error& e) {
+    caught = e.what();
+  }
+  EXPECT_EQ(caught, "thrown from retired code 7");
+  EXPECT_EQ(engine->liveModules(), 0u);
+  // Retired, not yet reclaimed: the owner (and its deferred dealloc actions) are still there.
+  EXPECT_GT(heap->stats().owners.size(), owners_before);
+  heap->reclaim([](uintptr_t, uintptr_t) { return false; });
+  EXPECT_EQ(heap->stats().owners.size(), owners_before);
+  EXPECT_EQ(heap->stats().quarantined_bytes, 0u);
 }
 
 TEST(OrcEngine, ZeroInitializedDataReadsZeroInReusedMemory) {

@@ -4,7 +4,6 @@
 
 #include <cstdint>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -20,6 +19,7 @@
 #include "llvm/ExecutionEngine/Orc/RTDyldObjectLinkingLayer.h"
 #include "llvm/ExecutionEngine/Orc/ThreadSafeModule.h"
 #include "tests/jit/mcjit_support.h"
+#include "tests/jit/process_maps.h"
 
 namespace codeheap::jit {
 namespace {
@@ -230,13 +230,7 @@ TEST(McjitTest, SmallCodeModelClosuresJumpTableRecursionAndHostCall) {
   EXPECT_EQ(self_calls, 2);
 }
 
-size_t mapsLines() {
-  std::ifstream maps("/proc/self/maps");
-  std::string line;
-  size_t lines = 0;
-  while (std::getline(maps, line)) ++lines;
-  return lines;
-}
+size_t mapsLines() { return process_maps::count(); }
 
 size_t liveOwners(const HeapStats& stats) {
   size_t live = 0;
