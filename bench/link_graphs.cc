@@ -1,0 +1,80 @@
+#include "bench/link_graphs.h"
+
+#include <string>
+#include <utility>
+
+#include "bench/jit_support.h"
+#include "llvm/ADT/BitmaskEnum.h"
+#include "llvm/TargetParser/Host.h"
+#include "llvm/TargetParser/Triple.h"
+
+namespace codeheap::bench {
+
+using llvm::jitlink::JITLinkMemoryManager;
+using llvm::orc::MemProt;
+
+// MemProt's bitwise operators live in namespace llvm; this pulls them in.
+LLVM_ENABLE_BITMASK_ENUMS_IN_NAMESPACE();
+
+namespace {
+
+// Section contents. A content block refers to these bytes until BasicLayout copies them into
+// the allocation's working memory, so every manager copies the same amount.
+alignas(16) const char kContent[8192] = {};
+constexpr size_t kBlockAlignment = 16;
+
+}  // namespace
+
+const RequestShape kSmallRequest{"small",
+                                 {{".text", MemProt::Read | MemProt::Exec, 256},
+                                  {".rodata", MemProt::Read, 64}}};
+const RequestShape kMixedRequest{"mixed16k",
+                                 {{".text", MemProt::Read | MemProt::Exec, 8192},
+                                  {".rodata", MemProt::Read, 4096},
+                                  {".data", MemProt::Read | MemProt::Write, 4096}}};
+
+std::unique_ptr<llvm::jitlink::LinkGraph> make_graph(const RequestShape& shape) {
+  static const llvm::Triple triple(llvm::sys::getProcessTriple());
+  auto graph = std::make_unique<llvm::jitlink::LinkGraph>(
+      "bench", triple, 8, llvm::endianness::little, llvm::jitlink::getGenericEdgeKindName);
+  for (const SegmentShape& segment : shape.segments) {
+    llvm::jitlink::Section& section = graph->createSection(segment.section, segment.prot);
+    graph->createContentBlock(section, llvm::ArrayRef<char>(kContent, segment.bytes),
+                              llvm::orc::ExecutorAddr(), kBlockAlignment, 0);
+  }
+  return graph;
+}
+
+JITLinkMemoryManager::FinalizedAlloc allocate_and_finalize(JITLinkMemoryManager& manager,
+                                                           llvm::jitlink::LinkGraph& graph) {
+  std::unique_ptr<JITLinkMemoryManager::InFlightAlloc> in_flight;
+  manager.allocate(nullptr, graph,
+                   [&](llvm::Expected<std::unique_ptr<JITLinkMemoryManager::InFlightAlloc>> r) {
+                     in_flight = check(std::move(r), "allocate");
+                   });
+  if (!in_flight) die("allocate did not call back synchronously");
+
+  JITLinkMemoryManager::FinalizedAlloc finalized;
+  in_flight->finalize([&](llvm::Expected<JITLinkMemoryManager::FinalizedAlloc> r) {
+    finalized = check(std::move(r), "finalize");
+  });
+  if (!finalized) die("finalize did not call back synchronously");
+  return finalized;
+}
+
+void deallocate(JITLinkMemoryManager& manager, JITLinkMemoryManager::FinalizedAlloc allocation) {
+  bool done = false;
+  manager.deallocate(std::move(allocation), [&](llvm::Error err) {
+    check(std::move(err), "deallocate");
+    done = true;
+  });
+  if (!done) die("deallocate did not call back synchronously");
+}
+
+llvm::orc::ExecutorAddr code_address(llvm::jitlink::LinkGraph& graph) {
+  llvm::jitlink::Section* text = graph.findSectionByName(".text");
+  if (text == nullptr || text->blocks_size() != 1) die("graph has no single .text block");
+  return (*text->blocks().begin())->getAddress();
+}
+
+}  // namespace codeheap::bench

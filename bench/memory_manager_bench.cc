@@ -1,0 +1,173 @@
+// Issue 6, part 1: the memory of one link, from allocation to deallocation, through our managers
+// and through LLVM 19's own, with identical requests.
+//
+// JITLink: allocate, finalize and deallocate one LinkGraph through
+//   codeheap     HeapJITLinkMemoryManager on a default Heap (plus a reclaim pass every
+//                kReclaimEvery deallocations, amortized into the time),
+//   InProcess    jitlink::InProcessMemoryManager (one mmap per graph, mprotect per segment),
+//   Mapper       orc::MapperJITLinkMemoryManager over orc::InProcessMemoryMapper (slabs).
+// Each graph is built untimed before its batch (a minimal LinkGraph with one content block per
+// section, as an object file's sections would give), so only the managers are measured; all
+// three get graphs built by the same function. Two shapes: "small" (256 B of code + 64 B of
+// read-only data, a tiny closure) and "mixed16k" (8 KiB code, 4 KiB read-only, 4 KiB
+// read-write).
+//
+// RuntimeDyld: the calls RuntimeDyld makes for the same small object (reserveAllocationSpace if
+// the manager asks for it, allocateCodeSection, allocateDataSection, copy the bytes,
+// finalizeMemory, destroy) on our RtdyldMemoryManager (reclaim as above) and on LLVM's
+// SectionMemoryManager. notifyObjectLoaded is left out: it needs a RuntimeDyld with a loaded
+// object, and SectionMemoryManager does nothing there.
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bench/harness.h"
+#include "bench/jit_support.h"
+#include "bench/link_graphs.h"
+#include "jit/jitlink_memory_manager.h"
+#include "jit/rtdyld_memory_manager.h"
+#include "llvm/ExecutionEngine/JITLink/JITLinkMemoryManager.h"
+#include "llvm/ExecutionEngine/Orc/MapperJITLinkMemoryManager.h"
+#include "llvm/ExecutionEngine/Orc/MemoryMapper.h"
+#include "llvm/ExecutionEngine/SectionMemoryManager.h"
+
+namespace codeheap::bench {
+namespace {
+
+using llvm::jitlink::JITLinkMemoryManager;
+using llvm::jitlink::LinkGraph;
+
+// Mapper reserves address space in slabs of this size (it never returns a slab).
+constexpr size_t kMapperSlabBytes = size_t{64} << 20;
+
+// The RuntimeDyld object: the small request's shape (link_graphs.h) as two sections.
+constexpr size_t kCodeBytes = 256;
+constexpr size_t kReadOnlyBytes = 64;
+constexpr size_t kAlignment = 16;
+// What RuntimeDyld would copy into the sections.
+alignas(16) const uint8_t kSectionBytes[kCodeBytes] = {};
+
+class JITLinkCycle final : public Workload {
+ public:
+  // `heap` is null for LLVM's managers; with a heap, reclaim passes run as for our managers.
+  JITLinkCycle(std::unique_ptr<Heap> heap, std::unique_ptr<JITLinkMemoryManager> manager,
+               const RequestShape& shape)
+      : heap_(std::move(heap)), manager_(std::move(manager)), shape_(shape) {}
+
+  void prepare(size_t count) override {
+    graphs_.clear();
+    for (size_t i = 0; i < count; ++i) graphs_.push_back(make_graph(shape_));
+  }
+
+  void run(size_t count) override {
+    for (size_t i = 0; i < count; ++i) {
+      deallocate(*manager_, allocate_and_finalize(*manager_, *graphs_[i]));
+      if (heap_ && ++deallocations_ % kReclaimEvery == 0) heap_->reclaim(nothing_referenced);
+    }
+  }
+
+ private:
+  std::unique_ptr<Heap> heap_;  // declared first: outlives the manager
+  std::unique_ptr<JITLinkMemoryManager> manager_;
+  const RequestShape& shape_;
+  std::vector<std::unique_ptr<LinkGraph>> graphs_;
+  size_t deallocations_ = 0;
+};
+
+class RtdyldCycle final : public Workload {
+ public:
+  using Factory = std::function<std::unique_ptr<llvm::RTDyldMemoryManager>()>;
+
+  RtdyldCycle(std::unique_ptr<Heap> heap, Factory make_manager)
+      : heap_(std::move(heap)), make_manager_(std::move(make_manager)) {}
+
+  void run(size_t count) override {
+    for (size_t i = 0; i < count; ++i) {
+      std::unique_ptr<llvm::RTDyldMemoryManager> manager = make_manager_();
+      if (manager->needsToReserveAllocationSpace())
+        manager->reserveAllocationSpace(kCodeBytes, llvm::Align(kAlignment), kReadOnlyBytes,
+                                        llvm::Align(kAlignment), 0, llvm::Align(1));
+      uint8_t* code = manager->allocateCodeSection(kCodeBytes, kAlignment, 0, ".text");
+      uint8_t* rodata =
+          manager->allocateDataSection(kReadOnlyBytes, kAlignment, 1, ".rodata", true);
+      std::memcpy(code, kSectionBytes, kCodeBytes);
+      std::memcpy(rodata, kSectionBytes, kReadOnlyBytes);
+      std::string error;
+      if (manager->finalizeMemory(&error)) die("finalizeMemory: " + error);
+      manager.reset();
+      if (heap_ && ++deallocations_ % kReclaimEvery == 0) heap_->reclaim(nothing_referenced);
+    }
+  }
+
+ private:
+  std::unique_ptr<Heap> heap_;
+  Factory make_manager_;
+  size_t deallocations_ = 0;
+};
+
+constexpr size_t kBatch = 256;
+constexpr size_t kWarmup = 1000;
+
+void add_jitlink(const RequestShape& shape, const char* manager_name,
+                 std::function<std::unique_ptr<Workload>()> make) {
+  add({.name = std::string("jitlink/") + shape.name + "/" + manager_name,
+       .make = std::move(make),
+       .batch = kBatch,
+       .prepared = true,
+       .warmup = kWarmup});
+}
+
+void register_benchmarks() {
+  for (const RequestShape* shape : {&kSmallRequest, &kMixedRequest}) {
+    add_jitlink(*shape, "codeheap", [shape] {
+      std::unique_ptr<Heap> heap = make_heap("bench");
+      auto manager = std::make_unique<jit::HeapJITLinkMemoryManager>(*heap);
+      return std::make_unique<JITLinkCycle>(std::move(heap), std::move(manager), *shape);
+    });
+    add_jitlink(*shape, "InProcessMemoryManager", [shape] {
+      return std::make_unique<JITLinkCycle>(
+          nullptr,
+          check(llvm::jitlink::InProcessMemoryManager::Create(), "creating InProcessMemoryManager"),
+          *shape);
+    });
+    add_jitlink(*shape, "MapperJITLinkMemoryManager", [shape] {
+      return std::make_unique<JITLinkCycle>(
+          nullptr,
+          check(llvm::orc::MapperJITLinkMemoryManager::CreateWithMapper<
+                    llvm::orc::InProcessMemoryMapper>(kMapperSlabBytes),
+                "creating MapperJITLinkMemoryManager"),
+          *shape);
+    });
+  }
+
+  add({.name = "rtdyld/small/codeheap",
+       .make =
+           [] {
+             std::unique_ptr<Heap> heap = make_heap("bench");
+             Heap* raw = heap.get();
+             return std::make_unique<RtdyldCycle>(std::move(heap), [raw] {
+               return std::make_unique<jit::RtdyldMemoryManager>(*raw, "bench");
+             });
+           },
+       .batch = kBatch,
+       .warmup = kWarmup});
+  add({.name = "rtdyld/small/SectionMemoryManager",
+       .make =
+           [] {
+             return std::make_unique<RtdyldCycle>(
+                 nullptr, [] { return std::make_unique<llvm::SectionMemoryManager>(); });
+           },
+       .batch = kBatch,
+       .warmup = kWarmup});
+}
+
+}  // namespace
+}  // namespace codeheap::bench
+
+int main(int argc, char** argv) {
+  codeheap::bench::register_benchmarks();
+  return codeheap::bench::main(argc, argv);
+}
