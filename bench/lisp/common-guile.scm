@@ -1,0 +1,12 @@
+;; Shared by the Guile programs: a timer around REPS runs of a thunk.
+(define (bench reps thunk)
+  (let ((start (get-internal-real-time)))
+    (let loop ((i 0) (result #f))
+      (if (= i reps)
+          (let ((end (get-internal-real-time)))
+            (display "result ") (display result) (newline)
+            (display "reps ") (display reps) (newline)
+            (display "ms ")
+            (display (exact->inexact (/ (* 1000 (- end start)) internal-time-units-per-second)))
+            (newline))
+          (loop (+ i 1) (thunk))))))

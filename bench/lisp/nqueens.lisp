@@ -1,0 +1,21 @@
+;; SBCL version of nqueens.scm (same algorithm, no type declarations); timed inside the program.
+(load (merge-pathnames "common.lisp" *load-truename*))
+(declaim (optimize (speed 3) (safety 1)))
+(defun ok-p (row dist placed)
+  (or (null placed)
+      (and (not (= (car placed) (+ row dist)))
+           (not (= (car placed) (- row dist)))
+           (not (= (car placed) row))
+           (ok-p row (+ dist 1) (cdr placed)))))
+(defun try-col (col n placed)
+  (if (= col n)
+      1
+      (labels ((next (row count)
+                 (if (> row n)
+                     count
+                     (next (+ row 1)
+                           (if (ok-p row 1 placed)
+                               (+ count (try-col (+ col 1) n (cons row placed)))
+                               count)))))
+        (next 1 0))))
+(bench 300 (lambda () (try-col 0 8 '())))

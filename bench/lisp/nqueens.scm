@@ -1,0 +1,21 @@
+;; Counts all solutions of 8 queens, `reps` times (timed as in fib.scm). Placements are lists.
+(define reps 300)
+(define (ok? row dist placed)
+  (or (null? placed)
+      (and (not (= (car placed) (+ row dist)))
+           (not (= (car placed) (- row dist)))
+           (not (= (car placed) row))
+           (ok? row (+ dist 1) (cdr placed)))))
+(define (try col n placed)
+  (if (= col n)
+      1
+      (let loop ((row 1) (count 0))
+        (if (> row n)
+            count
+            (loop (+ row 1)
+                  (if (ok? row 1 placed)
+                      (+ count (try (+ col 1) n (cons row placed)))
+                      count))))))
+(define (bench i r) (if (= i reps) r (bench (+ i 1) (try 0 8 '()))))
+(define result (bench 0 0))
+(when (> reps 0) (display "result ") (display result) (newline))
