@@ -46,7 +46,7 @@ using orc_testing::statsWithoutCounters;
 using ::testing::Contains;
 using ::testing::HasSubstr;
 
-constexpr uint64_t k2GiB = uint64_t{1} << 31;
+using orc_testing::k2GiB;
 
 // Six closures (code + environment pointer), a dense six-way switch over them and a
 // self-recursive function.

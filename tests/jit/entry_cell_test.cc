@@ -29,7 +29,7 @@ using orc_testing::statsWithoutCounters;
 using ::testing::Contains;
 using ::testing::HasSubstr;
 
-constexpr uint64_t k2GiB = uint64_t{1} << 31;
+using orc_testing::k2GiB;
 
 std::string returning(const std::string& name, int64_t value) {
   return "define i64 @" + name + "() {\n  ret i64 " + std::to_string(value) + "\n}\n";

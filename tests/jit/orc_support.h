@@ -20,6 +20,9 @@
 
 namespace codeheap::jit::orc_testing {
 
+// Every address the heap hands to LLVM lies below this (the Small code model's reach).
+inline constexpr uint64_t k2GiB = uint64_t{1} << 31;
+
 // A heap far smaller than the default, so tests never crowd the low window. No free pages are
 // kept committed after a reclaim, so committed bytes measure what is in use.
 inline std::unique_ptr<Heap> makeSmallHeap(const std::string& name) {
