@@ -45,6 +45,17 @@ std::unique_ptr<llvm::jitlink::LinkGraph> make_graph(const RequestShape& shape) 
   return graph;
 }
 
+ReusableGraph::ReusableGraph(const RequestShape& shape) : graph_(make_graph(shape)) {
+  for (llvm::jitlink::Block* block : graph_->blocks()) blocks_.emplace_back(block, block->getSize());
+}
+
+void ReusableGraph::reset() {
+  for (auto [block, size] : blocks_) {
+    block->setContent(llvm::ArrayRef<char>(kContent, size));
+    block->setAddress(llvm::orc::ExecutorAddr());
+  }
+}
+
 JITLinkMemoryManager::FinalizedAlloc allocate_and_finalize(JITLinkMemoryManager& manager,
                                                            llvm::jitlink::LinkGraph& graph) {
   std::unique_ptr<JITLinkMemoryManager::InFlightAlloc> in_flight;

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "llvm/ExecutionEngine/JITLink/JITLink.h"
@@ -29,9 +30,24 @@ extern const RequestShape kSmallRequest;
 // 16 KiB: 8 KiB of code, 4 KiB read-only, 4 KiB read-write.
 extern const RequestShape kMixedRequest;
 
-// A fresh graph of that shape. A graph serves one allocation: BasicLayout points its blocks at
+// A fresh graph of that shape. A graph serves one allocation: the manager points its blocks at
 // the allocation's working memory, which dies with the allocation.
 std::unique_ptr<llvm::jitlink::LinkGraph> make_graph(const RequestShape& shape);
+
+// One graph of a shape that serves allocation after allocation: `reset()` points its blocks
+// back at their original content and address 0, as make_graph leaves them (a few stores). So
+// the graph is in cache when a manager lays it out, as it is in a real link, where the manager
+// runs right after JITLink's passes over the same graph.
+class ReusableGraph {
+ public:
+  explicit ReusableGraph(const RequestShape& shape);
+  llvm::jitlink::LinkGraph& graph() { return *graph_; }
+  void reset();
+
+ private:
+  std::unique_ptr<llvm::jitlink::LinkGraph> graph_;
+  std::vector<std::pair<llvm::jitlink::Block*, size_t>> blocks_;  // with their content sizes
+};
 
 // allocate + finalize through the asynchronous entry points, which every in-process manager
 // completes before returning (checked); the synchronous wrappers would add a std::promise per

@@ -1,9 +1,38 @@
 #include "codeheap/block_table.h"
 
 #include <cassert>
-#include <iterator>
+#include <new>
 
 namespace codeheap {
+
+namespace {
+
+constexpr size_t kNone = ~size_t{0};
+
+// Zeroed words; calloc leaves large ones as untouched zero pages.
+template <typename Bits>
+Bits zeroed_words(size_t count) {
+  auto* words = static_cast<uint64_t*>(std::calloc(count, sizeof(uint64_t)));
+  if (words == nullptr) throw std::bad_alloc();
+  return Bits(words);
+}
+
+// The highest set bit of `word` at or below `bit`, or kNone.
+size_t highest_at_or_below(uint64_t word, size_t bit) {
+  if (bit < 63) word &= (uint64_t{2} << bit) - 1;
+  return word == 0 ? kNone : 63 - static_cast<size_t>(std::countl_zero(word));
+}
+
+}  // namespace
+
+BlockTable::BlockTable(uintptr_t begin, uintptr_t end, std::pmr::memory_resource* metadata)
+    : begin_(begin),
+      end_(end),
+      words_(((end - begin) / kGranule + 63) / 64),
+      summary_words_((words_ + 63) / 64),
+      starts_(zeroed_words<Bits>(words_)),
+      summary_(zeroed_words<Bits>(summary_words_)),
+      blocks_(metadata) {}
 
 Block* BlockTable::at(uintptr_t begin) {
   auto it = blocks_.find(begin);
@@ -15,21 +44,48 @@ const Block* BlockTable::at(uintptr_t begin) const {
   return it == blocks_.end() ? nullptr : &it->second;
 }
 
+size_t BlockTable::last_start_at_or_below(size_t granule) const {
+  size_t w = granule / 64;
+  if (const size_t bit = highest_at_or_below(starts_[w], granule % 64); bit != kNone) {
+    return w * 64 + bit;
+  }
+  if (w == 0) return kNone;
+  // The nearest non-zero word below w, through the summary.
+  const size_t below = w - 1;
+  for (size_t s = below / 64 + 1; s-- > 0;) {
+    const size_t word = highest_at_or_below(summary_[s], s == below / 64 ? below % 64 : 63);
+    if (word == kNone) continue;
+    w = s * 64 + word;
+    return w * 64 + highest_at_or_below(starts_[w], 63);
+  }
+  return kNone;
+}
+
 const BlockTable::Entry* BlockTable::containing(uintptr_t address) const {
-  auto it = blocks_.upper_bound(address);
-  if (it == blocks_.begin()) return nullptr;
-  --it;
+  if (address < begin_ || address >= end_) return nullptr;
+  const size_t granule = last_start_at_or_below(granule_of(address));
+  if (granule == kNone) return nullptr;
+  const auto it = blocks_.find(address_of(granule));
+  assert(it != blocks_.end());
   return address - it->first < it->second.footprint ? &*it : nullptr;
 }
 
 void BlockTable::insert(uintptr_t begin, const Block& block) {
+  assert(begin >= begin_ && begin < end_ && (begin - begin_) % kGranule == 0);
   [[maybe_unused]] const bool inserted = blocks_.emplace(begin, block).second;
   assert(inserted);
+  const size_t g = granule_of(begin);
+  starts_[g / 64] |= uint64_t{1} << (g % 64);
+  summary_[g / 64 / 64] |= uint64_t{1} << (g / 64 % 64);
 }
 
 void BlockTable::erase(uintptr_t begin) {
   [[maybe_unused]] const size_t erased = blocks_.erase(begin);
   assert(erased == 1);
+  const size_t g = granule_of(begin);
+  uint64_t& word = starts_[g / 64];
+  word &= ~(uint64_t{1} << (g % 64));
+  if (word == 0) summary_[g / 64 / 64] &= ~(uint64_t{1} << (g / 64 % 64));
 }
 
 BlockInfo to_block_info(uintptr_t begin, const Block& block) {

@@ -1,19 +1,32 @@
 // BlockTable: every live and quarantined block of a heap, by start address.
 //
-// Answers "which block contains this program counter" in O(log n): a stack scanner, a profiler
-// or a crash handler has an address somewhere inside a function, not its start.
+// Two structures over the region's 16-byte granules:
+//   - a hash table from start address to Block: what allocate, release, retire and reclaim
+//     look up, in O(1);
+//   - a bitmap with one bit per granule, set where a block starts, and a summary bit per bitmap
+//     word: answers "which block contains this program counter" (a stack scanner, a profiler
+//     or a crash handler has an address somewhere inside a function, not its start) by finding
+//     the nearest start at or below the address, a word at a time, and lists blocks in address
+//     order for the dump.
+// The bitmap costs 1/128 of the region in address space; its pages are touched only where
+// blocks have been (calloc hands out untouched zero pages for large sizes).
 //
 // Not thread-safe: the Heap's mutex guards it.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
-#include <map>
-#include <optional>
+#include <cstdlib>
+#include <memory>
+#include <memory_resource>
+#include <unordered_map>
 
 #include "codeheap/heap.h"
 
 namespace codeheap {
+
+struct OwnerRecord;
 
 struct Block {
   size_t size = 0;       // as requested
@@ -22,17 +35,24 @@ struct Block {
   // snapshot never frees a block that was released after its snapshot was taken.
   uint64_t generation = 0;
   OwnerId owner = kNoOwner;
+  OwnerRecord* owner_record = nullptr;  // the OwnerTable's record of `owner`; null for kNoOwner
   Arena arena = Arena::kCode;
   BlockState state = BlockState::kLive;
   // The bytes are trap bytes already (release fills at once; retire leaves them for reclaim).
   bool trapped = false;
+  // Where a quarantined block sits in the Quarantine's list.
+  uint32_t quarantine_slot = 0;
 };
 
 class BlockTable {
  public:
-  using Entry = std::map<uintptr_t, Block>::value_type;
+  using Entry = std::pair<const uintptr_t, Block>;
 
-  // The block that starts at `begin`, or nullptr.
+  // Blocks start in [begin, end), granule-aligned. Hash nodes come from `metadata`, the heap's
+  // node pool.
+  BlockTable(uintptr_t begin, uintptr_t end, std::pmr::memory_resource* metadata);
+
+  // The block that starts at `begin`, or nullptr. Its address is stable until it is erased.
   Block* at(uintptr_t begin);
   const Block* at(uintptr_t begin) const;
   // The block whose footprint [begin, begin + footprint) contains `address`, or nullptr.
@@ -44,11 +64,36 @@ class BlockTable {
   // Visits f(begin, block) in address order.
   template <typename F>
   void for_each(F&& f) const {
-    for (const auto& [begin, block] : blocks_) f(begin, block);
+    for (size_t s = 0; s < summary_words_; ++s) {
+      for (uint64_t words = summary_[s]; words != 0; words &= words - 1) {
+        const size_t w = s * 64 + static_cast<size_t>(std::countr_zero(words));
+        for (uint64_t bits = starts_[w]; bits != 0; bits &= bits - 1) {
+          const uintptr_t begin = address_of(w * 64 + static_cast<size_t>(std::countr_zero(bits)));
+          f(begin, blocks_.find(begin)->second);
+        }
+      }
+    }
   }
 
  private:
-  std::map<uintptr_t, Block> blocks_;
+  static constexpr size_t kGranule = 16;
+  struct FreeDeleter {
+    void operator()(uint64_t* p) const { std::free(p); }
+  };
+  using Bits = std::unique_ptr<uint64_t[], FreeDeleter>;
+
+  size_t granule_of(uintptr_t address) const { return (address - begin_) / kGranule; }
+  uintptr_t address_of(size_t granule) const { return begin_ + granule * kGranule; }
+  // The highest granule <= `granule` where a block starts, or npos.
+  size_t last_start_at_or_below(size_t granule) const;
+
+  uintptr_t begin_;
+  uintptr_t end_;
+  size_t words_;          // of starts_
+  size_t summary_words_;  // of summary_
+  Bits starts_;           // bit per granule: a block starts there
+  Bits summary_;          // bit per starts_ word: it is not zero
+  std::pmr::unordered_map<uintptr_t, Block> blocks_;
 };
 
 BlockInfo to_block_info(uintptr_t begin, const Block& block);

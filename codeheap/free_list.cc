@@ -20,8 +20,11 @@ uintptr_t align_up(uintptr_t value, size_t alignment) {
 
 }  // namespace
 
-FreeList::FreeList(uintptr_t begin, size_t size) {
+FreeList::FreeList(uintptr_t begin, size_t size, std::pmr::memory_resource* metadata)
+    : by_address_(metadata) {
   assert(begin % kGranule == 0 && size % kGranule == 0 && size <= kMaxSpan);
+  classes_.reserve(kClassCount);
+  for (size_t i = 0; i < kClassCount; ++i) classes_.emplace_back(metadata);
   if (size > 0) insert_span(begin, size);
   free_bytes_ = size;
 }
@@ -48,7 +51,7 @@ FreeList::Cursor FreeList::first_at_least(size_t size) const {
   if (cls == kNoClass) return {};
   // Within the class of `size` some spans may be smaller than `size`; above it none are.
   if (!classes_[cls].empty()) {
-    auto it = classes_[cls].lower_bound({size, 0});
+    auto it = classes_[cls].lower_bound(Span{.begin = 0, .size = size});
     if (it != classes_[cls].end()) return {cls, it};
   }
   cls = next_nonempty_class(cls + 1);
@@ -94,11 +97,19 @@ uintptr_t FreeList::take(Cursor cursor, size_t size, size_t alignment) {
   const uintptr_t span_begin = cursor.begin();
   const uintptr_t span_end = span_begin + cursor.size();
   const uintptr_t begin = align_up(span_begin, alignment);
-  erase_span(span_begin, cursor.size());
   // The padding and the tail border allocated memory (or the other piece), never a free span,
-  // so they go back without merging.
-  if (begin > span_begin) insert_span(span_begin, begin - span_begin);
-  if (begin + size < span_end) insert_span(begin + size, span_end - begin - size);
+  // so they stay without merging; the first piece left reuses the span's nodes.
+  const bool padding = begin > span_begin;
+  const bool tail = begin + size < span_end;
+  const auto at = by_address_.find(span_begin);
+  if (padding) {
+    replace_span(at, span_begin, begin - span_begin);
+    if (tail) insert_span(begin + size, span_end - begin - size);
+  } else if (tail) {
+    replace_span(at, begin + size, span_end - begin - size);
+  } else {
+    erase_span(span_begin, cursor.size());
+  }
   free_bytes_ -= size;
   return begin;
 }
@@ -106,31 +117,30 @@ uintptr_t FreeList::take(Cursor cursor, size_t size, size_t alignment) {
 void FreeList::free(uintptr_t begin, size_t size) {
   assert(begin % kGranule == 0 && size > 0 && size % kGranule == 0);
   free_bytes_ += size;
-  auto after = by_address_.lower_bound(begin);
-  assert(after == by_address_.end() || after->first >= begin + size);
-  if (after != by_address_.end() && after->first == begin + size) {
-    size += after->second;
-    erase_span(after->first, after->second);
+  const auto after = by_address_.lower_bound(begin);
+  assert(after == by_address_.end() || after->begin >= begin + size);
+  const bool merge_after = after != by_address_.end() && after->begin == begin + size;
+  const auto before = after == by_address_.begin() ? by_address_.end() : std::prev(after);
+  assert(before == by_address_.end() || before->begin + before->size <= begin);
+  const bool merge_before = before != by_address_.end() && before->begin + before->size == begin;
+  if (merge_before && merge_after) {
+    const size_t merged = before->size + size + after->size;
+    erase_span(after->begin, after->size);
+    replace_span(before, before->begin, merged);
+  } else if (merge_before) {
+    replace_span(before, before->begin, before->size + size);
+  } else if (merge_after) {
+    replace_span(after, begin, size + after->size);
+  } else {
+    insert_span(begin, size);
   }
-  // Re-find: erase_span invalidated `after`.
-  after = by_address_.lower_bound(begin);
-  if (after != by_address_.begin()) {
-    const auto before = std::prev(after);
-    assert(before->first + before->second <= begin);
-    if (before->first + before->second == begin) {
-      begin = before->first;
-      size += before->second;
-      erase_span(before->first, before->second);
-    }
-  }
-  insert_span(begin, size);
 }
 
 size_t FreeList::largest_span() const {
   for (size_t word = nonempty_.size(); word-- > 0;) {
     if (nonempty_[word] == 0) continue;
     const size_t cls = word * 64 + 63 - static_cast<size_t>(std::countl_zero(nonempty_[word]));
-    return classes_[cls].rbegin()->first;
+    return classes_[cls].rbegin()->size;
   }
   return 0;
 }
@@ -138,15 +148,40 @@ size_t FreeList::largest_span() const {
 void FreeList::insert_span(uintptr_t begin, size_t size) {
   const size_t cls = class_of(size);
   assert(cls != kNoClass);
-  by_address_.emplace(begin, size);
-  classes_[cls].emplace(size, begin);
+  by_address_.insert(Span{begin, size});
+  classes_[cls].insert(Span{begin, size});
+  nonempty_[cls / 64] |= uint64_t{1} << (cls % 64);
+}
+
+void FreeList::replace_span(ByAddress::iterator at, uintptr_t begin, size_t size) {
+  const Span old = *at;
+  const Span updated{begin, size};
+  at->begin = begin;  // between the same neighbours: address order holds
+  at->size = size;
+  const size_t old_cls = class_of(old.size);
+  const size_t cls = class_of(size);
+  assert(cls != kNoClass);
+  SizeClass& from = classes_[old_cls];
+  const auto it = from.find(old);
+  assert(it != from.end());
+  const BySize less;
+  if (cls == old_cls && (it == from.begin() || less(*std::prev(it), updated)) &&
+      (std::next(it) == from.end() || less(updated, *std::next(it)))) {
+    it->begin = begin;
+    it->size = size;
+    return;
+  }
+  auto node = from.extract(it);
+  if (from.empty()) nonempty_[old_cls / 64] &= ~(uint64_t{1} << (old_cls % 64));
+  node.value() = updated;
+  classes_[cls].insert(std::move(node));
   nonempty_[cls / 64] |= uint64_t{1} << (cls % 64);
 }
 
 void FreeList::erase_span(uintptr_t begin, size_t size) {
   const size_t cls = class_of(size);
-  by_address_.erase(begin);
-  classes_[cls].erase({size, begin});
+  by_address_.erase(by_address_.find(begin));
+  classes_[cls].erase(Span{begin, size});
   if (classes_[cls].empty()) nonempty_[cls / 64] &= ~(uint64_t{1} << (cls % 64));
 }
 

@@ -1,8 +1,9 @@
 // FreeList: the free spans of one arena, for best-fit allocation with coalescing.
 //
-// The metadata lives outside the arena (in std::map / std::set nodes), never inside the free
-// memory: a freed code page stays exactly as the heap left it (trap bytes, or a hole returned to
-// the OS), and the allocator never has to write through the executable memory's alias.
+// The metadata lives outside the arena (in std::map / std::set nodes from `metadata`, the
+// heap's node pool), never inside the free memory: a freed code page stays exactly as the heap
+// left it (trap bytes, or a hole returned to the OS), and the allocator never has to write
+// through the executable memory's alias.
 //
 // Two indexes over the same spans:
 //   - by address, to find both neighbours of a freed span in O(log n) and merge with them.
@@ -19,10 +20,11 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <map>
+#include <memory_resource>
 #include <optional>
 #include <set>
 #include <utility>
+#include <vector>
 
 namespace codeheap {
 
@@ -35,7 +37,8 @@ class FreeList {
   static constexpr size_t kMaxSpan = (size_t{1} << 32) - 1;
 
   // One free span [begin, begin + size); both granule-aligned, size <= kMaxSpan.
-  FreeList(uintptr_t begin, size_t size);
+  FreeList(uintptr_t begin, size_t size,
+           std::pmr::memory_resource* metadata = std::pmr::get_default_resource());
 
   // Takes `size` bytes (a multiple of kGranule) starting at a multiple of `alignment` (a power
   // of two) from the best-fitting span; nullopt if no span can hold them. Fails only when no
@@ -53,13 +56,13 @@ class FreeList {
   // Visits spans as f(begin, size), in address order.
   template <typename F>
   void for_each(F&& f) const {
-    for (const auto& [begin, size] : by_address_) f(begin, size);
+    for (const Span& span : by_address_) f(span.begin, span.size);
   }
   // Visits spans from the highest address down while f(begin, size) returns true.
   template <typename F>
   void for_each_descending(F&& f) const {
     for (auto it = by_address_.rbegin(); it != by_address_.rend(); ++it) {
-      if (!f(it->first, it->second)) return;
+      if (!f(it->begin, it->size)) return;
     }
   }
 
@@ -69,14 +72,34 @@ class FreeList {
   static constexpr size_t kClassCount = (32 - 7) << kSubClassBits;   // covers sizes < 2^32
   static constexpr size_t kNoClass = kClassCount;
 
+  // One free span, kept in two sets. Its fields are mutable so that a span can shrink or grow
+  // in place when it keeps its position in a set's order (checked where that is done): carving
+  // a block off the bottom of a span is then a few stores, not an erase and an insert.
+  struct Span {
+    mutable uintptr_t begin;
+    mutable size_t size;
+  };
+  struct ByBegin {
+    using is_transparent = void;
+    bool operator()(const Span& a, const Span& b) const { return a.begin < b.begin; }
+    bool operator()(const Span& a, uintptr_t b) const { return a.begin < b; }
+    bool operator()(uintptr_t a, const Span& b) const { return a < b.begin; }
+  };
+  struct BySize {  // size, then address
+    bool operator()(const Span& a, const Span& b) const {
+      return a.size != b.size ? a.size < b.size : a.begin < b.begin;
+    }
+  };
+  using ByAddress = std::pmr::set<Span, ByBegin>;
+  using SizeClass = std::pmr::set<Span, BySize>;
+
   // A position in size order: a class and a span in it.
-  using SizeClass = std::set<std::pair<size_t, uintptr_t>>;  // (size, begin)
   struct Cursor {
     size_t cls = kNoClass;
     SizeClass::const_iterator it;
     explicit operator bool() const { return cls != kNoClass; }
-    size_t size() const { return it->first; }
-    uintptr_t begin() const { return it->second; }
+    size_t size() const { return it->size; }
+    uintptr_t begin() const { return it->begin; }
   };
 
   static size_t class_of(size_t size);
@@ -87,10 +110,13 @@ class FreeList {
 
   uintptr_t take(Cursor cursor, size_t size, size_t alignment);
   void insert_span(uintptr_t begin, size_t size);
+  // Turns the span at `at` into [begin, begin + size), which must keep its place in address
+  // order (lie between the same neighbours), reusing its nodes (no allocation).
+  void replace_span(ByAddress::iterator at, uintptr_t begin, size_t size);
   void erase_span(uintptr_t begin, size_t size);
 
-  std::map<uintptr_t, size_t> by_address_;  // begin -> size
-  std::array<SizeClass, kClassCount> classes_;
+  ByAddress by_address_;
+  std::vector<SizeClass> classes_;                // kClassCount of them
   std::array<uint64_t, (kClassCount + 63) / 64> nonempty_{};  // bit per class
   size_t free_bytes_ = 0;
 };

@@ -4,12 +4,11 @@
 // unlocking, because a log line is a write(2) and other threads may be waiting.
 #include "codeheap/heap.h"
 
+#include <algorithm>
 #include <bit>
 #include <cassert>
 #include <chrono>
-#include <map>
 #include <mutex>
-#include <set>
 #include <utility>
 
 #include <spdlog/fmt/fmt.h>
@@ -18,6 +17,7 @@
 #include "codeheap/commit_map.h"
 #include "codeheap/free_list.h"
 #include "codeheap/log.h"
+#include "codeheap/node_pool.h"
 #include "codeheap/owners.h"
 #include "codeheap/quarantine.h"
 #include "codeheap/region.h"
@@ -55,8 +55,9 @@ const char* to_string(Arena arena) {
 
 // One arena's allocator and accounting. Bytes are footprints (granule-rounded sizes).
 struct ArenaState {
-  ArenaState(Arena id, uintptr_t begin, uintptr_t end, size_t page_size)
-      : id(id), begin(begin), end(end), free(begin, end - begin),
+  ArenaState(Arena id, uintptr_t begin, uintptr_t end, size_t page_size,
+             std::pmr::memory_resource* metadata)
+      : id(id), begin(begin), end(end), free(begin, end - begin, metadata),
         commit((end - begin) / page_size) {}
 
   Arena id;
@@ -72,14 +73,17 @@ struct ArenaState {
 
 struct Heap::Impl {
   Impl(HeapOptions heap_options, std::unique_ptr<Region> heap_region)
-      : options(std::move(heap_options)), region(std::move(heap_region)) {
+      : options(std::move(heap_options)), region(std::move(heap_region)),
+        blocks(region->begin(), region->end(), &metadata),
+        owners(&metadata) {
     options.code_bytes = region->arena_bytes(Arena::kCode);
     options.read_only_bytes = region->arena_bytes(Arena::kReadOnly);
     options.data_bytes = region->arena_bytes(Arena::kData);
     arenas.reserve(kArenaCount);
     for (int i = 0; i < kArenaCount; ++i) {
       const auto id = static_cast<Arena>(i);
-      arenas.emplace_back(id, region->arena_begin(id), region->arena_end(id), region->page_size());
+      arenas.emplace_back(id, region->arena_begin(id), region->arena_end(id), region->page_size(),
+                          &metadata);
     }
   }
 
@@ -91,15 +95,23 @@ struct Heap::Impl {
     return {(begin - a.begin) / page, (begin + footprint - 1 - a.begin) / page};
   }
 
-  Result<Allocation> allocate_locked(Arena id, size_t size, size_t alignment, OwnerId owner);
+  // `record` is the OwnerTable's record of `owner` (null for kNoOwner), which the caller has
+  // checked.
+  Result<Allocation> allocate_locked(Arena id, size_t size, size_t alignment, OwnerId owner,
+                                     OwnerRecord* record);
   Result<Block*> releasable_locked(const char* operation, uintptr_t address);
   void quarantine_locked(uintptr_t begin, Block& block, bool trap_now);
+  // Takes a block off the books (traps, accounting, commit map, owner, block table) but leaves
+  // its footprint to the caller to hand to the free list; free_locked does both.
+  void unbook_locked(uintptr_t begin, const Block& block);
   void free_locked(uintptr_t begin, const Block& block);
 
   // release, retire and abandon: check the address, then move the block on (or count the
   // error), and log outside the lock.
   enum class Exit { kRelease, kRetire, kAbandon };
   Result<void> end_block(Exit exit, uintptr_t address);
+  Result<void> end_group(Exit exit, OwnerId owner, std::span<const uintptr_t> addresses,
+                         std::function<void()> on_gone);
   std::optional<std::string> trim_locked();
   std::optional<std::string> abandon_locked(uintptr_t begin, const Block& block);
   HeapStats stats_locked() const;
@@ -109,6 +121,7 @@ struct Heap::Impl {
   const std::shared_ptr<spdlog::logger> log = logger();
 
   mutable std::mutex mutex;  // guards everything below
+  NodePool metadata;  // the nodes of every tree and table below
   std::vector<ArenaState> arenas;  // indexed by Arena
   BlockTable blocks;
   Quarantine quarantine;
@@ -118,7 +131,7 @@ struct Heap::Impl {
 };
 
 Result<Allocation> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment,
-                                               OwnerId owner) {
+                                               OwnerId owner, OwnerRecord* record) {
   if (static_cast<size_t>(id) >= arenas.size()) {
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("allocate: unknown arena {}", static_cast<int>(id)));
@@ -138,10 +151,6 @@ Result<Allocation> Heap::Impl::allocate_locked(Arena id, size_t size, size_t ali
                                   "page size ({})",
                                   alignment, region->page_size()));
   }
-  if (!owners.accepts(owner)) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("allocate: owner {} is unknown or retired", owner));
-  }
 
   const size_t footprint = round_up(size, kGranule);
   const std::optional<uintptr_t> begin = a.free.allocate(footprint, alignment);
@@ -157,12 +166,17 @@ Result<Allocation> Heap::Impl::allocate_locked(Arena id, size_t size, size_t ali
   }
 
   const uint64_t generation = next_generation++;
-  blocks.insert(*begin, Block{size, footprint, generation, owner, id, BlockState::kLive});
+  blocks.insert(*begin, Block{.size = size,
+                              .footprint = footprint,
+                              .generation = generation,
+                              .owner = owner,
+                              .owner_record = record,
+                              .arena = id});
   const auto [first, last] = pages(a, *begin, footprint);
   a.commit.acquire(first, last, generation);
   a.used_bytes += footprint;
   ++a.live_blocks;
-  owners.on_allocate(owner, footprint);
+  OwnerTable::on_allocate(record, footprint);
   ++counters.allocations;
   return Allocation{*begin, region->writable(*begin), size, id};
 }
@@ -204,19 +218,21 @@ void Heap::Impl::quarantine_locked(uintptr_t begin, Block& block, bool trap_now)
     block.trapped = true;
   }
   block.state = BlockState::kQuarantined;
-  quarantine.add({begin, begin + block.footprint, block.generation});
+  quarantine.add(begin, block);
   ArenaState& a = arena(block.arena);
   a.used_bytes -= block.footprint;
   --a.live_blocks;
   a.quarantined_bytes += block.footprint;
   ++a.quarantined_blocks;
-  owners.on_quarantine(block.owner, block.footprint);
+  OwnerTable::on_quarantine(block.owner_record, block.footprint);
 }
 
-void Heap::Impl::free_locked(uintptr_t begin, const Block& block) {
-  // Free memory that was used holds traps: a jump through a stale pointer into a reused or
-  // free range must not find old code still in place.
-  if (!block.trapped) fill_with_traps(region->writable(begin), block.footprint);
+void Heap::Impl::unbook_locked(uintptr_t begin, const Block& block) {
+  // Free code that was used holds traps: a jump through a stale pointer into a reused or free
+  // range must not find old code still in place. (Constants and data are never executed.)
+  if (block.arena == Arena::kCode && !block.trapped) {
+    fill_with_traps(region->writable(begin), block.footprint);
+  }
   ArenaState& a = arena(block.arena);
   if (block.state == BlockState::kLive) {
     a.used_bytes -= block.footprint;
@@ -224,13 +240,19 @@ void Heap::Impl::free_locked(uintptr_t begin, const Block& block) {
   } else {
     a.quarantined_bytes -= block.footprint;
     --a.quarantined_blocks;
-    quarantine.remove(begin);
+    quarantine.remove(block);
   }
   const auto [first, last] = pages(a, begin, block.footprint);
   a.commit.release(first, last);
-  a.free.free(begin, block.footprint);
-  owners.on_free(block.owner, block.footprint, block.state);
-  blocks.erase(begin);  // last: `block` may refer into the table
+  owners.on_free(block.owner_record, block.footprint, block.state);
+  blocks.erase(begin);  // last: `block` refers into the table
+}
+
+void Heap::Impl::free_locked(uintptr_t begin, const Block& block) {
+  ArenaState& a = arena(block.arena);
+  const size_t footprint = block.footprint;
+  unbook_locked(begin, block);
+  a.free.free(begin, footprint);
 }
 
 // Frees a block that was never used and returns the pages its allocation committed, so that
@@ -378,16 +400,114 @@ Result<Allocation> Heap::allocate(Arena arena, size_t size, size_t alignment, Ow
   Result<Allocation> result;
   {
     std::lock_guard lock(h.mutex);
-    result = h.allocate_locked(arena, size, alignment, owner);
+    bool accepted = false;
+    OwnerRecord* const record = h.owners.accepting(owner, accepted);
+    if (accepted) {
+      result = h.allocate_locked(arena, size, alignment, owner, record);
+    } else {
+      result = make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("allocate: owner {} is unknown or retired", owner));
+    }
     if (!result) ++h.counters.allocation_failures;
   }
   if (result) {
-    h.log->trace("allocate({}, {}, {}, owner {}) -> {:#x}", to_string(arena), size, alignment,
-                 owner, result->address);
+    if (h.log->should_log(spdlog::level::trace)) {
+      h.log->trace("allocate({}, {}, {}, owner {}) -> {:#x}", to_string(arena), size, alignment,
+                   owner, result->address);
+    }
   } else {
     h.log->debug("{}", result.error().message);
   }
   return result;
+}
+
+Result<OwnerId> Heap::allocate_group(std::string name, std::span<const BlockRequest> requests,
+                                     std::span<Allocation> blocks) {
+  Impl& h = *impl_;
+  if (blocks.size() != requests.size()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("allocate_group: {} requests but room for {} blocks",
+                                  requests.size(), blocks.size()));
+  }
+  Result<OwnerId> result;
+  std::optional<std::string> undo_failure;
+  {
+    std::lock_guard lock(h.mutex);
+    const Counters before = h.counters;
+    OwnerRecord& record = h.owners.add(std::move(name));
+    const OwnerId owner = record.stats.id;
+    result = owner;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      const BlockRequest& r = requests[i];
+      Result<Allocation> block = h.allocate_locked(r.arena, r.size, r.alignment, owner, &record);
+      if (block) {
+        blocks[i] = *block;
+        continue;
+      }
+      // Undo the blocks so far, the pages they committed and the owner; then the counters, so
+      // the group leaves no trace but the failure.
+      for (size_t j = 0; j < i; ++j) {
+        const uintptr_t address = blocks[j].address;
+        if (auto failure = h.abandon_locked(address, *h.blocks.at(address))) undo_failure = failure;
+      }
+      h.owners.remove(owner);
+      h.counters = before;
+      ++h.counters.allocation_failures;
+      result = make_error(block.error().code,
+                          fmt::format("allocate_group: request {} of {}: {}", i + 1,
+                                      requests.size(), block.error().message));
+      break;
+    }
+  }
+  if (undo_failure) h.log->warn("{}", *undo_failure);
+  if (!result) h.log->debug("{}", result.error().message);
+  return result;
+}
+
+Result<void> Heap::Impl::end_group(Exit exit, OwnerId owner, std::span<const uintptr_t> addresses,
+                                   std::function<void()> on_gone) {
+  const char* operation = exit == Exit::kRelease ? "release_group" : "retire_group";
+  Result<void> result;
+  std::vector<std::string> refused;
+  std::vector<std::function<void()>> ready;
+  {
+    std::lock_guard lock(mutex);
+    for (const uintptr_t address : addresses) {
+      Result<Block*> block = releasable_locked(operation, address);
+      if (block && (*block)->owner != owner) {
+        block = make_error(ErrorCode::kInvalidArgument,
+                           fmt::format("{}({}): the block at {:#x} belongs to owner {}", operation,
+                                       owner, address, (*block)->owner));
+      }
+      if (!block) {
+        ++counters.release_errors;
+        refused.push_back(block.error().message);
+        if (result) result = tl::make_unexpected(std::move(block.error()));
+        continue;
+      }
+      quarantine_locked(address, **block, /*trap_now=*/exit == Exit::kRelease);
+      ++(exit == Exit::kRelease ? counters.releases : counters.retires);
+    }
+    if (!owners.retire(owner, std::move(on_gone)) && result) {
+      result = make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("{}({}): no such owner", operation, owner));
+      refused.push_back(result.error().message);
+    }
+    ready = owners.take_ready();
+  }
+  for (auto& callback : ready) callback();
+  for (const std::string& message : refused) log->warn("heap '{}': {}", options.name, message);
+  return result;
+}
+
+Result<void> Heap::retire_group(OwnerId owner, std::span<const uintptr_t> addresses,
+                                std::function<void()> on_gone) {
+  return impl_->end_group(Impl::Exit::kRetire, owner, addresses, std::move(on_gone));
+}
+
+Result<void> Heap::release_group(OwnerId owner, std::span<const uintptr_t> addresses,
+                                 std::function<void()> on_gone) {
+  return impl_->end_group(Impl::Exit::kRelease, owner, addresses, std::move(on_gone));
 }
 
 Result<void> Heap::Impl::end_block(Exit exit, uintptr_t address) {
@@ -416,7 +536,7 @@ Result<void> Heap::Impl::end_block(Exit exit, uintptr_t address) {
   if (undo_failure) log->warn("{}", *undo_failure);
   if (!result) {
     log->warn("heap '{}': {}", options.name, result.error().message);
-  } else {
+  } else if (log->should_log(spdlog::level::trace)) {
     log->trace("{}({:#x})", operation, address);
   }
   return result;
@@ -443,6 +563,14 @@ ReclaimReport Heap::reclaim(
     std::lock_guard lock(h.mutex);
     candidates = h.quarantine.snapshot();
   }
+  // In address order, as promised to the predicate (a scanner can merge with sorted stack hits).
+  // Often already so: code is mostly retired in the order it was allocated.
+  auto by_address = [](const QuarantineEntry& a, const QuarantineEntry& b) {
+    return a.begin < b.begin;
+  };
+  if (!std::is_sorted(candidates.begin(), candidates.end(), by_address)) {
+    std::sort(candidates.begin(), candidates.end(), by_address);
+  }
 
   // Unlocked: the predicate may stop threads and scan stacks, and those threads may be inside
   // allocate or release right now.
@@ -458,53 +586,49 @@ ReclaimReport Heap::reclaim(
   // An owner with an on_gone callback (a module whose unwind tables are registered) is
   // reclaimed all together, and its callback runs while its blocks are still quarantined and
   // intact: deregistration may read the tables, and they must not be reused while registered.
-  // So: pick the blocks (locked), run those callbacks (unlocked), then free (locked).
+  // So other blocks are freed at once (locked), those owners' callbacks run (unlocked), then
+  // their blocks are freed (locked again; only if there are any).
   std::vector<size_t> chosen;
   std::vector<std::function<void()>> before_free;
-  {
-    std::lock_guard lock(h.mutex);
-    std::map<OwnerId, std::vector<size_t>> grouped;
-    std::set<OwnerId> held;  // owners with a referenced block
-    for (size_t i = 0; i < candidates.size(); ++i) {
-      const Block* block = h.blocks.at(candidates[i].begin);
-      // Meanwhile a concurrent pass may have freed the block, and the range may even hold a
-      // newer released block (a different generation) that this predicate never saw.
-      if (block == nullptr || block->state != BlockState::kQuarantined ||
-          block->generation != candidates[i].generation) {
-        continue;
-      }
-      if (block->owner == kNoOwner || !h.owners.has_on_gone(block->owner)) {
-        if (!referenced[i]) chosen.push_back(i);
-      } else if (referenced[i]) {
-        held.insert(block->owner);
-      } else {
-        grouped[block->owner].push_back(i);
-      }
-    }
-    for (auto& [owner, members] : grouped) {
-      if (held.count(owner)) continue;
-      std::function<void()> callback = h.owners.take_on_gone_if_emptied_by(owner, members.size());
-      if (!callback) continue;  // some block of it is still live, or outside this pass
-      before_free.push_back(std::move(callback));
-      chosen.insert(chosen.end(), members.begin(), members.end());
-    }
-  }
-  for (auto& callback : before_free) callback();
-
   std::optional<std::string> trim_failure;
   std::vector<std::function<void()>> ready;
-  {
-    std::lock_guard lock(h.mutex);
-    for (size_t i : chosen) {
-      const Block* block = h.blocks.at(candidates[i].begin);
-      if (block == nullptr || block->state != BlockState::kQuarantined ||
-          block->generation != candidates[i].generation) {
-        continue;
-      }
-      ++report.reclaimed_blocks;
-      report.reclaimed_bytes += block->footprint;
-      h.free_locked(candidates[i].begin, *block);
+  // Meanwhile a concurrent pass may have freed a candidate, and its range may even hold a newer
+  // released block (a different generation) that this predicate never saw.
+  auto still_candidate = [&h](const QuarantineEntry& candidate) -> const Block* {
+    const Block* block = h.blocks.at(candidate.begin);
+    if (block == nullptr || block->state != BlockState::kQuarantined ||
+        block->generation != candidate.generation) {
+      return nullptr;
     }
+    return block;
+  };
+  // Footprints freed one after another that touch go to the free list as one range: blocks
+  // allocated together (a closure's code, modules linked in a row) tend to die together, and
+  // one merge is cheaper than one per block.
+  struct Run {
+    ArenaState* arena = nullptr;
+    uintptr_t begin = 0;
+    uintptr_t end = 0;
+  } run;
+  auto flush_run = [&run] {
+    if (run.arena != nullptr) run.arena->free.free(run.begin, run.end - run.begin);
+    run.arena = nullptr;
+  };
+  auto free_block = [&](const QuarantineEntry& candidate, const Block& block) {
+    ArenaState& a = h.arena(block.arena);
+    const size_t footprint = block.footprint;
+    ++report.reclaimed_blocks;
+    report.reclaimed_bytes += footprint;
+    h.unbook_locked(candidate.begin, block);
+    if (run.arena == &a && run.end == candidate.begin) {
+      run.end += footprint;
+    } else {
+      flush_run();
+      run = {&a, candidate.begin, candidate.begin + footprint};
+    }
+  };
+  auto finish_locked = [&] {
+    flush_run();
     trim_failure = h.trim_locked();
     ready = h.owners.take_ready();
     report.duration_ns = elapsed_ns(start);
@@ -513,6 +637,48 @@ ReclaimReport Heap::reclaim(
     h.counters.bytes_reclaimed += report.reclaimed_bytes;
     h.counters.reclaim_ns_total += report.duration_ns;
     h.counters.reclaim_ns_last = report.duration_ns;
+  };
+  {
+    std::lock_guard lock(h.mutex);
+    std::vector<std::pair<OwnerRecord*, size_t>> grouped;  // (owner, candidate)
+    std::vector<OwnerRecord*> held;                        // owners with a referenced block
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      const Block* block = still_candidate(candidates[i]);
+      if (block == nullptr) continue;
+      if (!OwnerTable::has_on_gone(block->owner_record)) {
+        if (!referenced[i]) free_block(candidates[i], *block);
+      } else if (referenced[i]) {
+        held.push_back(block->owner_record);
+      } else {
+        grouped.emplace_back(block->owner_record, i);
+      }
+    }
+    std::sort(grouped.begin(), grouped.end());
+    std::sort(held.begin(), held.end());
+    for (auto first = grouped.begin(); first != grouped.end();) {
+      OwnerRecord* const owner = first->first;
+      const auto last =
+          std::find_if(first, grouped.end(), [owner](const auto& g) { return g.first != owner; });
+      if (!std::binary_search(held.begin(), held.end(), owner)) {
+        // Empty if some block of the owner is still live, or outside this pass.
+        if (std::function<void()> callback = OwnerTable::take_on_gone_if_emptied_by(
+                *owner, static_cast<size_t>(last - first))) {
+          before_free.push_back(std::move(callback));
+          for (auto g = first; g != last; ++g) chosen.push_back(g->second);
+        }
+      }
+      first = last;
+    }
+    if (before_free.empty()) finish_locked();
+  }
+  if (!before_free.empty()) {
+    for (auto& callback : before_free) callback();
+    std::lock_guard lock(h.mutex);
+    std::sort(chosen.begin(), chosen.end());  // address order, so neighbours merge
+    for (size_t i : chosen) {
+      if (const Block* block = still_candidate(candidates[i])) free_block(candidates[i], *block);
+    }
+    finish_locked();
   }
   for (auto& callback : ready) callback();
   if (trim_failure) h.log->warn("{}", *trim_failure);
@@ -531,6 +697,8 @@ std::vector<BlockInfo> Heap::quarantined() const {
   for (const QuarantineEntry& entry : h.quarantine.snapshot()) {
     result.push_back(to_block_info(entry.begin, *h.blocks.at(entry.begin)));
   }
+  std::sort(result.begin(), result.end(),
+            [](const BlockInfo& a, const BlockInfo& b) { return a.address < b.address; });
   return result;
 }
 
@@ -551,7 +719,7 @@ uint8_t* Heap::writable_alias(uintptr_t address) const {
 OwnerId Heap::register_owner(std::string name) {
   Impl& h = *impl_;
   std::lock_guard lock(h.mutex);
-  return h.owners.add(std::move(name));
+  return h.owners.add(std::move(name)).stats.id;
 }
 
 void Heap::retire_owner(OwnerId owner, std::function<void()> on_gone) {

@@ -19,10 +19,12 @@
 //            at once, so a stale pointer that still jumps into it traps instead of running
 //            whatever is allocated there next.
 //   retire   lets running activations finish: the bytes stay intact (a thread may be executing
-//            them, or hold a return address into them) and are overwritten with trap bytes only
-//            when the reclaim pass proves nothing references them. This is what hot-swap and
-//            garbage-collected code use, since neither can know that no thread is inside.
-// Free code blocks always hold trap bytes once they have been used. `abandon` skips quarantine
+//            them, or hold a return address into them) and, in the code arena, are overwritten
+//            with trap bytes only when the reclaim pass proves nothing references them. This is
+//            what hot-swap and garbage-collected code use, since neither can know that no thread
+//            is inside.
+// Free code blocks always hold trap bytes once they have been used. (Retired constants and data
+// are never executed, so reclaim leaves their bytes as they are.) `abandon` skips quarantine
 // for blocks that were never executed (a failed or abandoned link) and undoes the allocation
 // exactly, returning the pages it committed, so the statistics are as before the allocation.
 //
@@ -46,6 +48,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -87,6 +90,13 @@ struct Allocation {
   Arena arena = Arena::kCode;
 };
 
+// One block of Heap::allocate_group.
+struct BlockRequest {
+  Arena arena = Arena::kCode;
+  size_t size = 0;
+  size_t alignment = 16;
+};
+
 enum class BlockState : uint8_t { kLive, kQuarantined };
 
 struct BlockInfo {
@@ -121,6 +131,14 @@ class Heap {
   // but the allocation_failures counter. The contents of a new block are unspecified.
   Result<Allocation> allocate(Arena arena, size_t size, size_t alignment, OwnerId owner = kNoOwner);
 
+  // The blocks of one module in one call (one lock): registers an owner named `name` and
+  // allocates one block per request for it, all or nothing. `blocks` receives them in request
+  // order and must have one element per request. Errors as allocate, the message saying which
+  // request failed; a failure leaves the heap as it was, owner included, but for the
+  // allocation_failures counter.
+  Result<OwnerId> allocate_group(std::string name, std::span<const BlockRequest> requests,
+                                 std::span<Allocation> blocks);
+
   // Live block -> quarantine, filled with trap bytes now. Detects double release and foreign
   // addresses, which leave the heap unchanged (but for the release_errors counter) and are
   // logged at warn. `address` must be what allocate returned: an interior address is
@@ -132,11 +150,22 @@ class Heap {
   // Live block -> free list at once (trap-filled). Only for blocks no thread can have executed.
   Result<void> abandon(uintptr_t address);
 
+  // The end of one module in one call (one lock): retire (or release) every block in
+  // `addresses`, which must be live blocks of `owner`, then retire_owner(owner, on_gone). Each
+  // address is checked as retire checks it, and a block of another owner is refused
+  // (kInvalidArgument); a refused address is logged, counted and skipped, and the first such
+  // error is returned once the others are done. An unknown owner is kInvalidArgument (and
+  // `on_gone` is dropped).
+  Result<void> retire_group(OwnerId owner, std::span<const uintptr_t> addresses,
+                            std::function<void()> on_gone = {});
+  Result<void> release_group(OwnerId owner, std::span<const uintptr_t> addresses,
+                             std::function<void()> on_gone = {});
+
   // Move every quarantined block for which `is_referenced(begin, end)` returns false back to
   // the free list, coalescing neighbours. Runs the predicate without holding the heap lock.
-  // [begin, end) is the block's footprint. The predicate sees a snapshot taken when the pass
-  // starts: blocks quarantined meanwhile wait for the next pass, blocks another pass frees
-  // meanwhile are skipped. Then trims committed free pages down to retain_free_bytes (a pass
+  // [begin, end) is the block's footprint; blocks come in address order. The predicate sees a
+  // snapshot taken when the pass starts: blocks quarantined meanwhile wait for the next pass,
+  // blocks another pass frees meanwhile are skipped. Then trims committed free pages down to retain_free_bytes (a pass
   // over an empty quarantine only trims).
   ReclaimReport reclaim(const std::function<bool(uintptr_t begin, uintptr_t end)>& is_referenced);
   // The quarantined ranges right now, sorted by address (for a caller that scans stacks).

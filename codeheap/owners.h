@@ -1,15 +1,18 @@
 // OwnerTable: who the blocks belong to (an LLVM module, an entry-cell page, ...).
 //
 // A retired owner keeps its record until its last block has left the heap, so the dump can
-// still say whose code sits in quarantine.
+// still say whose code sits in quarantine. Each block points at its owner's record (records
+// never move), so the per-block accounting costs no lookup; only registering, retiring and
+// checking an OwnerId that a caller passes in go through the id index.
 //
 // Not thread-safe: the Heap's mutex guards it.
 #pragma once
 
 #include <cstddef>
 #include <functional>
-#include <map>
+#include <memory_resource>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "codeheap/heap.h"
@@ -17,46 +20,52 @@
 
 namespace codeheap {
 
+// What the dump shows of an owner (low and high stay 0: only the block table knows them), and
+// what it waits for.
+struct OwnerRecord {
+  OwnerStats stats;
+  std::function<void()> on_gone;
+};
+
 class OwnerTable {
  public:
-  OwnerId add(std::string name);
+  // Records come from `metadata`, the heap's node pool.
+  explicit OwnerTable(std::pmr::memory_resource* metadata) : records_(metadata) {}
+
+  OwnerRecord& add(std::string name);
+  // Forgets an owner that has no block (a failed group allocation): as if never registered.
+  void remove(OwnerId owner);
   // Marks the owner retired; false if it is unknown. Idempotent. `on_gone` (if any) becomes
   // ready once the owner has no live or quarantined block left (maybe at once).
   bool retire(OwnerId owner, std::function<void()> on_gone = {});
+  // For allocate: the record of a registered, unretired owner; nullptr for kNoOwner. Sets
+  // `accepted` to false (and returns nullptr) for an unknown or retired owner.
+  OwnerRecord* accepting(OwnerId owner, bool& accepted);
+
   // For reclaim: if `owner` is retired, has an on_gone callback, no live block and exactly
   // `quarantined` quarantined blocks (so freeing those empties it), takes the callback out to
   // run before the blocks are freed. Returns an empty function otherwise.
-  std::function<void()> take_on_gone_if_emptied_by(OwnerId owner, size_t quarantined);
+  static std::function<void()> take_on_gone_if_emptied_by(OwnerRecord& owner, size_t quarantined);
   // True if the owner waits for an on_gone callback: its blocks are reclaimed all together.
-  bool has_on_gone(OwnerId owner) const;
+  static bool has_on_gone(const OwnerRecord* owner) { return owner && owner->on_gone; }
   // The on_gone callbacks that became ready; the Heap runs them outside its lock.
   std::vector<std::function<void()>> take_ready();
   // Every callback still waiting, for a heap that is going away.
   std::vector<std::function<void()>> take_all_pending();
-  // kNoOwner, or registered and not retired.
-  bool accepts(OwnerId owner) const;
 
-  // Block accounting, in footprint bytes; kNoOwner is ignored.
-  void on_allocate(OwnerId owner, size_t bytes);
-  void on_quarantine(OwnerId owner, size_t bytes);
-  void on_free(OwnerId owner, size_t bytes, BlockState from);
+  // Block accounting, in footprint bytes; a null record (kNoOwner) is ignored. on_free may
+  // erase the record.
+  static void on_allocate(OwnerRecord* owner, size_t bytes);
+  static void on_quarantine(OwnerRecord* owner, size_t bytes);
+  void on_free(OwnerRecord* owner, size_t bytes, BlockState from);
 
   // One entry per record, by id; low/high are left 0 (only the block table knows them).
   std::vector<OwnerStats> snapshot() const;
 
  private:
-  struct Record {
-    std::string name;
-    bool retired = false;
-    size_t live_blocks = 0;
-    size_t live_bytes = 0;
-    size_t quarantined_blocks = 0;
-    size_t quarantined_bytes = 0;
-    std::function<void()> on_gone;
-  };
-  void erase_if_gone(std::map<OwnerId, Record>::iterator it);
+  void erase_if_gone(OwnerRecord& r);
 
-  std::map<OwnerId, Record> records_;
+  std::pmr::unordered_map<OwnerId, OwnerRecord> records_;
   std::vector<std::function<void()>> ready_;
   OwnerId next_id_ = kNoOwner + 1;
 };

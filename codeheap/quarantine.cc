@@ -7,20 +7,25 @@ namespace codeheap {
 
 void fill_with_traps(uint8_t* writable, size_t bytes) { std::memset(writable, kTrapByte, bytes); }
 
-void Quarantine::add(const QuarantineEntry& entry) {
-  [[maybe_unused]] const bool inserted = entries_.emplace(entry.begin, entry).second;
-  assert(inserted);
+void Quarantine::add(uintptr_t begin, Block& block) {
+  block.quarantine_slot = static_cast<uint32_t>(entries_.size());
+  entries_.push_back({{begin, begin + block.footprint, block.generation}, &block});
 }
 
-void Quarantine::remove(uintptr_t begin) {
-  [[maybe_unused]] const size_t erased = entries_.erase(begin);
-  assert(erased == 1);
+void Quarantine::remove(const Block& block) {
+  const size_t slot = block.quarantine_slot;
+  assert(slot < entries_.size() && entries_[slot].block == &block);
+  if (slot + 1 != entries_.size()) {
+    entries_[slot] = entries_.back();
+    entries_[slot].block->quarantine_slot = static_cast<uint32_t>(slot);
+  }
+  entries_.pop_back();
 }
 
 std::vector<QuarantineEntry> Quarantine::snapshot() const {
   std::vector<QuarantineEntry> entries;
   entries.reserve(entries_.size());
-  for (const auto& [begin, entry] : entries_) entries.push_back(entry);
+  for (const Slot& slot : entries_) entries.push_back(slot.entry);
   return entries;
 }
 

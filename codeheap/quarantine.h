@@ -8,13 +8,17 @@
 // trap-filled when it goes back to the free list. Either way free memory that was once used
 // holds traps.
 //
+// An unordered list: every block leaves it exactly once, so adding and removing are O(1) (each
+// block remembers its slot) and only the rare caller that wants address order sorts.
+//
 // Not thread-safe: the Heap's mutex guards it.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <vector>
+
+#include "codeheap/block_table.h"
 
 namespace codeheap {
 
@@ -33,15 +37,21 @@ struct QuarantineEntry {
 
 class Quarantine {
  public:
-  void add(const QuarantineEntry& entry);
-  void remove(uintptr_t begin);
+  // `block` (a node of the BlockTable, stable until erased) starts at `begin`.
+  void add(uintptr_t begin, Block& block);
+  // `block` must be in the list.
+  void remove(const Block& block);
   size_t size() const { return entries_.size(); }
-  // Everything in quarantine, by address: the work list of a reclaim pass, taken under the
-  // lock and examined without it.
+  // Everything in quarantine, in no particular order: the work list of a reclaim pass, taken
+  // under the lock and examined without it.
   std::vector<QuarantineEntry> snapshot() const;
 
  private:
-  std::map<uintptr_t, QuarantineEntry> entries_;
+  struct Slot {
+    QuarantineEntry entry;
+    Block* block;
+  };
+  std::vector<Slot> entries_;
 };
 
 }  // namespace codeheap

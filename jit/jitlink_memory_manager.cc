@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
+#include <iterator>
+#include <tuple>
 #include <utility>
 
 #include "codeheap/log.h"
@@ -14,7 +17,6 @@ namespace codeheap::jit {
 
 using llvm::Error;
 using llvm::Expected;
-using llvm::jitlink::BasicLayout;
 using llvm::jitlink::LinkGraph;
 using llvm::orc::AllocGroup;
 using llvm::orc::ExecutorAddr;
@@ -26,11 +28,99 @@ LLVM_ENABLE_BITMASK_ENUMS_IN_NAMESPACE();
 
 namespace {
 
-// One segment of a graph, placed in one heap block.
-struct SegmentBlock {
+// One segment of a graph: the blocks of its allocatable sections that share a protection and
+// a lifetime, content blocks in (section, address, size) order, then zero-fill blocks in the
+// same order. That is jitlink::BasicLayout's layout, computed here without its two vectors per
+// segment, so that a link costs no more than its bookkeeping and each byte is written once:
+// content is copied into the heap block and only padding and zero-fill are cleared.
+struct Segment {
+  explicit Segment(AllocGroup group) : group(group) {}
+  AllocGroup group;
+  llvm::SmallVector<llvm::jitlink::Block*, 4> content;
+  llvm::SmallVector<llvm::jitlink::Block*, 2> zero_fill;
+  uint64_t content_bytes = 0;  // the content blocks with the padding between them
+  uint64_t bytes = 0;          // and then the zero-fill blocks
+  uint64_t alignment = 1;
+  Allocation block;
+};
+
+using Segments = llvm::SmallVector<Segment, 3>;
+
+// What an in-flight allocation keeps of a segment once its blocks are placed.
+struct PlacedSegment {
   AllocGroup group;
   Allocation block;
 };
+
+using PlacedSegments = llvm::SmallVector<PlacedSegment, 3>;
+
+Segments layOut(LinkGraph& graph) {
+  Segments segments;
+  for (llvm::jitlink::Section& section : graph.sections()) {
+    if (section.getMemLifetime() == MemLifetime::NoAlloc || section.blocks().empty()) continue;
+    const AllocGroup group(section.getMemProt(), section.getMemLifetime());
+    auto segment = llvm::find_if(segments, [&](const Segment& s) { return s.group == group; });
+    if (segment == segments.end()) {
+      segments.emplace_back(group);
+      segment = std::prev(segments.end());
+    }
+    // Stop at the last block rather than walk the rest of the section's hash set: a small
+    // module's sections hold a block or two in 64 buckets.
+    size_t left = section.blocks_size();
+    for (auto it = section.blocks().begin(); left > 0; ++it, --left) {
+      llvm::jitlink::Block* block = *it;
+      if (block->isZeroFill()) {
+        segment->zero_fill.push_back(block);
+      } else {
+        segment->content.push_back(block);
+      }
+    }
+  }
+  auto in_order = [](const llvm::jitlink::Block* a, const llvm::jitlink::Block* b) {
+    return std::make_tuple(a->getSection().getOrdinal(), a->getAddress(), a->getSize()) <
+           std::make_tuple(b->getSection().getOrdinal(), b->getAddress(), b->getSize());
+  };
+  for (Segment& s : segments) {
+    llvm::sort(s.content, in_order);
+    llvm::sort(s.zero_fill, in_order);
+    uint64_t offset = 0;
+    for (const llvm::jitlink::Block* block : s.content) {
+      offset = llvm::jitlink::alignToBlock(offset, *block) + block->getSize();
+      s.alignment = std::max(s.alignment, block->getAlignment());
+    }
+    s.content_bytes = offset;
+    for (const llvm::jitlink::Block* block : s.zero_fill) {
+      offset = llvm::jitlink::alignToBlock(offset, *block) + block->getSize();
+      s.alignment = std::max(s.alignment, block->getAlignment());
+    }
+    s.bytes = offset;
+  }
+  return segments;
+}
+
+// Gives every block of `s` its address in the segment's heap block and copies content blocks
+// there (through the writable alias); the padding and the zero-fill tail are cleared, since a
+// reused heap block holds old bytes or trap bytes. The heap block is aligned to the largest
+// block alignment, so aligning offsets aligns addresses.
+void place(Segment& s) {
+  uint8_t* const base = s.block.writable;
+  uint64_t offset = 0;
+  for (llvm::jitlink::Block* block : s.content) {
+    const uint64_t at = llvm::jitlink::alignToBlock(offset, *block);
+    std::memset(base + offset, 0, at - offset);
+    const size_t size = block->getSize();
+    std::memcpy(base + at, block->getContent().data(), size);
+    block->setAddress(ExecutorAddr(s.block.address + at));
+    block->setMutableContent({reinterpret_cast<char*>(base + at), size});
+    offset = at + size;
+  }
+  std::memset(base + offset, 0, s.bytes - offset);
+  for (llvm::jitlink::Block* block : s.zero_fill) {
+    offset = llvm::jitlink::alignToBlock(offset, *block);
+    block->setAddress(ExecutorAddr(s.block.address + offset));
+    offset += block->getSize();
+  }
+}
 
 Expected<Arena> arenaFor(MemProt prot, const LinkGraph& graph) {
   const bool exec = (prot & MemProt::Exec) != MemProt::None;
@@ -49,11 +139,11 @@ Expected<Arena> arenaFor(MemProt prot, const LinkGraph& graph) {
 // Returns the blocks of a link that never ran to the free list. Heap::abandon fails only for
 // an address that is not a live block of the heap, i.e. a bug here or in the heap; that is
 // reported, and the remaining blocks are still returned.
-Error abandonAll(Heap& heap, std::vector<SegmentBlock>& blocks) {
+Error abandonAll(Heap& heap, PlacedSegments& segments) {
   Error err = Error::success();
-  for (const SegmentBlock& s : blocks)
+  for (const PlacedSegment& s : segments)
     err = llvm::joinErrors(std::move(err), toLLVMError(heap.abandon(s.block.address)));
-  blocks.clear();
+  segments.clear();
   return err;
 }
 
@@ -61,7 +151,7 @@ Error abandonAll(Heap& heap, std::vector<SegmentBlock>& blocks) {
 
 // What a FinalizedAlloc's address points to: everything `deallocate` needs.
 struct HeapJITLinkMemoryManager::Finalized {
-  std::vector<Allocation> blocks;  // Standard-lifetime segments only
+  llvm::SmallVector<uintptr_t, 3> blocks;  // Standard-lifetime segments only
   std::vector<llvm::orc::shared::WrapperFunctionCall> dealloc_actions;
   OwnerId owner;
 };
@@ -69,9 +159,9 @@ struct HeapJITLinkMemoryManager::Finalized {
 class HeapJITLinkMemoryManager::InFlight final
     : public llvm::jitlink::JITLinkMemoryManager::InFlightAlloc {
  public:
-  InFlight(HeapJITLinkMemoryManager& manager, LinkGraph& graph, std::vector<SegmentBlock> blocks,
+  InFlight(HeapJITLinkMemoryManager& manager, LinkGraph& graph, PlacedSegments segments,
            OwnerId owner)
-      : manager_(manager), graph_(graph), blocks_(std::move(blocks)), owner_(owner) {}
+      : manager_(manager), graph_(graph), segments_(std::move(segments)), owner_(owner) {}
 
   // JITLink always ends an in-flight allocation with finalize or abandon; if one is dropped
   // anyway (a caller bailing out), its memory must not stay allocated for ever.
@@ -89,7 +179,7 @@ class HeapJITLinkMemoryManager::InFlight final
     // The bytes were written through the heap's writable alias and the execution view already
     // has its final protection, so there is nothing to mprotect. Only ISAs whose instruction
     // cache does not snoop stores need the flush (a no-op on x86-64).
-    for (const SegmentBlock& s : blocks_) {
+    for (const PlacedSegment& s : segments_) {
       if ((s.group.getMemProt() & MemProt::Exec) != MemProt::None)
         llvm::sys::Memory::InvalidateInstructionCache(
             reinterpret_cast<const void*>(s.block.address), s.block.size);
@@ -106,15 +196,15 @@ class HeapJITLinkMemoryManager::InFlight final
     finalized->dealloc_actions = std::move(*dealloc_actions);
     finalized->owner = owner_;
     Error err = Error::success();
-    for (const SegmentBlock& s : blocks_) {
+    for (const PlacedSegment& s : segments_) {
       if (s.group.getMemLifetime() == MemLifetime::Finalize) {
         // Only finalize actions used these, and they have all returned.
         err = llvm::joinErrors(std::move(err), toLLVMError(manager_.heap_.abandon(s.block.address)));
       } else {
-        finalized->blocks.push_back(s.block);
+        finalized->blocks.push_back(s.block.address);
       }
     }
-    blocks_.clear();
+    segments_.clear();
     done_ = true;
     if (err) {
       // A finalize segment the heap does not know: the link itself succeeded and its code may
@@ -126,7 +216,7 @@ class HeapJITLinkMemoryManager::InFlight final
 
  private:
   Error giveBack() {
-    Error err = abandonAll(manager_.heap_, blocks_);
+    Error err = abandonAll(manager_.heap_, segments_);
     manager_.heap_.retire_owner(owner_);
     done_ = true;
     return err;
@@ -134,7 +224,7 @@ class HeapJITLinkMemoryManager::InFlight final
 
   HeapJITLinkMemoryManager& manager_;
   LinkGraph& graph_;
-  std::vector<SegmentBlock> blocks_;
+  PlacedSegments segments_;
   OwnerId owner_;
   bool done_ = false;
 };
@@ -146,44 +236,41 @@ HeapJITLinkMemoryManager::~HeapJITLinkMemoryManager() = default;
 
 void HeapJITLinkMemoryManager::allocate(const llvm::jitlink::JITLinkDylib*, LinkGraph& graph,
                                         OnAllocatedFunction on_allocated) {
-  BasicLayout layout(graph);
-  const OwnerId owner = heap_.register_owner(graph.getName());
-  std::vector<SegmentBlock> blocks;
-
-  auto fail = [&](Error err) {
-    err = llvm::joinErrors(std::move(err), abandonAll(heap_, blocks));
-    heap_.retire_owner(owner);
-    on_allocated(std::move(err));
-  };
-
-  for (auto& [group, segment] : layout.segments()) {
-    auto arena = arenaFor(group.getMemProt(), graph);
-    if (!arena) return fail(arena.takeError());
-    const size_t size = segment.ContentSize + segment.ZeroFillSize;
+  Segments segments = layOut(graph);
+  llvm::SmallVector<BlockRequest, 3> requests;
+  for (const Segment& s : segments) {
+    auto arena = arenaFor(s.group.getMemProt(), graph);
+    if (!arena) return on_allocated(arena.takeError());
     // A segment can consist of empty blocks only; the heap has no zero-sized blocks.
-    auto block = heap_.allocate(*arena, std::max<size_t>(size, 1), segment.Alignment.value(), owner);
-    if (!block) {
-      return fail(llvm::joinErrors(
-          llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                  "cannot place %zu bytes of segment %s for graph %s", size,
-                                  to_string(*arena), graph.getName().c_str()),
-          toLLVMError(std::move(block.error()))));
-    }
-    // Reused blocks hold old bytes or trap bytes; zero-fill blocks and the padding between
-    // blocks must read as zero.
-    std::memset(block->writable, 0, size);
-    segment.WorkingMem = reinterpret_cast<char*>(block->writable);
-    segment.Addr = ExecutorAddr(block->address);
-    blocks.push_back({group, *block});
-    log_->debug("{}: {} segment ({}) at [{:#x}, {:#x})", graph.getName(), to_string(*arena),
-                group.getMemLifetime() == MemLifetime::Finalize ? "finalize" : "standard",
-                block->address, block->address + size);
+    requests.push_back({.arena = *arena,
+                        .size = static_cast<size_t>(std::max<uint64_t>(s.bytes, 1)),
+                        .alignment = static_cast<size_t>(s.alignment)});
   }
-
-  // Copies block content into working memory and assigns every block its final address.
-  if (Error err = layout.apply()) return fail(std::move(err));
-
-  on_allocated(std::make_unique<InFlight>(*this, graph, std::move(blocks), owner));
+  // One heap call for the whole graph: its owner (named after the graph, for dumps) and every
+  // segment's block, or nothing at all.
+  llvm::SmallVector<Allocation, 3> blocks(requests.size());
+  Result<OwnerId> owner = heap_.allocate_group(graph.getName(), requests, blocks);
+  if (!owner) {
+    return on_allocated(llvm::joinErrors(
+        llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                "cannot place graph %s in heap '%s'", graph.getName().c_str(),
+                                heap_.options().name.c_str()),
+        toLLVMError(std::move(owner.error()))));
+  }
+  PlacedSegments placed;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    Segment& s = segments[i];
+    s.block = blocks[i];
+    place(s);
+    placed.push_back({s.group, s.block});
+    if (log_->should_log(spdlog::level::debug)) {
+      log_->debug("{}: {} segment ({}) at [{:#x}, {:#x})", graph.getName(),
+                  to_string(requests[i].arena),
+                  s.group.getMemLifetime() == MemLifetime::Finalize ? "finalize" : "standard",
+                  s.block.address, s.block.address + s.bytes);
+    }
+  }
+  on_allocated(std::make_unique<InFlight>(*this, graph, std::move(placed), *owner));
 }
 
 void HeapJITLinkMemoryManager::deallocate(std::vector<FinalizedAlloc> allocs,
@@ -192,20 +279,21 @@ void HeapJITLinkMemoryManager::deallocate(std::vector<FinalizedAlloc> allocs,
   // The interface runs allocations' dealloc actions from the last allocation to the first.
   for (auto it = allocs.rbegin(); it != allocs.rend(); ++it) {
     std::unique_ptr<Finalized> finalized(it->release().toPtr<Finalized*>());
-    for (const Allocation& block : finalized->blocks) {
-      auto result = retire_mode_ == RetireMode::kKeepRunning ? heap_.retire(block.address)
-                                                             : heap_.release(block.address);
-      err = llvm::joinErrors(std::move(err), toLLVMError(std::move(result)));
-    }
     // The dealloc actions (eh_frame deregistration) wait until the heap has reclaimed the
     // blocks: a thread still running the retired code must be able to unwind through it.
-    heap_.retire_owner(finalized->owner,
-                       [actions = std::move(finalized->dealloc_actions)] {
-                         if (Error failed = llvm::orc::shared::runDeallocActions(actions)) {
-                           codeheap::logger("jit")->error("dealloc actions of retired code: {}",
-                                                          llvm::toString(std::move(failed)));
-                         }
-                       });
+    std::function<void()> on_gone;
+    if (!finalized->dealloc_actions.empty()) {
+      on_gone = [actions = std::move(finalized->dealloc_actions)] {
+        if (Error failed = llvm::orc::shared::runDeallocActions(actions)) {
+          codeheap::logger("jit")->error("dealloc actions of retired code: {}",
+                                         llvm::toString(std::move(failed)));
+        }
+      };
+    }
+    auto result = retire_mode_ == RetireMode::kKeepRunning
+                      ? heap_.retire_group(finalized->owner, finalized->blocks, std::move(on_gone))
+                      : heap_.release_group(finalized->owner, finalized->blocks, std::move(on_gone));
+    err = llvm::joinErrors(std::move(err), toLLVMError(std::move(result)));
   }
   on_deallocated(std::move(err));
 }

@@ -6,9 +6,10 @@
 //   codeheap::jit::HeapJITLinkMemoryManager mem(**heap);       // must outlive the layer
 //   llvm::orc::ObjectLinkingLayer layer(session, mem);
 //
-// Placement. Each segment of a graph (BasicLayout groups sections by protection and lifetime)
-// becomes one heap block: executable segments in Arena::kCode, read-only segments (including
-// JITLink's GOT) in Arena::kReadOnly, writable segments in Arena::kData. JITLink writes and
+// Placement. Each segment of a graph (its sections grouped by protection and lifetime, laid out
+// as jitlink::BasicLayout would) becomes one heap block: executable segments in Arena::kCode,
+// read-only segments (including JITLink's GOT) in Arena::kReadOnly, writable segments in
+// Arena::kData. JITLink writes and
 // fixes up the bytes through the heap's writable alias while the addresses it resolves are the
 // low execution addresses, so the Small code model, pc-relative calls and 32-bit absolute
 // references reach every block of the heap. A segment that is both writable and executable is

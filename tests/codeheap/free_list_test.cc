@@ -1,11 +1,15 @@
-// The allocator's data structures on their own: FreeList and CommitMap.
+// The allocator's data structures on their own: FreeList, CommitMap and NodePool.
 #include <gtest/gtest.h>
 
 #include <map>
+#include <memory_resource>
 #include <random>
+#include <set>
+#include <vector>
 
 #include "codeheap/commit_map.h"
 #include "codeheap/free_list.h"
+#include "codeheap/node_pool.h"
 
 namespace codeheap {
 namespace {
@@ -177,6 +181,54 @@ TEST(CommitMapTest, LastCommittedBelowSkipsEmptyWords) {
   EXPECT_EQ(map.last_committed_below(6, 130), CommitMap::kNone);
   EXPECT_EQ(map.last_committed_below(5, 6), 5u);
   EXPECT_EQ(map.last_committed_below(0, 64), 5u);
+}
+
+TEST(NodePoolTest, ReusesFreedNodesOfTheSameSizeClass) {
+  NodePool pool;
+  void* a = pool.allocate(48, 8);
+  void* b = pool.allocate(40, 8);  // same 48-byte class
+  EXPECT_NE(a, b);
+  EXPECT_EQ(pool.used_bytes(), 96u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a) % 16, 0u);
+  pool.deallocate(a, 48, 8);
+  EXPECT_EQ(pool.used_bytes(), 48u);
+  EXPECT_EQ(pool.allocate(33, 8), a);  // last freed, first reused
+  void* other = pool.allocate(64, 16);  // another class: fresh memory
+  EXPECT_NE(other, a);
+  EXPECT_NE(other, b);
+  const size_t reserved = pool.reserved_bytes();
+  EXPECT_GT(reserved, 0u);
+  pool.deallocate(other, 64, 16);
+  pool.deallocate(b, 40, 8);
+  pool.deallocate(a, 33, 8);
+  EXPECT_EQ(pool.used_bytes(), 0u);
+  EXPECT_EQ(pool.reserved_bytes(), reserved);  // kept for reuse until the pool goes
+}
+
+TEST(NodePoolTest, LargeAndOverAlignedRequestsPassThrough) {
+  NodePool pool;
+  void* table = pool.allocate(4096, 8);
+  void* aligned = pool.allocate(32, 64);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(aligned) % 64, 0u);
+  EXPECT_EQ(pool.used_bytes(), 0u);
+  EXPECT_EQ(pool.reserved_bytes(), 0u);
+  pool.deallocate(table, 4096, 8);
+  pool.deallocate(aligned, 32, 64);
+}
+
+TEST(NodePoolTest, BacksStandardContainersThroughManyChunks) {
+  NodePool pool;
+  {
+    std::pmr::set<uint64_t> set(&pool);
+    for (uint64_t i = 0; i < 20000; ++i) set.insert(i * 7919 % 20000);
+    EXPECT_EQ(set.size(), 20000u);
+    EXPECT_GT(pool.reserved_bytes(), size_t{64} << 10);  // more than one chunk
+    uint64_t expected = 0;
+    for (uint64_t value : set) EXPECT_EQ(value, expected++);
+    for (uint64_t i = 0; i < 20000; i += 2) set.erase(i);
+    EXPECT_EQ(set.size(), 10000u);
+  }
+  EXPECT_EQ(pool.used_bytes(), 0u);
 }
 
 }  // namespace

@@ -85,6 +85,13 @@ HeapStats without_counters(HeapStats stats) {
   return stats;
 }
 
+void expect_only_a_failure_counted(const HeapStats& before, const HeapStats& after) {
+  EXPECT_EQ(without_counters(after), without_counters(before));
+  Counters expected = before.counters;
+  ++expected.allocation_failures;
+  EXPECT_EQ(after.counters, expected);
+}
+
 LogCapture::LogCapture() : sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64)) {
   sink_->set_pattern("[%l] %v");
   logger()->sinks().push_back(sink_);

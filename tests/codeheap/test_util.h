@@ -64,6 +64,9 @@ inline size_t footprint(size_t size) { return (size + 15) / 16 * 16; }
 // Stats with the counters zeroed: "the heap is exactly as it was".
 HeapStats without_counters(HeapStats stats);
 
+// A failed allocation changed nothing but the allocation_failures counter.
+void expect_only_a_failure_counted(const HeapStats& before, const HeapStats& after);
+
 // Collects what the "codeheap" logger writes while alive.
 class LogCapture {
  public:

@@ -1,0 +1,58 @@
+// NodePool: the memory behind a heap's metadata nodes (the free list's and block table's tree
+// nodes, the owner table's hash nodes).
+//
+// Allocation and reclaim insert and erase a handful of nodes each, and every node of one kind
+// has the same size, so a free list per 16-byte size class does the job in a few instructions:
+// libstdc++'s std::pmr pool resource searches its chunks (a binary search on every free) and
+// glibc's malloc falls off its per-thread cache under churn; either costs several times the
+// tree operation itself. Nodes are carved from 64 KiB chunks that are kept until the pool is
+// destroyed, so the metadata stays at the high-water mark of blocks and spans (a few dozen
+// bytes each). Larger or over-aligned requests (hash-table bucket arrays) go to operator new.
+//
+// Not thread-safe: the Heap's mutex guards it.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <memory>
+#include <memory_resource>
+#include <vector>
+
+namespace codeheap {
+
+class NodePool final : public std::pmr::memory_resource {
+ public:
+  NodePool() = default;
+  NodePool(const NodePool&) = delete;
+  NodePool& operator=(const NodePool&) = delete;
+
+  // Bytes taken from the system for nodes (chunks), and bytes of them in use.
+  size_t reserved_bytes() const { return chunks_.size() * kChunkBytes; }
+  size_t used_bytes() const { return used_bytes_; }
+
+ private:
+  static constexpr size_t kGranule = 16;
+  static constexpr size_t kLargestNode = 256;
+  static constexpr size_t kChunkBytes = size_t{64} << 10;
+
+  struct FreeNode {
+    FreeNode* next;
+  };
+
+  static bool pooled(size_t bytes, size_t alignment) {
+    return bytes <= kLargestNode && alignment <= kGranule;
+  }
+  void* do_allocate(size_t bytes, size_t alignment) override;
+  void do_deallocate(void* p, size_t bytes, size_t alignment) override;
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
+    return this == &other;
+  }
+
+  std::array<FreeNode*, kLargestNode / kGranule + 1> free_{};  // by size / kGranule
+  std::vector<std::unique_ptr<std::byte[]>> chunks_;
+  std::byte* unused_ = nullptr;  // the uncarved rest of the newest chunk
+  size_t unused_bytes_ = 0;
+  size_t used_bytes_ = 0;
+};
+
+}  // namespace codeheap

@@ -1,0 +1,192 @@
+// Heap::allocate_group, retire_group and release_group: one module's blocks in one call each.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstring>
+#include <vector>
+
+#include "codeheap/heap.h"
+#include "tests/codeheap/test_util.h"
+
+namespace codeheap::test {
+namespace {
+
+using ::testing::HasSubstr;
+
+const auto kNothingReferenced = [](uintptr_t, uintptr_t) { return false; };
+
+// A module's shape: code, constants and data.
+constexpr std::array<BlockRequest, 3> kModule = {{
+    {.arena = Arena::kCode, .size = 300, .alignment = 64},
+    {.arena = Arena::kReadOnly, .size = 40, .alignment = 16},
+    {.arena = Arena::kData, .size = 24, .alignment = 8},
+}};
+
+class GroupTest : public HeapTest {
+ protected:
+  void SetUp() override {
+    heap_ = make_heap(small_options("group"));
+    ASSERT_NE(heap_, nullptr);
+  }
+
+  // Allocates kModule as `name` and writes a pattern through every block's writable alias.
+  OwnerId must_allocate_module(const char* name, std::array<Allocation, 3>& blocks) {
+    auto owner = heap_->allocate_group(name, kModule, blocks);
+    EXPECT_TRUE(owner) << owner.error().message;
+    if (!owner) return kNoOwner;
+    for (const Allocation& block : blocks) std::memset(block.writable, 0x5A, block.size);
+    return *owner;
+  }
+
+  std::unique_ptr<Heap> heap_;
+};
+
+TEST_F(GroupTest, AllocatesEveryRequestForANewNamedOwner) {
+  std::array<Allocation, 3> blocks;
+  const OwnerId owner = must_allocate_module("lisp:module", blocks);
+  ASSERT_NE(owner, kNoOwner);
+  for (size_t i = 0; i < kModule.size(); ++i) {
+    EXPECT_EQ(blocks[i].arena, kModule[i].arena);
+    EXPECT_EQ(blocks[i].size, kModule[i].size);
+    EXPECT_EQ(blocks[i].address % kModule[i].alignment, 0u);
+    const auto info = heap_->find(blocks[i].address + blocks[i].size - 1);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->address, blocks[i].address);
+    EXPECT_EQ(info->owner, owner);
+    EXPECT_EQ(info->state, BlockState::kLive);
+  }
+  const HeapStats stats = heap_->stats();
+  ASSERT_EQ(stats.owners.size(), 1u);
+  EXPECT_EQ(stats.owners[0].name, "lisp:module");
+  EXPECT_EQ(stats.owners[0].live_blocks, 3u);
+  EXPECT_EQ(stats.counters.allocations, 3u);
+}
+
+TEST_F(GroupTest, AFailedGroupLeavesNoTraceButTheFailure) {
+  std::array<Allocation, 3> first;
+  must_allocate_module("resident", first);  // so the failed group has neighbours
+  const HeapStats before = heap_->stats();
+
+  // The third request cannot fit: the first two must be undone, pages and owner included.
+  std::array<BlockRequest, 3> too_big = kModule;
+  too_big[2].size = heap_->options().data_bytes;  // the whole arena; part of it is in use
+  std::array<Allocation, 3> blocks;
+  auto failed = heap_->allocate_group("doomed", too_big, blocks);
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().code, ErrorCode::kOutOfMemory);
+  EXPECT_THAT(failed.error().message, HasSubstr("request 3 of 3"));
+  EXPECT_THAT(failed.error().message, HasSubstr("data arena"));
+
+  expect_only_a_failure_counted(before, heap_->stats());
+  EXPECT_THAT(heap_->dump_text(), ::testing::Not(HasSubstr("doomed")));
+
+  // A bad request is refused the same way.
+  std::array<BlockRequest, 2> misaligned = {kModule[0], kModule[1]};
+  misaligned[1].alignment = 24;
+  std::array<Allocation, 2> two;
+  auto refused = heap_->allocate_group("misaligned", misaligned, two);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_THAT(refused.error().message, HasSubstr("request 2 of 2"));
+  EXPECT_EQ(without_counters(heap_->stats()), without_counters(before));
+}
+
+TEST_F(GroupTest, TheOutputMustHoldOneBlockPerRequest) {
+  std::array<Allocation, 2> blocks;
+  auto refused = heap_->allocate_group("short", kModule, blocks);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(heap_->stats().owners.empty());
+}
+
+TEST_F(GroupTest, RetireGroupKeepsTheBytesUntilReclaimThenRunsOnGone) {
+  std::array<Allocation, 3> blocks;
+  const OwnerId owner = must_allocate_module("retired", blocks);
+  const std::array<uintptr_t, 3> addresses = {blocks[0].address, blocks[1].address,
+                                              blocks[2].address};
+  int gone = 0;
+  ASSERT_TRUE(heap_->retire_group(owner, addresses, [&] {
+    // Before the blocks are freed: the code is still intact.
+    EXPECT_EQ(*reinterpret_cast<const uint8_t*>(blocks[0].address), 0x5A);
+    ++gone;
+  }));
+  for (const Allocation& block : blocks) {
+    const auto info = heap_->find(block.address);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->state, BlockState::kQuarantined);
+    EXPECT_EQ(*reinterpret_cast<const uint8_t*>(block.address), 0x5A);  // intact
+  }
+  HeapStats stats = heap_->stats();
+  ASSERT_EQ(stats.owners.size(), 1u);
+  EXPECT_TRUE(stats.owners[0].retired);
+  EXPECT_EQ(stats.counters.retires, 3u);
+
+  // Still referenced: nothing happens.
+  heap_->reclaim([&](uintptr_t begin, uintptr_t) { return begin == blocks[1].address; });
+  EXPECT_EQ(gone, 0);
+  EXPECT_TRUE(heap_->find(blocks[0].address));
+
+  const ReclaimReport report = heap_->reclaim(kNothingReferenced);
+  EXPECT_EQ(report.reclaimed_blocks, 3u);
+  EXPECT_EQ(gone, 1);
+  EXPECT_TRUE(heap_->stats().owners.empty());
+  EXPECT_EQ(*reinterpret_cast<const uint8_t*>(blocks[0].address), 0xCC);  // free code traps
+}
+
+TEST_F(GroupTest, ReleaseGroupTrapsAtOnce) {
+  std::array<Allocation, 3> blocks;
+  const OwnerId owner = must_allocate_module("released", blocks);
+  const std::array<uintptr_t, 3> addresses = {blocks[0].address, blocks[1].address,
+                                              blocks[2].address};
+  ASSERT_TRUE(heap_->release_group(owner, addresses));
+  for (const Allocation& block : blocks) {
+    EXPECT_TRUE(all_bytes(block.address, footprint(block.size), 0xCC));
+  }
+  EXPECT_EQ(heap_->stats().counters.releases, 3u);
+  EXPECT_EQ(heap_->reclaim(kNothingReferenced).reclaimed_blocks, 3u);
+  EXPECT_TRUE(heap_->stats().owners.empty());
+}
+
+TEST_F(GroupTest, BadAddressesAreRefusedAndTheRestStillRetire) {
+  std::array<Allocation, 3> mine;
+  std::array<Allocation, 3> theirs;
+  const OwnerId me = must_allocate_module("mine", mine);
+  const OwnerId them = must_allocate_module("theirs", theirs);
+  ASSERT_TRUE(heap_->retire(mine[2].address));
+
+  LogCapture log;
+  // Another owner's block, an already retired block, an interior address, and two good ones.
+  const std::array<uintptr_t, 5> addresses = {mine[0].address, theirs[0].address,
+                                              mine[2].address, mine[1].address + 16,
+                                              mine[1].address};
+  auto result = heap_->retire_group(me, addresses);
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);  // the first refusal
+  EXPECT_THAT(result.error().message, HasSubstr("belongs to owner"));
+  EXPECT_TRUE(log.contains("already released or retired"));
+  EXPECT_TRUE(log.contains("interior address"));
+
+  EXPECT_EQ(heap_->find(mine[0].address)->state, BlockState::kQuarantined);
+  EXPECT_EQ(heap_->find(mine[1].address)->state, BlockState::kQuarantined);
+  EXPECT_EQ(heap_->find(theirs[0].address)->state, BlockState::kLive);  // untouched
+  const HeapStats stats = heap_->stats();
+  EXPECT_EQ(stats.counters.release_errors, 3u);
+  EXPECT_EQ(stats.counters.retires, 3u);  // mine[2] alone, then mine[0] and mine[1]
+  ASSERT_EQ(stats.owners.size(), 2u);
+  EXPECT_TRUE(stats.owners[0].retired);
+  EXPECT_FALSE(stats.owners[1].retired);
+  (void)them;
+}
+
+TEST_F(GroupTest, AnUnknownOwnerIsAnError) {
+  LogCapture log;
+  auto result = heap_->retire_group(12345, {});
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_THAT(result.error().message, HasSubstr("no such owner"));
+  EXPECT_TRUE(log.contains("no such owner"));
+}
+
+}  // namespace
+}  // namespace codeheap::test
