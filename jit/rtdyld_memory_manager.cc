@@ -1,6 +1,7 @@
 #include "jit/rtdyld_memory_manager.h"
 
 #include <algorithm>
+#include <functional>
 #include <utility>
 
 #include "codeheap/log.h"
@@ -17,15 +18,32 @@ RtdyldMemoryManager::RtdyldMemoryManager(Heap& heap, std::string name)
     : heap_(heap), name_(std::move(name)) {}
 
 RtdyldMemoryManager::~RtdyldMemoryManager() {
-  // The unwinder must forget the frames before a reclaim pass can turn them into trap bytes.
-  deregisterEHFrames();
   for (const Block& block : blocks_) {
     auto result = block.failed_object ? heap_.abandon(block.address) : heap_.retire(block.address);
     if (!result)
       logger("jit")->error("rtdyld '{}': giving back block {:#x}: {}", name_, block.address,
                            result.error().message);
   }
-  for (OwnerId owner : owners_) heap_.retire_owner(owner);
+  // A thread may still be running the retired code, so its frames stay registered until the
+  // heap reclaims the owner's blocks, and are deregistered then, before any byte is reused.
+  for (OwnerId owner : owners_) {
+    std::vector<EHFrame> frames;
+    for (const EHFrame& frame : frames_)
+      if (frame.owner == owner) frames.push_back(frame);
+    std::function<void()> on_gone;
+    if (!frames.empty()) {
+      on_gone = [frames = std::move(frames)] {
+        for (const EHFrame& frame : frames) deregisterEHFramesInProcess(frame.address, frame.size);
+      };
+    }
+    heap_.retire_owner(owner, std::move(on_gone));
+  }
+}
+
+void RtdyldMemoryManager::deregisterEHFrames() {
+  // Deferred to the heap's reclaim of the code (see the destructor): MCJIT and
+  // RTDyldObjectLinkingLayer call this just before they drop the manager, while a thread may
+  // still be inside the code and need to unwind through it.
 }
 
 void RtdyldMemoryManager::defineSymbol(llvm::StringRef symbol, uint64_t address) {
@@ -172,18 +190,17 @@ void RtdyldMemoryManager::registerEHFrames(uint8_t* /*address*/, uint64_t load_a
                                            size_t size) {
   // The base class would register `address`, our writable alias; the unwinder must read the
   // frames where they were relocated for, the low read-only view.
-  if (inFailedObject(load_address)) return;
+  std::optional<BlockInfo> block = heap_.find(load_address);
+  if (!block || inFailedObject(*block)) return;
   auto* frames = reinterpret_cast<uint8_t*>(load_address);
   registerEHFramesInProcess(frames, size);
-  EHFrames.push_back({frames, size});
+  frames_.push_back({block->owner, frames, size});
 }
 
-bool RtdyldMemoryManager::inFailedObject(uintptr_t address) const {
+bool RtdyldMemoryManager::inFailedObject(const BlockInfo& info) const {
   // A failed object's frames may point at scratch memory or hold truncated relocations.
-  std::optional<BlockInfo> info = heap_.find(address);
-  if (!info) return true;
   return std::any_of(blocks_.begin(), blocks_.end(), [&](const Block& block) {
-    return block.address == info->address && block.failed_object;
+    return block.address == info.address && block.failed_object;
   });
 }
 

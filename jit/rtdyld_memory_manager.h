@@ -19,11 +19,13 @@
 // Ownership: RuntimeDyld users own the manager (MCJIT via EngineBuilder::setMCJITMemoryManager,
 // RTDyldObjectLinkingLayer via its GetMemoryManager callback, one manager per object). Each
 // object loaded through the manager gets its own heap owner, named after the manager, so the
-// heap dump names the code. Destroying the manager deregisters eh_frames still registered,
-// retires every block (Heap::retire: into quarantine with its bytes intact, so an activation
-// still running the code, e.g. of a closure the GC finalized, finishes normally; the block is
-// reused only after a reclaim pass proves no thread references it) and retires the owners.
-// MCJIT destroys its manager only after notifying listeners and deregistering eh_frames.
+// heap dump names the code. Destroying the manager retires every block (Heap::retire: into
+// quarantine with its bytes intact, so an activation still running the code, e.g. of a closure
+// the GC finalized, finishes normally; the block is reused only after a reclaim pass proves no
+// thread references it) and the owners. Each object's eh_frames stay registered until then:
+// deregisterEHFrames, which MCJIT and RTDyldObjectLinkingLayer call just before dropping the
+// manager, does nothing, and the heap deregisters the frames when it reclaims the object's
+// blocks (an owner's on_gone), so a thread still inside the code can unwind through it.
 //
 // Errors: when the heap cannot place a section, LLVM 19's RuntimeDyld would abort the process
 // if the manager returned nullptr ("Unable to allocate section memory!"). Instead the manager
@@ -92,6 +94,7 @@ class RtdyldMemoryManager : public llvm::RTDyldMemoryManager {
   using llvm::RTDyldMemoryManager::notifyObjectLoaded;
   void notifyObjectLoaded(llvm::RuntimeDyld& dyld, const llvm::object::ObjectFile& object) override;
   void registerEHFrames(uint8_t* address, uint64_t load_address, size_t size) override;
+  void deregisterEHFrames() override;
   bool finalizeMemory(std::string* error_message = nullptr) override;
 
   // llvm::RTDyldMemoryManager
@@ -114,13 +117,19 @@ class RtdyldMemoryManager : public llvm::RTDyldMemoryManager {
     uintptr_t address;
     bool failed_object;  // never ran: abandon instead of retire
   };
+  // Registered frames, by the owner whose reclaim deregisters them.
+  struct EHFrame {
+    OwnerId owner;
+    uint8_t* address;
+    size_t size;
+  };
 
   uint8_t* allocate(Arena arena, uintptr_t size, unsigned alignment, llvm::StringRef name);
   void fail(Arena arena, uintptr_t size, unsigned alignment, llvm::StringRef name,
             codeheap::Error error);
   uint8_t* allocateScratch(uintptr_t size, unsigned alignment);
   OwnerId currentOwner();
-  bool inFailedObject(uintptr_t address) const;
+  bool inFailedObject(const BlockInfo& block) const;
 
   Heap& heap_;
   std::string name_;
@@ -129,6 +138,7 @@ class RtdyldMemoryManager : public llvm::RTDyldMemoryManager {
   std::vector<Block> blocks_;
   std::vector<Section> sections_;
   std::vector<OwnerId> owners_;
+  std::vector<EHFrame> frames_;
   size_t first_unflushed_section_ = 0;
 
   // The object being loaded: from reserveAllocationSpace (or its first allocation) to

@@ -332,8 +332,8 @@ define i64 @second(i64 %x) {
 
 // libgcc's frame registry, observed: the test binary interposes __register_frame and
 // __deregister_frame (libLLVM calls them through its PLT), records what is registered and
-// forwards to libgcc. This shows which address the manager registers and that destroying the
-// engine really deregisters it.
+// forwards to libgcc. This shows which address the manager registers and that reclaiming the
+// engine's code really deregisters it.
 std::mutex registered_frames_mutex;
 std::multiset<const void*> registered_frames;
 
@@ -384,7 +384,7 @@ define i64 @jit_outer(i64 %x) uwtable {
 }
 )IR";
 
-TEST(McjitTest, HostExceptionsUnwindThroughJitFramesAndFramesAreDeregistered) {
+TEST(McjitTest, HostExceptionsUnwindThroughJitFramesAndFramesAreDeregisteredAtReclaim) {
   auto heap = makeHeap("mcjit-eh");
   ASSERT_TRUE(heap);
   uintptr_t eh_frame = 0;
@@ -412,14 +412,18 @@ TEST(McjitTest, HostExceptionsUnwindThroughJitFramesAndFramesAreDeregistered) {
       }
     }
   }
-  // The engine is gone: its frames are deregistered and its blocks wait in quarantine.
-  EXPECT_FALSE(frameRegistered(eh_frame));
+  // The engine is gone; its blocks wait in quarantine and, since a thread might still be
+  // inside the code, its frames stay registered until a reclaim pass frees the blocks.
   EXPECT_EQ(heap->find(eh_frame)->state, BlockState::kQuarantined);
-  // Later throws make libgcc search its registry: stale frames, once reclaim has filled them
-  // with trap bytes, would send it into garbage.
+  EXPECT_TRUE(frameRegistered(eh_frame));
   EXPECT_THROW(codeheap_test_host_throw(1), std::runtime_error);
+  heap->reclaim([&](uintptr_t begin, uintptr_t) { return begin == eh_frame; });  // still in use
+  EXPECT_TRUE(frameRegistered(eh_frame));
   heap->reclaim([](uintptr_t, uintptr_t) { return false; });
+  EXPECT_FALSE(frameRegistered(eh_frame));
   EXPECT_FALSE(heap->find(eh_frame));
+  // Later throws make libgcc search its registry: stale frames, now trap bytes or reused
+  // memory, would send it into garbage.
   EXPECT_THROW(codeheap_test_host_throw(2), std::runtime_error);
 }
 
