@@ -8,8 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Repetitions of each Google Benchmark; the report uses their median.
-REPETITIONS=3
+# Repetitions of each Google Benchmark, run in random order across a binary's benchmarks (so a
+# baseline and ours see the same spells of load on a shared machine); the report uses the median.
+REPETITIONS=5
 # Fixed-iteration runs counted under strace (each also runs once with 0 iterations).
 ALLOCATION_OPS=10000
 E2E_SYSCALL_CYCLES=200
@@ -61,7 +62,8 @@ fi
 for binary in memory_manager_bench end_to_end_bench fragmentation_bench hot_swap_bench \
               gc_churn_bench; do
   echo "run.sh: $binary" >&2
-  "$bin/$binary" --benchmark_repetitions="$REPETITIONS" --benchmark_report_aggregates_only=true \
+  "$bin/$binary" --benchmark_repetitions="$REPETITIONS" --benchmark_enable_random_interleaving=true \
+    --benchmark_report_aggregates_only=true \
     --benchmark_out="$results/$binary.json" --benchmark_out_format=json >"$results/$binary.txt"
 done
 

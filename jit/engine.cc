@@ -10,6 +10,7 @@
 #include "codeheap/log.h"
 #include "jit/eh_frame_plugin.h"
 #include "jit/entry_cell.h"
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/AsmParser/Parser.h"
 #include "llvm/ExecutionEngine/Orc/Core.h"
 #include "llvm/ExecutionEngine/Orc/CompileUtils.h"
@@ -183,6 +184,7 @@ struct Engine::Impl {
   struct LiveModule {
     llvm::orc::ResourceTrackerSP tracker;
     std::string name;
+    std::vector<llvm::orc::SymbolStringPtr> definitions;  // keys of `linked`
   };
   struct Cell {
     std::unique_ptr<EntryCell> cell;
@@ -235,6 +237,7 @@ struct Engine::Impl {
       return llvm::joinErrors(llvm::joinErrors(context(), std::move(err)), tracker->remove());
 
     // Link now (see engine.h): looking up every definition materializes the whole module.
+    llvm::orc::SymbolMap addresses;
     if (!definitions.empty()) {
       ReportedErrors reported;
       auto linked = jit->getExecutionSession().lookup(
@@ -252,11 +255,17 @@ struct Engine::Impl {
         return llvm::joinErrors(llvm::joinErrors(context(), std::move(err)), tracker->remove());
       }
       if (causes) log->warn("module '{}' linked, but: {}", name.str(), llvm::toString(std::move(causes)));
+      addresses = std::move(*linked);
     }
 
     std::lock_guard<std::mutex> lock(modules_mutex);
     ModuleHandle handle{next_module_id++};
-    modules.emplace(handle.id, LiveModule{std::move(tracker), name.str()});
+    LiveModule live{std::move(tracker), name.str(), {}};
+    for (auto& [symbol, definition] : addresses) {
+      linked[symbol] = definition.getAddress();
+      live.definitions.push_back(symbol);
+    }
+    modules.emplace(handle.id, std::move(live));
     log->debug("added module '{}' as #{}", name.str(), handle.id);
     return handle;
   }
@@ -273,6 +282,7 @@ struct Engine::Impl {
                                        handle.id));
       module = std::move(it->second);
       modules.erase(it);
+      for (const llvm::orc::SymbolStringPtr& symbol : module.definitions) linked.erase(symbol);
       if (++removals_since_sweep == kRemovalsPerPoolSweep) {
         removals_since_sweep = 0;
         sweep = true;
@@ -280,6 +290,7 @@ struct Engine::Impl {
     }
     Error err = module.tracker->remove();
     module.tracker.reset();  // the pool entries of its symbols die with the tracker
+    module.definitions.clear();
     if (sweep) jit->getExecutionSession().getSymbolStringPool()->clearDeadEntries();
     if (err) return llvm::joinErrors(makeError("removing module '" + module.name + "'"), std::move(err));
     log->debug("removed module '{}' (#{})", module.name, handle.id);
@@ -292,8 +303,22 @@ struct Engine::Impl {
   HeapJITLinkMemoryManager memory;  // outlives `jit`, whose allocations it holds
   std::unique_ptr<llvm::orc::LLJIT> jit;
 
+  // The address of every definition of a live module, as its eager link resolved it, so
+  // looking up a module's function (what a runtime does after each compilation) costs a hash
+  // lookup instead of a session lookup. Entry cells and host symbols are not in it.
+  Expected<ExecutorAddr> lookup(StringRef name) {
+    const llvm::orc::SymbolStringPtr symbol = jit->mangleAndIntern(name);
+    {
+      std::lock_guard<std::mutex> lock(modules_mutex);
+      auto it = linked.find(symbol);
+      if (it != linked.end()) return it->second;
+    }
+    return jit->lookup(name);
+  }
+
   mutable std::mutex modules_mutex;
   std::unordered_map<uint64_t, LiveModule> modules;
+  llvm::DenseMap<llvm::orc::SymbolStringPtr, ExecutorAddr> linked;
   uint64_t next_module_id = 1;
   size_t removals_since_sweep = 0;
 
@@ -368,7 +393,7 @@ size_t Engine::liveModules() const {
   return impl_->modules.size();
 }
 
-Expected<ExecutorAddr> Engine::lookup(StringRef name) { return impl_->jit->lookup(name); }
+Expected<ExecutorAddr> Engine::lookup(StringRef name) { return impl_->lookup(name); }
 
 Error Engine::defineHostSymbols(const llvm::StringMap<ExecutorAddr>& symbols) {
   llvm::orc::SymbolMap definitions;
@@ -406,7 +431,7 @@ Expected<ExecutorAddr> Engine::defineFunction(StringRef name, ThreadSafeModule m
     return llvm::joinErrors(context(), std::move(err));
   auto body_module = impl.add(std::move(module), body_name);
   if (!body_module) return body_module.takeError();
-  auto body = impl.jit->lookup(body_name);
+  auto body = impl.lookup(body_name);
   if (!body) return llvm::joinErrors(body.takeError(), impl.remove(*body_module));
 
   if (existing != impl.cells.end()) {

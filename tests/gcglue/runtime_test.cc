@@ -317,11 +317,12 @@ void park() {
   while (!g_release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
-// The entry of a fresh code object, compiled on a helper thread so that no GC pointer to the
-// code object survives anywhere: it is garbage as soon as this returns.
+// The entry of a fresh code object, compiled on a helper thread with a stack of its own so that
+// no GC pointer to the code object survives anywhere (a recycled thread stack would hand a
+// stale copy to the next thread): it is garbage as soon as this returns.
 uintptr_t garbage_code_entry(Runtime& runtime, const char* ir, const char* symbol) {
   uintptr_t entry = 0;
-  on_thread(runtime, [&] {
+  on_fresh_stack(runtime, [&] {
     CodeObject* code = take(runtime.compile(ir, symbol));
     ASSERT_NE(code, nullptr);
     entry = reinterpret_cast<uintptr_t>(take(runtime.symbol(code, symbol)));

@@ -605,6 +605,23 @@ TEST_F(OrcEngineErrors, RemovingUnknownOrRemovedHandle) {
   EXPECT_EQ(engine_->liveModules(), 1u);
 }
 
+TEST_F(OrcEngineErrors, LookupForgetsRemovedModulesAndFindsTheirSuccessors) {
+  auto first = engine_->addModule("define i64 @again() {\n ret i64 1\n}", "again");
+  ASSERT_TRUE(static_cast<bool>(first)) << errorText(first.takeError());
+  auto address = engine_->lookup("again");
+  ASSERT_TRUE(static_cast<bool>(address)) << errorText(address.takeError());
+  EXPECT_EQ(address->toPtr<int64_t (*)()>()(), 1);
+  EXPECT_EQ(errorText(engine_->removeModule(*first)), "");
+  EXPECT_THAT(errorText(engine_->lookup("again").takeError()), HasSubstr("again"));
+
+  auto second = engine_->addModule("define i64 @again() {\n ret i64 2\n}", "again");
+  ASSERT_TRUE(static_cast<bool>(second)) << errorText(second.takeError());
+  address = engine_->lookup("again");
+  ASSERT_TRUE(static_cast<bool>(address)) << errorText(address.takeError());
+  EXPECT_EQ(address->toPtr<int64_t (*)()>()(), 2);
+  EXPECT_EQ(errorText(engine_->removeModule(*second)), "");
+}
+
 TEST_F(OrcEngineErrors, DuplicateHostSymbolDefinesNone) {
   int64_t data = 0;
   const std::string error = errorText(engine_->defineHostSymbols(
