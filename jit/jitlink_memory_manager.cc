@@ -57,7 +57,7 @@ using PlacedSegments = llvm::SmallVector<PlacedSegment, 3>;
 Segments layOut(LinkGraph& graph) {
   Segments segments;
   for (llvm::jitlink::Section& section : graph.sections()) {
-    if (section.getMemLifetime() == MemLifetime::NoAlloc || section.blocks().empty()) continue;
+    if (section.getMemLifetime() == MemLifetime::NoAlloc || section.blocks_size() == 0) continue;
     const AllocGroup group(section.getMemProt(), section.getMemLifetime());
     auto segment = llvm::find_if(segments, [&](const Segment& s) { return s.group == group; });
     if (segment == segments.end()) {
