@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 # Repetitions of each Google Benchmark, run in random order across a binary's benchmarks (so a
 # baseline and ours see the same spells of load on a shared machine); the report uses the median.
-REPETITIONS=5
+REPETITIONS=11
 # Fixed-iteration runs counted under strace (each also runs once with 0 iterations).
 ALLOCATION_OPS=10000
 E2E_SYSCALL_CYCLES=200
