@@ -262,6 +262,38 @@ TEST_F(AllocatorTest, FindMapsInteriorAddressesToTheirBlock) {
   EXPECT_FALSE(heap_->find(a.address + 500));
 }
 
+TEST_F(AllocatorTest, FindReachesBackOverLargeBlocksAndEmptyStretches) {
+  // find() looks for the nearest block start at or below an address, a bitmap word (1 KiB of
+  // arena) at a time and then through a summary (64 KiB per word): addresses deep inside large
+  // blocks, and far above the last block, cross many words of both.
+  HeapOptions options = small_options("far");
+  options.code_bytes = size_t{32} << 20;
+  auto heap = make_heap(options);
+  ASSERT_NE(heap, nullptr);
+  auto small = heap->allocate(Arena::kCode, 48, 16);
+  auto large = heap->allocate(Arena::kCode, size_t{5} << 20, 4096);
+  auto after = heap->allocate(Arena::kCode, 100, 16);
+  ASSERT_TRUE(small && large && after);
+  for (size_t offset : {size_t{0}, size_t{1023}, size_t{65536}, size_t{70000},
+                        (size_t{5} << 20) - 1}) {
+    auto info = heap->find(large->address + offset);
+    ASSERT_TRUE(info) << offset;
+    EXPECT_EQ(info->address, large->address) << offset;
+  }
+  EXPECT_EQ(heap->find(after->address + 99)->address, after->address);
+  EXPECT_EQ(heap->find(small->address)->address, small->address);
+  // Free space far above every block, and the padding below the page-aligned large block.
+  EXPECT_FALSE(heap->find(after->address + (size_t{20} << 20)));
+  EXPECT_FALSE(heap->find(heap->stats().arenas[0].end - 1));
+  ASSERT_GT(large->address, small->address + footprint(48));  // page-aligned: padding between
+  EXPECT_FALSE(heap->find(large->address - 1));
+  // Once the large block is gone, its interior belongs to nobody, however far the next start.
+  ASSERT_TRUE(heap->release(large->address));
+  heap->reclaim(kNothingReferenced);
+  EXPECT_FALSE(heap->find(large->address + (size_t{3} << 20)));
+  EXPECT_EQ(heap->find(small->address + 47)->address, small->address);
+}
+
 TEST_F(AllocatorTest, AbandonedMemoryHoldsTrapsAndIsReusedAtOnce) {
   const Allocation a = must_allocate(Arena::kCode, kReturn42.size());
   const Allocation neighbour = must_allocate(Arena::kCode, 64);  // keeps the page in use
