@@ -80,9 +80,14 @@ void BlockTable::insert(uintptr_t begin, const Block& block) {
 }
 
 void BlockTable::erase(uintptr_t begin) {
-  [[maybe_unused]] const size_t erased = blocks_.erase(begin);
-  assert(erased == 1);
-  const size_t g = granule_of(begin);
+  const Handle entry = blocks_.find(begin);
+  assert(entry != blocks_.end());
+  erase(entry);
+}
+
+void BlockTable::erase(Handle entry) {
+  const size_t g = granule_of(entry->first);
+  blocks_.erase(entry);
   uint64_t& word = starts_[g / 64];
   word &= ~(uint64_t{1} << (g % 64));
   if (word == 0) summary_[g / 64 / 64] &= ~(uint64_t{1} << (g / 64 % 64));

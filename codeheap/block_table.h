@@ -61,6 +61,13 @@ class BlockTable {
   void insert(uintptr_t begin, const Block& block);
   void erase(uintptr_t begin);
 
+  // A found entry, so that a caller that has just looked a block up can erase it without a
+  // second lookup. Valid until the table changes.
+  using Handle = std::pmr::unordered_map<uintptr_t, Block>::iterator;
+  Handle find(uintptr_t begin) { return blocks_.find(begin); }
+  bool found(Handle entry) const { return entry != blocks_.end(); }
+  void erase(Handle entry);
+
   // Visits f(begin, block) in address order.
   template <typename F>
   void for_each(F&& f) const {

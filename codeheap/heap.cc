@@ -103,7 +103,7 @@ struct Heap::Impl {
   void quarantine_locked(uintptr_t begin, Block& block, bool trap_now);
   // Takes a block off the books (traps, accounting, commit map, owner, block table) but leaves
   // its footprint to the caller to hand to the free list; free_locked does both.
-  void unbook_locked(uintptr_t begin, const Block& block);
+  void unbook_locked(BlockTable::Handle entry);
   void free_locked(uintptr_t begin, const Block& block);
 
   // release, retire and abandon: check the address, then move the block on (or count the
@@ -145,7 +145,9 @@ Result<Allocation> Heap::Impl::allocate_locked(Arena id, size_t size, size_t ali
                       fmt::format("allocate: {} bytes is more than the whole {} arena ({} bytes)",
                                   size, to_string(id), a.end - a.begin));
   }
-  if (!std::has_single_bit(alignment) || alignment > region->page_size()) {
+  // A power of two; not std::has_single_bit, which without -mpopcnt is a libgcc call.
+  const bool power_of_two = alignment != 0 && (alignment & (alignment - 1)) == 0;
+  if (!power_of_two || alignment > region->page_size()) {
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("allocate: alignment {} is not a power of two from 1 to the "
                                   "page size ({})",
@@ -227,7 +229,8 @@ void Heap::Impl::quarantine_locked(uintptr_t begin, Block& block, bool trap_now)
   OwnerTable::on_quarantine(block.owner_record, block.footprint);
 }
 
-void Heap::Impl::unbook_locked(uintptr_t begin, const Block& block) {
+void Heap::Impl::unbook_locked(BlockTable::Handle entry) {
+  const auto& [begin, block] = *entry;
   // Free code that was used holds traps: a jump through a stale pointer into a reused or free
   // range must not find old code still in place. (Constants and data are never executed.)
   if (block.arena == Arena::kCode && !block.trapped) {
@@ -245,13 +248,13 @@ void Heap::Impl::unbook_locked(uintptr_t begin, const Block& block) {
   const auto [first, last] = pages(a, begin, block.footprint);
   a.commit.release(first, last);
   owners.on_free(block.owner_record, block.footprint, block.state);
-  blocks.erase(begin);  // last: `block` refers into the table
+  blocks.erase(entry);  // last: `block` refers into the table
 }
 
 void Heap::Impl::free_locked(uintptr_t begin, const Block& block) {
   ArenaState& a = arena(block.arena);
   const size_t footprint = block.footprint;
-  unbook_locked(begin, block);
+  unbook_locked(blocks.find(begin));
   a.free.free(begin, footprint);
 }
 
@@ -594,13 +597,14 @@ ReclaimReport Heap::reclaim(
   std::vector<std::function<void()>> ready;
   // Meanwhile a concurrent pass may have freed a candidate, and its range may even hold a newer
   // released block (a different generation) that this predicate never saw.
-  auto still_candidate = [&h](const QuarantineEntry& candidate) -> const Block* {
-    const Block* block = h.blocks.at(candidate.begin);
-    if (block == nullptr || block->state != BlockState::kQuarantined ||
-        block->generation != candidate.generation) {
-      return nullptr;
+  auto still_candidate =
+      [&h](const QuarantineEntry& candidate) -> std::optional<BlockTable::Handle> {
+    const BlockTable::Handle entry = h.blocks.find(candidate.begin);
+    if (!h.blocks.found(entry) || entry->second.state != BlockState::kQuarantined ||
+        entry->second.generation != candidate.generation) {
+      return std::nullopt;
     }
-    return block;
+    return entry;
   };
   // Footprints freed one after another that touch go to the free list as one range: blocks
   // allocated together (a closure's code, modules linked in a row) tend to die together, and
@@ -614,12 +618,12 @@ ReclaimReport Heap::reclaim(
     if (run.arena != nullptr) run.arena->free.free(run.begin, run.end - run.begin);
     run.arena = nullptr;
   };
-  auto free_block = [&](const QuarantineEntry& candidate, const Block& block) {
-    ArenaState& a = h.arena(block.arena);
-    const size_t footprint = block.footprint;
+  auto free_block = [&](const QuarantineEntry& candidate, BlockTable::Handle entry) {
+    ArenaState& a = h.arena(entry->second.arena);
+    const size_t footprint = entry->second.footprint;
     ++report.reclaimed_blocks;
     report.reclaimed_bytes += footprint;
-    h.unbook_locked(candidate.begin, block);
+    h.unbook_locked(entry);
     if (run.arena == &a && run.end == candidate.begin) {
       run.end += footprint;
     } else {
@@ -643,10 +647,11 @@ ReclaimReport Heap::reclaim(
     std::vector<std::pair<OwnerRecord*, size_t>> grouped;  // (owner, candidate)
     std::vector<OwnerRecord*> held;                        // owners with a referenced block
     for (size_t i = 0; i < candidates.size(); ++i) {
-      const Block* block = still_candidate(candidates[i]);
-      if (block == nullptr) continue;
+      const std::optional<BlockTable::Handle> entry = still_candidate(candidates[i]);
+      if (!entry) continue;
+      const Block* block = &(*entry)->second;
       if (!OwnerTable::has_on_gone(block->owner_record)) {
-        if (!referenced[i]) free_block(candidates[i], *block);
+        if (!referenced[i]) free_block(candidates[i], *entry);
       } else if (referenced[i]) {
         held.push_back(block->owner_record);
       } else {
@@ -676,7 +681,7 @@ ReclaimReport Heap::reclaim(
     std::lock_guard lock(h.mutex);
     std::sort(chosen.begin(), chosen.end());  // address order, so neighbours merge
     for (size_t i : chosen) {
-      if (const Block* block = still_candidate(candidates[i])) free_block(candidates[i], *block);
+      if (const auto entry = still_candidate(candidates[i])) free_block(candidates[i], *entry);
     }
     finish_locked();
   }
