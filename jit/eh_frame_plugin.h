@@ -11,24 +11,16 @@
 // memory manager it behaves like LLVM's plugin: deregistration at deallocation).
 #pragma once
 
-#include "llvm/ExecutionEngine/Orc/ObjectLinkingLayer.h"
+#include "jit/link_plugin.h"
 
 namespace codeheap::jit {
 
-class DeferredEHFramePlugin : public llvm::orc::ObjectLinkingLayer::Plugin {
+// Everything it does is carried by the graph's allocation actions: no state per resource.
+class DeferredEHFramePlugin : public StatelessLinkPlugin {
  public:
   void modifyPassConfig(llvm::orc::MaterializationResponsibility& responsibility,
                         llvm::jitlink::LinkGraph& graph,
                         llvm::jitlink::PassConfiguration& config) override;
-  // Everything is carried by the graph's allocation actions; nothing to track here.
-  llvm::Error notifyFailed(llvm::orc::MaterializationResponsibility&) override {
-    return llvm::Error::success();
-  }
-  llvm::Error notifyRemovingResources(llvm::orc::JITDylib&, llvm::orc::ResourceKey) override {
-    return llvm::Error::success();
-  }
-  void notifyTransferringResources(llvm::orc::JITDylib&, llvm::orc::ResourceKey,
-                                   llvm::orc::ResourceKey) override {}
 };
 
 }  // namespace codeheap::jit

@@ -14,6 +14,7 @@
 
 #include "jit/engine.h"
 #include "jit/error.h"
+#include "jit/link_plugin.h"
 #include "llvm/AsmParser/Parser.h"
 #include "llvm/ExecutionEngine/JITLink/JITLink.h"
 #include "llvm/ExecutionEngine/Orc/CompileUtils.h"
@@ -80,7 +81,7 @@ constexpr MemProt kRW = MemProt::Read | MemProt::Write;
 constexpr MemProt kR = MemProt::Read;
 
 // Adds one finalize/dealloc action pair to every graph.
-class ActionsPlugin : public llvm::orc::ObjectLinkingLayer::Plugin {
+class ActionsPlugin : public jit::StatelessLinkPlugin {
  public:
   void modifyPassConfig(llvm::orc::MaterializationResponsibility&, llvm::jitlink::LinkGraph&,
                         llvm::jitlink::PassConfiguration& config) override {
@@ -95,14 +96,6 @@ class ActionsPlugin : public llvm::orc::ObjectLinkingLayer::Plugin {
       return llvm::Error::success();
     });
   }
-  llvm::Error notifyFailed(llvm::orc::MaterializationResponsibility&) override {
-    return llvm::Error::success();
-  }
-  llvm::Error notifyRemovingResources(llvm::orc::JITDylib&, llvm::orc::ResourceKey) override {
-    return llvm::Error::success();
-  }
-  void notifyTransferringResources(llvm::orc::JITDylib&, llvm::orc::ResourceKey,
-                                   llvm::orc::ResourceKey) override {}
 };
 
 // The minimal ORC stack from docs/jit.md: session, JITLink layer on the heap, IR compiler.

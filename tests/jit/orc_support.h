@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "codeheap/heap.h"
+#include "jit/link_plugin.h"
 #include "llvm/ExecutionEngine/JITLink/JITLink.h"
 #include "llvm/ExecutionEngine/Orc/ObjectLinkingLayer.h"
 #include "llvm/Support/Error.h"
@@ -54,7 +55,7 @@ inline std::string errorText(llvm::Error error) {
 
 // Records the blocks, defined symbols and edges of every graph after fixups, when addresses
 // are final and content sits in the heap.
-class GraphRecorder : public llvm::orc::ObjectLinkingLayer::Plugin {
+class GraphRecorder : public jit::StatelessLinkPlugin {
  public:
   struct Block {
     std::string graph;
@@ -86,14 +87,6 @@ class GraphRecorder : public llvm::orc::ObjectLinkingLayer::Plugin {
       return llvm::Error::success();
     });
   }
-  llvm::Error notifyFailed(llvm::orc::MaterializationResponsibility&) override {
-    return llvm::Error::success();
-  }
-  llvm::Error notifyRemovingResources(llvm::orc::JITDylib&, llvm::orc::ResourceKey) override {
-    return llvm::Error::success();
-  }
-  void notifyTransferringResources(llvm::orc::JITDylib&, llvm::orc::ResourceKey,
-                                   llvm::orc::ResourceKey) override {}
 
   std::vector<Block> blocks() const {
     std::lock_guard<std::mutex> lock(mutex_);
