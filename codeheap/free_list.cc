@@ -103,10 +103,10 @@ uintptr_t FreeList::take(Cursor cursor, size_t size, size_t alignment) {
   const bool tail = begin + size < span_end;
   const auto at = by_address_.find(span_begin);
   if (padding) {
-    replace_span(at, span_begin, begin - span_begin);
+    replace_span(at, cursor, span_begin, begin - span_begin);
     if (tail) insert_span(begin + size, span_end - begin - size);
   } else if (tail) {
-    replace_span(at, begin + size, span_end - begin - size);
+    replace_span(at, cursor, begin + size, span_end - begin - size);
   } else {
     erase_span(span_begin, cursor.size());
   }
@@ -154,16 +154,21 @@ void FreeList::insert_span(uintptr_t begin, size_t size) {
 }
 
 void FreeList::replace_span(ByAddress::iterator at, uintptr_t begin, size_t size) {
-  const Span old = *at;
+  const size_t cls = class_of(at->size);
+  replace_span(at, Cursor{cls, classes_[cls].find(*at)}, begin, size);
+}
+
+void FreeList::replace_span(ByAddress::iterator at, Cursor in_class, uintptr_t begin,
+                            size_t size) {
+  assert(in_class.begin() == at->begin && in_class.size() == at->size);
   const Span updated{begin, size};
   at->begin = begin;  // between the same neighbours: address order holds
   at->size = size;
-  const size_t old_cls = class_of(old.size);
+  const size_t old_cls = in_class.cls;
   const size_t cls = class_of(size);
   assert(cls != kNoClass);
   SizeClass& from = classes_[old_cls];
-  const auto it = from.find(old);
-  assert(it != from.end());
+  const auto it = in_class.it;
   const BySize less;
   if (cls == old_cls && (it == from.begin() || less(*std::prev(it), updated)) &&
       (std::next(it) == from.end() || less(updated, *std::next(it)))) {

@@ -113,6 +113,8 @@ class FreeList {
   // Turns the span at `at` into [begin, begin + size), which must keep its place in address
   // order (lie between the same neighbours), reusing its nodes (no allocation).
   void replace_span(ByAddress::iterator at, uintptr_t begin, size_t size);
+  // The same, for a span whose place in its size class is known.
+  void replace_span(ByAddress::iterator at, Cursor in_class, uintptr_t begin, size_t size);
   void erase_span(uintptr_t begin, size_t size);
 
   ByAddress by_address_;

@@ -41,18 +41,9 @@ struct Segment {
   uint64_t content_bytes = 0;  // the content blocks with the padding between them
   uint64_t bytes = 0;          // and then the zero-fill blocks
   uint64_t alignment = 1;
-  Allocation block;
 };
 
 using Segments = llvm::SmallVector<Segment, 3>;
-
-// What an in-flight allocation keeps of a segment once its blocks are placed.
-struct PlacedSegment {
-  AllocGroup group;
-  Allocation block;
-};
-
-using PlacedSegments = llvm::SmallVector<PlacedSegment, 3>;
 
 Segments layOut(LinkGraph& graph) {
   Segments segments;
@@ -64,16 +55,18 @@ Segments layOut(LinkGraph& graph) {
       segments.emplace_back(group);
       segment = std::prev(segments.end());
     }
-    // Stop at the last block rather than walk the rest of the section's hash set: a small
-    // module's sections hold a block or two in 64 buckets.
+    // Stop at the last block, before the iterator walks the rest of the section's hash set: a
+    // small module's sections hold a block or two in 64 buckets, and advancing past the last
+    // one would test every bucket after it.
     size_t left = section.blocks_size();
-    for (auto it = section.blocks().begin(); left > 0; ++it, --left) {
+    for (auto it = section.blocks().begin();; ++it) {
       llvm::jitlink::Block* block = *it;
       if (block->isZeroFill()) {
         segment->zero_fill.push_back(block);
       } else {
         segment->content.push_back(block);
       }
+      if (--left == 0) break;
     }
   }
   auto in_order = [](const llvm::jitlink::Block* a, const llvm::jitlink::Block* b) {
@@ -98,26 +91,27 @@ Segments layOut(LinkGraph& graph) {
   return segments;
 }
 
-// Gives every block of `s` its address in the segment's heap block and copies content blocks
-// there (through the writable alias); the padding and the zero-fill tail are cleared, since a
-// reused heap block holds old bytes or trap bytes. The heap block is aligned to the largest
-// block alignment, so aligning offsets aligns addresses.
-void place(Segment& s) {
-  uint8_t* const base = s.block.writable;
+// Gives every block of `s` its address in `heap_block` and copies content blocks there
+// (through the writable alias); the padding and the zero-fill tail are cleared, since a reused
+// heap block holds old bytes or trap bytes. The heap block is aligned to the largest block
+// alignment, so aligning offsets aligns addresses.
+void place(const Segment& s, const Allocation& heap_block) {
+  uint8_t* const base = heap_block.writable;
+  const uintptr_t address = heap_block.address;
   uint64_t offset = 0;
   for (llvm::jitlink::Block* block : s.content) {
     const uint64_t at = llvm::jitlink::alignToBlock(offset, *block);
     std::memset(base + offset, 0, at - offset);
     const size_t size = block->getSize();
     std::memcpy(base + at, block->getContent().data(), size);
-    block->setAddress(ExecutorAddr(s.block.address + at));
+    block->setAddress(ExecutorAddr(address + at));
     block->setMutableContent({reinterpret_cast<char*>(base + at), size});
     offset = at + size;
   }
   std::memset(base + offset, 0, s.bytes - offset);
   for (llvm::jitlink::Block* block : s.zero_fill) {
     offset = llvm::jitlink::alignToBlock(offset, *block);
-    block->setAddress(ExecutorAddr(s.block.address + offset));
+    block->setAddress(ExecutorAddr(address + offset));
     offset += block->getSize();
   }
 }
@@ -139,11 +133,11 @@ Expected<Arena> arenaFor(MemProt prot, const LinkGraph& graph) {
 // Returns the blocks of a link that never ran to the free list. Heap::abandon fails only for
 // an address that is not a live block of the heap, i.e. a bug here or in the heap; that is
 // reported, and the remaining blocks are still returned.
-Error abandonAll(Heap& heap, PlacedSegments& segments) {
+Error abandonAll(Heap& heap, llvm::SmallVectorImpl<Allocation>& blocks) {
   Error err = Error::success();
-  for (const PlacedSegment& s : segments)
-    err = llvm::joinErrors(std::move(err), toLLVMError(heap.abandon(s.block.address)));
-  segments.clear();
+  for (const Allocation& block : blocks)
+    err = llvm::joinErrors(std::move(err), toLLVMError(heap.abandon(block.address)));
+  blocks.clear();
   return err;
 }
 
@@ -159,9 +153,8 @@ struct HeapJITLinkMemoryManager::Finalized {
 class HeapJITLinkMemoryManager::InFlight final
     : public llvm::jitlink::JITLinkMemoryManager::InFlightAlloc {
  public:
-  InFlight(HeapJITLinkMemoryManager& manager, LinkGraph& graph, PlacedSegments segments,
-           OwnerId owner)
-      : manager_(manager), graph_(graph), segments_(std::move(segments)), owner_(owner) {}
+  InFlight(HeapJITLinkMemoryManager& manager, LinkGraph& graph)
+      : manager_(manager), graph_(graph) {}
 
   // JITLink always ends an in-flight allocation with finalize or abandon; if one is dropped
   // anyway (a caller bailing out), its memory must not stay allocated for ever.
@@ -179,10 +172,10 @@ class HeapJITLinkMemoryManager::InFlight final
     // The bytes were written through the heap's writable alias and the execution view already
     // has its final protection, so there is nothing to mprotect. Only ISAs whose instruction
     // cache does not snoop stores need the flush (a no-op on x86-64).
-    for (const PlacedSegment& s : segments_) {
-      if ((s.group.getMemProt() & MemProt::Exec) != MemProt::None)
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+      if ((groups_[i].getMemProt() & MemProt::Exec) != MemProt::None)
         llvm::sys::Memory::InvalidateInstructionCache(
-            reinterpret_cast<const void*>(s.block.address), s.block.size);
+            reinterpret_cast<const void*>(blocks_[i].address), blocks_[i].size);
     }
 
     // On failure runFinalizeActions has already undone the actions that succeeded.
@@ -196,15 +189,16 @@ class HeapJITLinkMemoryManager::InFlight final
     finalized->dealloc_actions = std::move(*dealloc_actions);
     finalized->owner = owner_;
     Error err = Error::success();
-    for (const PlacedSegment& s : segments_) {
-      if (s.group.getMemLifetime() == MemLifetime::Finalize) {
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+      if (groups_[i].getMemLifetime() == MemLifetime::Finalize) {
         // Only finalize actions used these, and they have all returned.
-        err = llvm::joinErrors(std::move(err), toLLVMError(manager_.heap_.abandon(s.block.address)));
+        err = llvm::joinErrors(std::move(err),
+                               toLLVMError(manager_.heap_.abandon(blocks_[i].address)));
       } else {
-        finalized->blocks.push_back(s.block.address);
+        finalized->blocks.push_back(blocks_[i].address);
       }
     }
-    segments_.clear();
+    blocks_.clear();
     done_ = true;
     if (err) {
       // A finalize segment the heap does not know: the link itself succeeded and its code may
@@ -215,8 +209,10 @@ class HeapJITLinkMemoryManager::InFlight final
   }
 
  private:
+  friend class HeapJITLinkMemoryManager;
+
   Error giveBack() {
-    Error err = abandonAll(manager_.heap_, segments_);
+    Error err = abandonAll(manager_.heap_, blocks_);
     manager_.heap_.retire_owner(owner_);
     done_ = true;
     return err;
@@ -224,8 +220,10 @@ class HeapJITLinkMemoryManager::InFlight final
 
   HeapJITLinkMemoryManager& manager_;
   LinkGraph& graph_;
-  PlacedSegments segments_;
-  OwnerId owner_;
+  // One heap block per segment; the heap writes them in place (allocate_group).
+  llvm::SmallVector<AllocGroup, 3> groups_;
+  llvm::SmallVector<Allocation, 3> blocks_;
+  OwnerId owner_ = kNoOwner;
   bool done_ = false;
 };
 
@@ -236,41 +234,47 @@ HeapJITLinkMemoryManager::~HeapJITLinkMemoryManager() = default;
 
 void HeapJITLinkMemoryManager::allocate(const llvm::jitlink::JITLinkDylib*, LinkGraph& graph,
                                         OnAllocatedFunction on_allocated) {
-  Segments segments = layOut(graph);
+  const Segments segments = layOut(graph);
+  auto in_flight = std::make_unique<InFlight>(*this, graph);
   llvm::SmallVector<BlockRequest, 3> requests;
   for (const Segment& s : segments) {
     auto arena = arenaFor(s.group.getMemProt(), graph);
-    if (!arena) return on_allocated(arena.takeError());
+    if (!arena) {
+      in_flight->done_ = true;  // nothing allocated yet
+      return on_allocated(arena.takeError());
+    }
     // A segment can consist of empty blocks only; the heap has no zero-sized blocks.
     requests.push_back({.arena = *arena,
                         .size = static_cast<size_t>(std::max<uint64_t>(s.bytes, 1)),
                         .alignment = static_cast<size_t>(s.alignment)});
+    in_flight->groups_.push_back(s.group);
   }
   // One heap call for the whole graph: its owner (named after the graph, for dumps) and every
   // segment's block, or nothing at all.
-  llvm::SmallVector<Allocation, 3> blocks(requests.size());
-  Result<OwnerId> owner = heap_.allocate_group(graph.getName(), requests, blocks);
+  in_flight->blocks_.resize(requests.size());
+  Result<OwnerId> owner = heap_.allocate_group(graph.getName(), requests, in_flight->blocks_);
   if (!owner) {
+    in_flight->blocks_.clear();
+    in_flight->done_ = true;
     return on_allocated(llvm::joinErrors(
         llvm::createStringError(llvm::inconvertibleErrorCode(),
                                 "cannot place graph %s in heap '%s'", graph.getName().c_str(),
                                 heap_.options().name.c_str()),
         toLLVMError(std::move(owner.error()))));
   }
-  PlacedSegments placed;
+  in_flight->owner_ = *owner;
   for (size_t i = 0; i < segments.size(); ++i) {
-    Segment& s = segments[i];
-    s.block = blocks[i];
-    place(s);
-    placed.push_back({s.group, s.block});
+    const Allocation& block = in_flight->blocks_[i];
+    place(segments[i], block);
     if (log_->should_log(spdlog::level::debug)) {
       log_->debug("{}: {} segment ({}) at [{:#x}, {:#x})", graph.getName(),
                   to_string(requests[i].arena),
-                  s.group.getMemLifetime() == MemLifetime::Finalize ? "finalize" : "standard",
-                  s.block.address, s.block.address + s.bytes);
+                  segments[i].group.getMemLifetime() == MemLifetime::Finalize ? "finalize"
+                                                                              : "standard",
+                  block.address, block.address + segments[i].bytes);
     }
   }
-  on_allocated(std::make_unique<InFlight>(*this, graph, std::move(placed), *owner));
+  on_allocated(std::move(in_flight));
 }
 
 void HeapJITLinkMemoryManager::deallocate(std::vector<FinalizedAlloc> allocs,
