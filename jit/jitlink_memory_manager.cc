@@ -243,10 +243,13 @@ void HeapJITLinkMemoryManager::allocate(const llvm::jitlink::JITLinkDylib*, Link
       in_flight->done_ = true;  // nothing allocated yet
       return on_allocated(arena.takeError());
     }
+    // Filled in place: a braced temporary would be stored piecewise and then reloaded whole,
+    // which the CPU cannot forward from its store buffer.
+    BlockRequest& request = requests.emplace_back();
+    request.arena = *arena;
     // A segment can consist of empty blocks only; the heap has no zero-sized blocks.
-    requests.push_back({.arena = *arena,
-                        .size = static_cast<size_t>(std::max<uint64_t>(s.bytes, 1)),
-                        .alignment = static_cast<size_t>(s.alignment)});
+    request.size = static_cast<size_t>(std::max<uint64_t>(s.bytes, 1));
+    request.alignment = static_cast<size_t>(s.alignment);
     in_flight->groups_.push_back(s.group);
   }
   // One heap call for the whole graph: its owner (named after the graph, for dumps) and every
