@@ -11,7 +11,7 @@
 // stores, the same for every manager), so graph construction is not measured and the graph is
 // in cache, as it is when JITLink calls a manager right after its passes. Two shapes: "small" (256 B of code + 64 B of
 // read-only data, a tiny closure) and "mixed16k" (8 KiB code, 4 KiB read-only, 4 KiB
-// read-write).
+// read-write). For each shape, copy_floor is the copying and trap-filling alone (CopyFloor).
 //
 // RuntimeDyld: the calls RuntimeDyld makes for the same small object (reserveAllocationSpace if
 // the manager asks for it, allocateCodeSection, allocateDataSection, copy the bytes,
@@ -30,6 +30,7 @@
 #include "bench/link_graphs.h"
 #include "jit/jitlink_memory_manager.h"
 #include "jit/rtdyld_memory_manager.h"
+#include "llvm/ADT/BitmaskEnum.h"
 #include "llvm/ExecutionEngine/JITLink/JITLinkMemoryManager.h"
 #include "llvm/ExecutionEngine/Orc/MapperJITLinkMemoryManager.h"
 #include "llvm/ExecutionEngine/Orc/MemoryMapper.h"
@@ -39,6 +40,9 @@ namespace codeheap::bench {
 namespace {
 
 using llvm::jitlink::JITLinkMemoryManager;
+
+// MemProt's bitwise operators live in namespace llvm; this pulls them in.
+LLVM_ENABLE_BITMASK_ENUMS_IN_NAMESPACE();
 
 // Mapper reserves address space in slabs of this size (it never returns a slab).
 constexpr size_t kMapperSlabBytes = size_t{64} << 20;
@@ -70,6 +74,55 @@ class JITLinkCycle final : public Workload {
   std::unique_ptr<JITLinkMemoryManager> manager_;
   ReusableGraph graph_;
   size_t deallocations_ = 0;
+};
+
+// The data movement our JITLink manager cannot avoid, with no bookkeeping at all: each
+// operation copies the shape's section content into one slot of a ring of kReclaimEvery slots
+// (the blocks that sit in quarantine between two reclaim passes), and every kReclaimEvery
+// operations the code of every slot is trap-filled, as reclaim fills freed code. It shows how
+// much of JITLinkCycle's time is the copy and the fill rather than the heap.
+class CopyFloor final : public Workload {
+ public:
+  explicit CopyFloor(const RequestShape& shape) : graph_(shape) {
+    for (llvm::jitlink::Block* block : graph_.graph().blocks()) {
+      const bool code =
+          (block->getSection().getMemProt() & llvm::orc::MemProt::Exec) != llvm::orc::MemProt::None;
+      segments_.push_back({block->getContent(), code});
+      slot_bytes_ += block->getSize();
+    }
+    ring_.resize(kReclaimEvery * slot_bytes_);
+  }
+
+  void run(size_t count) override {
+    for (size_t i = 0; i < count; ++i) {
+      uint8_t* slot = ring_.data() + operations_ % kReclaimEvery * slot_bytes_;
+      for (const Segment& s : segments_) {
+        std::memcpy(slot, s.content.data(), s.content.size());
+        slot += s.content.size();
+      }
+      if (++operations_ % kReclaimEvery == 0) {
+        for (uint8_t* at = ring_.data(); at != ring_.data() + ring_.size();) {
+          for (const Segment& s : segments_) {
+            if (s.code) std::memset(at, kTrapByte, s.content.size());
+            at += s.content.size();
+          }
+        }
+      }
+      benchmark::ClobberMemory();
+    }
+  }
+
+ private:
+  static constexpr uint8_t kTrapByte = 0xCC;  // int3, what the heap fills freed code with
+  struct Segment {
+    llvm::ArrayRef<char> content;
+    bool code;
+  };
+  ReusableGraph graph_;  // only for its content, so the copy reads the bytes the managers read
+  std::vector<Segment> segments_;
+  size_t slot_bytes_ = 0;
+  std::vector<uint8_t> ring_;
+  size_t operations_ = 0;
 };
 
 class RtdyldCycle final : public Workload {
@@ -127,6 +180,7 @@ void register_benchmarks() {
           check(llvm::jitlink::InProcessMemoryManager::Create(), "creating InProcessMemoryManager"),
           *shape);
     });
+    add_jitlink(*shape, "copy_floor", [shape] { return std::make_unique<CopyFloor>(*shape); });
     add_jitlink(*shape, "MapperJITLinkMemoryManager", [shape] {
       return std::make_unique<JITLinkCycle>(
           nullptr,
