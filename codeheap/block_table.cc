@@ -32,16 +32,20 @@ BlockTable::BlockTable(uintptr_t begin, uintptr_t end, std::pmr::memory_resource
       summary_words_((words_ + 63) / 64),
       starts_(zeroed_words<Bits>(words_)),
       summary_(zeroed_words<Bits>(summary_words_)),
-      blocks_(metadata) {}
+      entries_(metadata) {}
+
+BlockTable::~BlockTable() {
+  index_.for_each([this](uintptr_t, Entry* entry) { entries_.delete_object(entry); });
+}
 
 Block* BlockTable::at(uintptr_t begin) {
-  auto it = blocks_.find(begin);
-  return it == blocks_.end() ? nullptr : &it->second;
+  Entry* entry = index_.find(begin);
+  return entry == nullptr ? nullptr : &entry->second;
 }
 
 const Block* BlockTable::at(uintptr_t begin) const {
-  auto it = blocks_.find(begin);
-  return it == blocks_.end() ? nullptr : &it->second;
+  const Entry* entry = index_.find(begin);
+  return entry == nullptr ? nullptr : &entry->second;
 }
 
 size_t BlockTable::last_start_at_or_below(size_t granule) const {
@@ -65,29 +69,29 @@ const BlockTable::Entry* BlockTable::containing(uintptr_t address) const {
   if (address < begin_ || address >= end_) return nullptr;
   const size_t granule = last_start_at_or_below(granule_of(address));
   if (granule == kNone) return nullptr;
-  const auto it = blocks_.find(address_of(granule));
-  assert(it != blocks_.end());
-  return address - it->first < it->second.footprint ? &*it : nullptr;
+  const Entry* entry = index_.find(address_of(granule));
+  assert(entry != nullptr);
+  return address - entry->first < entry->second.footprint ? entry : nullptr;
 }
 
 void BlockTable::insert(uintptr_t begin, const Block& block) {
   assert(begin >= begin_ && begin < end_ && (begin - begin_) % kGranule == 0);
-  [[maybe_unused]] const bool inserted = blocks_.emplace(begin, block).second;
-  assert(inserted);
+  index_.insert(begin, entries_.new_object<Entry>(begin, block));
   const size_t g = granule_of(begin);
   starts_[g / 64] |= uint64_t{1} << (g % 64);
   summary_[g / 64 / 64] |= uint64_t{1} << (g / 64 % 64);
 }
 
 void BlockTable::erase(uintptr_t begin) {
-  const Handle entry = blocks_.find(begin);
-  assert(entry != blocks_.end());
+  const Handle entry = index_.find(begin);
+  assert(entry != nullptr);
   erase(entry);
 }
 
 void BlockTable::erase(Handle entry) {
   const size_t g = granule_of(entry->first);
-  blocks_.erase(entry);
+  index_.erase(entry->first);
+  entries_.delete_object(entry);
   uint64_t& word = starts_[g / 64];
   word &= ~(uint64_t{1} << (g % 64));
   if (word == 0) summary_[g / 64 / 64] &= ~(uint64_t{1} << (g / 64 % 64));

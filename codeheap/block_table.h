@@ -1,8 +1,8 @@
 // BlockTable: every live and quarantined block of a heap, by start address.
 //
 // Two structures over the region's 16-byte granules:
-//   - a hash table from start address to Block: what allocate, release, retire and reclaim
-//     look up, in O(1);
+//   - an index from start address to the block's entry (AddressIndex, open addressing): what
+//     allocate, release, retire and reclaim look up, in O(1);
 //   - a bitmap with one bit per granule, set where a block starts, and a summary bit per bitmap
 //     word: answers "which block contains this program counter" (a stack scanner, a profiler
 //     or a crash handler has an address somewhere inside a function, not its start) by finding
@@ -20,8 +20,9 @@
 #include <cstdlib>
 #include <memory>
 #include <memory_resource>
-#include <unordered_map>
+#include <utility>
 
+#include "codeheap/address_index.h"
 #include "codeheap/heap.h"
 
 namespace codeheap {
@@ -48,9 +49,12 @@ class BlockTable {
  public:
   using Entry = std::pair<const uintptr_t, Block>;
 
-  // Blocks start in [begin, end), granule-aligned. Hash nodes come from `metadata`, the heap's
+  // Blocks start in [begin, end), granule-aligned. Entries come from `metadata`, the heap's
   // node pool.
   BlockTable(uintptr_t begin, uintptr_t end, std::pmr::memory_resource* metadata);
+  ~BlockTable();
+  BlockTable(const BlockTable&) = delete;
+  BlockTable& operator=(const BlockTable&) = delete;
 
   // The block that starts at `begin`, or nullptr. Its address is stable until it is erased.
   Block* at(uintptr_t begin);
@@ -61,11 +65,11 @@ class BlockTable {
   void insert(uintptr_t begin, const Block& block);
   void erase(uintptr_t begin);
 
-  // A found entry, so that a caller that has just looked a block up can erase it without a
-  // second lookup. Valid until the table changes.
-  using Handle = std::pmr::unordered_map<uintptr_t, Block>::iterator;
-  Handle find(uintptr_t begin) { return blocks_.find(begin); }
-  bool found(Handle entry) const { return entry != blocks_.end(); }
+  // A found entry (null if none), so that a caller that has just looked a block up can erase it
+  // without a second lookup. Valid until it is erased.
+  using Handle = Entry*;
+  Handle find(uintptr_t begin) { return index_.find(begin); }
+  static bool found(Handle entry) { return entry != nullptr; }
   void erase(Handle entry);
 
   // Visits f(begin, block) in address order.
@@ -76,7 +80,7 @@ class BlockTable {
         const size_t w = s * 64 + static_cast<size_t>(std::countr_zero(words));
         for (uint64_t bits = starts_[w]; bits != 0; bits &= bits - 1) {
           const uintptr_t begin = address_of(w * 64 + static_cast<size_t>(std::countr_zero(bits)));
-          f(begin, blocks_.find(begin)->second);
+          f(begin, index_.find(begin)->second);
         }
       }
     }
@@ -100,7 +104,8 @@ class BlockTable {
   size_t summary_words_;  // of summary_
   Bits starts_;           // bit per granule: a block starts there
   Bits summary_;          // bit per starts_ word: it is not zero
-  std::pmr::unordered_map<uintptr_t, Block> blocks_;
+  std::pmr::polymorphic_allocator<Entry> entries_;  // from the heap's node pool
+  AddressIndex<Entry> index_;
 };
 
 BlockInfo to_block_info(uintptr_t begin, const Block& block);
