@@ -9,12 +9,16 @@
 // and an erase cost ~45 ns there against ~7 ns here; absl::flat_hash_map, whose tombstones and
 // hash mixing do not pay off for keys that are already well spread, ~70 ns).
 //
-// Keys are granule-aligned non-zero addresses (0 marks an empty slot). The array shrinks again
-// when it falls below 1/8 full, so a burst of blocks does not leave a large index behind.
+// Keys are granule-aligned non-zero addresses (0 marks an empty slot). Erasing never shrinks
+// the array: a reclaim pass empties the quarantine in one go and the next links fill it again,
+// so shrinking there would rehash back and forth every pass. shrink_to_recent_peak() (called
+// once per reclaim pass) shrinks it only after a whole period in which it stayed far emptier,
+// so a burst of blocks does not leave a large index behind for long.
 //
 // Not thread-safe: the Heap's mutex guards it.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cassert>
 #include <cstddef>
@@ -43,6 +47,7 @@ class AddressIndex {
     if ((size_ + 1) * 2 > slots_.size()) resize(slots_.size() * 2);
     place(key, value);
     ++size_;
+    peak_ = std::max(peak_, size_);
   }
 
   // `key` must be present.
@@ -63,7 +68,14 @@ class AddressIndex {
     }
     slots_[hole] = Slot{};
     --size_;
-    if (size_ * 8 < slots_.size() && slots_.size() > kMinCapacity) resize(slots_.size() / 2);
+  }
+
+  // Shrinks the array to what the largest size since the last call needs (at most half full),
+  // if that is less than a quarter of it; then starts a new period.
+  void shrink_to_recent_peak() {
+    const size_t needed = std::max(kMinCapacity, std::bit_ceil(peak_ * 2));
+    if (needed * 4 <= slots_.size()) resize(needed);
+    peak_ = size_;
   }
 
   size_t size() const { return size_; }
@@ -112,6 +124,7 @@ class AddressIndex {
   size_t mask_ = 0;
   int shift_ = 0;
   size_t size_ = 0;
+  size_t peak_ = 0;  // the largest size since the last shrink_to_recent_peak()
 };
 
 }  // namespace codeheap

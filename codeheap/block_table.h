@@ -72,6 +72,9 @@ class BlockTable {
   static bool found(Handle entry) { return entry != nullptr; }
   void erase(Handle entry);
 
+  // Once per reclaim pass: lets the index shrink after a burst of blocks has gone.
+  void compact() { index_.shrink_to_recent_peak(); }
+
   // Visits f(begin, block) in address order.
   template <typename F>
   void for_each(F&& f) const {

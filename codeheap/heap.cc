@@ -634,6 +634,7 @@ ReclaimReport Heap::reclaim(
   };
   auto finish_locked = [&] {
     flush_run();
+    h.blocks.compact();
     trim_failure = h.trim_locked();
     ready = h.owners.take_ready();
     report.duration_ns = elapsed_ns(start);

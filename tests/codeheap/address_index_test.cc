@@ -66,18 +66,42 @@ TEST(AddressIndex, AgreesWithAMapUnderRandomChurn) {
   EXPECT_EQ(visited, reference.size());
 }
 
-TEST(AddressIndex, GrowsWhenHalfFullAndShrinksBackWhenEmptied) {
+// Emptying does not shrink the array (reclaim empties and refills it every pass); a period
+// spent far below its size does.
+TEST(AddressIndex, GrowsWhenHalfFullAndShrinksOnlyAfterAQuietPeriod) {
   AddressIndex<Value> index;
   Value value{0};
   const size_t initial = index.capacity();
   const size_t count = initial * 8;
   for (size_t i = 0; i < count; ++i) index.insert(kBase + i * 16, &value);
-  EXPECT_GE(index.capacity(), count * 2);  // at most half full
+  const size_t grown = index.capacity();
+  EXPECT_GE(grown, count * 2);  // at most half full
   for (size_t i = 0; i < count; ++i) ASSERT_EQ(index.find(kBase + i * 16), &value);
   for (size_t i = 0; i < count; ++i) index.erase(kBase + i * 16);
   EXPECT_EQ(index.size(), 0u);
+  EXPECT_EQ(index.capacity(), grown);
+
+  index.shrink_to_recent_peak();  // the period just ended saw `count` entries
+  EXPECT_EQ(index.capacity(), grown);
+  index.insert(kBase, &value);
+  index.shrink_to_recent_peak();  // this one saw one
   EXPECT_EQ(index.capacity(), initial);
-  EXPECT_EQ(index.find(kBase), nullptr);
+  EXPECT_EQ(index.find(kBase), &value);
+  EXPECT_EQ(index.find(kBase + 16), nullptr);
+}
+
+// The same churn as a reclaim cycle: fill, empty, shrink check, repeat. The array keeps its size.
+TEST(AddressIndex, SteadyChurnKeepsItsSize) {
+  AddressIndex<Value> index;
+  Value value{0};
+  size_t capacity = 0;
+  for (int pass = 0; pass < 10; ++pass) {
+    for (size_t i = 0; i < 192; ++i) index.insert(kBase + (pass % 2) * 0x100000 + i * 256, &value);
+    for (size_t i = 0; i < 192; ++i) index.erase(kBase + (pass % 2) * 0x100000 + i * 256);
+    index.shrink_to_recent_peak();
+    if (pass > 0) EXPECT_EQ(index.capacity(), capacity) << pass;
+    capacity = index.capacity();
+  }
 }
 
 }  // namespace
