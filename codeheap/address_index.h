@@ -50,11 +50,11 @@ class AddressIndex {
     peak_ = std::max(peak_, size_);
   }
 
-  // `key` must be present.
-  void erase(uintptr_t key) {
+  // Removes `key`; false if it was not there.
+  bool erase(uintptr_t key) {
     size_t hole = home(key);
     while (slots_[hole].key != key) {
-      assert(slots_[hole].key != 0);
+      if (slots_[hole].key == 0) return false;
       hole = (hole + 1) & mask_;
     }
     // Close the gap: a later slot of the same probe run moves into the hole unless its home lies
@@ -68,6 +68,7 @@ class AddressIndex {
     }
     slots_[hole] = Slot{};
     --size_;
+    return true;
   }
 
   // Shrinks the array to what the largest size since the last call needs (at most half full),

@@ -90,7 +90,8 @@ void BlockTable::erase(uintptr_t begin) {
 
 void BlockTable::erase(Handle entry) {
   const size_t g = granule_of(entry->first);
-  index_.erase(entry->first);
+  [[maybe_unused]] const bool erased = index_.erase(entry->first);
+  assert(erased);
   entries_.delete_object(entry);
   uint64_t& word = starts_[g / 64];
   word &= ~(uint64_t{1} << (g % 64));

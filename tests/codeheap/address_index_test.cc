@@ -27,8 +27,11 @@ TEST(AddressIndex, FindsWhatWasInsertedAndNothingElse) {
   EXPECT_EQ(index.find(kBase + 16), &b);
   EXPECT_EQ(index.find(kBase + 32), nullptr);
   EXPECT_EQ(index.size(), 2u);
-  index.erase(kBase);
+  EXPECT_TRUE(index.erase(kBase));
   EXPECT_EQ(index.find(kBase), nullptr);
+  EXPECT_EQ(index.find(kBase + 16), &b);
+  EXPECT_EQ(index.size(), 1u);
+  EXPECT_FALSE(index.erase(kBase));  // not there any more: nothing changes
   EXPECT_EQ(index.find(kBase + 16), &b);
   EXPECT_EQ(index.size(), 1u);
 }
@@ -45,7 +48,7 @@ TEST(AddressIndex, AgreesWithAMapUnderRandomChurn) {
     const uintptr_t key = kBase + (random() % 2048) * 16 + (random() % 2) * 0x10000;
     if (auto it = reference.find(key); it != reference.end()) {
       ASSERT_EQ(index.find(key), it->second);
-      index.erase(key);
+      ASSERT_TRUE(index.erase(key));
       reference.erase(it);
       ASSERT_EQ(index.find(key), nullptr);
     } else {
