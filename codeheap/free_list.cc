@@ -51,7 +51,7 @@ FreeList::Cursor FreeList::first_at_least(size_t size) const {
   if (cls == kNoClass) return {};
   // Within the class of `size` some spans may be smaller than `size`; above it none are.
   if (!classes_[cls].empty()) {
-    auto it = classes_[cls].lower_bound(Span{.begin = 0, .size = size});
+    auto it = classes_[cls].lower_bound(SizedSpan{.begin = 0, .size = size, .by_address = nullptr});
     if (it != classes_[cls].end()) return {cls, it};
   }
   cls = next_nonempty_class(cls + 1);
@@ -101,7 +101,7 @@ uintptr_t FreeList::take(Cursor cursor, size_t size, size_t alignment) {
   // so they stay without merging; the first piece left reuses the span's nodes.
   const bool padding = begin > span_begin;
   const bool tail = begin + size < span_end;
-  const auto at = by_address_.find(span_begin);
+  const Span& at = *cursor.it->by_address;
   if (padding) {
     replace_span(at, cursor, span_begin, begin - span_begin);
     if (tail) insert_span(begin + size, span_end - begin - size);
@@ -126,11 +126,11 @@ void FreeList::free(uintptr_t begin, size_t size) {
   if (merge_before && merge_after) {
     const size_t merged = before->size + size + after->size;
     erase_span(after->begin, after->size);
-    replace_span(before, before->begin, merged);
+    replace_span(*before, before->begin, merged);
   } else if (merge_before) {
-    replace_span(before, before->begin, before->size + size);
+    replace_span(*before, before->begin, before->size + size);
   } else if (merge_after) {
-    replace_span(after, begin, size + after->size);
+    replace_span(*after, begin, size + after->size);
   } else {
     insert_span(begin, size);
   }
@@ -148,22 +148,23 @@ size_t FreeList::largest_span() const {
 void FreeList::insert_span(uintptr_t begin, size_t size) {
   const size_t cls = class_of(size);
   assert(cls != kNoClass);
-  by_address_.insert(Span{begin, size});
-  classes_[cls].insert(Span{begin, size});
+  const Span& node = *by_address_.insert(Span{begin, size}).first;
+  classes_[cls].insert(SizedSpan{begin, size, &node});
   nonempty_[cls / 64] |= uint64_t{1} << (cls % 64);
 }
 
-void FreeList::replace_span(ByAddress::iterator at, uintptr_t begin, size_t size) {
-  const size_t cls = class_of(at->size);
-  replace_span(at, Cursor{cls, classes_[cls].find(*at)}, begin, size);
+void FreeList::replace_span(const Span& at, uintptr_t begin, size_t size) {
+  const size_t cls = class_of(at.size);
+  replace_span(at, Cursor{cls, classes_[cls].find(SizedSpan{at.begin, at.size, nullptr})}, begin,
+               size);
 }
 
-void FreeList::replace_span(ByAddress::iterator at, Cursor in_class, uintptr_t begin,
-                            size_t size) {
-  assert(in_class.begin() == at->begin && in_class.size() == at->size);
-  const Span updated{begin, size};
-  at->begin = begin;  // between the same neighbours: address order holds
-  at->size = size;
+void FreeList::replace_span(const Span& at, Cursor in_class, uintptr_t begin, size_t size) {
+  assert(in_class.begin() == at.begin && in_class.size() == at.size &&
+         in_class.it->by_address == &at);
+  const SizedSpan updated{begin, size, &at};
+  at.begin = begin;  // between the same neighbours: address order holds
+  at.size = size;
   const size_t old_cls = in_class.cls;
   const size_t cls = class_of(size);
   assert(cls != kNoClass);
@@ -186,7 +187,7 @@ void FreeList::replace_span(ByAddress::iterator at, Cursor in_class, uintptr_t b
 void FreeList::erase_span(uintptr_t begin, size_t size) {
   const size_t cls = class_of(size);
   by_address_.erase(by_address_.find(begin));
-  classes_[cls].erase(Span{begin, size});
+  classes_[cls].erase(SizedSpan{begin, size, nullptr});
   if (classes_[cls].empty()) nonempty_[cls / 64] &= ~(uint64_t{1} << (cls % 64));
 }
 

@@ -79,6 +79,13 @@ class FreeList {
     mutable uintptr_t begin;
     mutable size_t size;
   };
+  // A span as its size class holds it, with its node in the by-address set, so that carving a
+  // block off a span found by size needs no second search by address.
+  struct SizedSpan {
+    mutable uintptr_t begin;
+    mutable size_t size;
+    const Span* by_address;
+  };
   struct ByBegin {
     using is_transparent = void;
     bool operator()(const Span& a, const Span& b) const { return a.begin < b.begin; }
@@ -86,12 +93,12 @@ class FreeList {
     bool operator()(uintptr_t a, const Span& b) const { return a < b.begin; }
   };
   struct BySize {  // size, then address
-    bool operator()(const Span& a, const Span& b) const {
+    bool operator()(const SizedSpan& a, const SizedSpan& b) const {
       return a.size != b.size ? a.size < b.size : a.begin < b.begin;
     }
   };
   using ByAddress = std::pmr::set<Span, ByBegin>;
-  using SizeClass = std::pmr::set<Span, BySize>;
+  using SizeClass = std::pmr::set<SizedSpan, BySize>;
 
   // A position in size order: a class and a span in it.
   struct Cursor {
@@ -110,11 +117,12 @@ class FreeList {
 
   uintptr_t take(Cursor cursor, size_t size, size_t alignment);
   void insert_span(uintptr_t begin, size_t size);
-  // Turns the span at `at` into [begin, begin + size), which must keep its place in address
-  // order (lie between the same neighbours), reusing its nodes (no allocation).
-  void replace_span(ByAddress::iterator at, uintptr_t begin, size_t size);
+  // Turns the span `at` (a node of the by-address set) into [begin, begin + size), which must
+  // keep its place in address order (lie between the same neighbours), reusing its nodes (no
+  // allocation).
+  void replace_span(const Span& at, uintptr_t begin, size_t size);
   // The same, for a span whose place in its size class is known.
-  void replace_span(ByAddress::iterator at, Cursor in_class, uintptr_t begin, size_t size);
+  void replace_span(const Span& at, Cursor in_class, uintptr_t begin, size_t size);
   void erase_span(uintptr_t begin, size_t size);
 
   ByAddress by_address_;
