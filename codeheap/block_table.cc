@@ -82,12 +82,6 @@ void BlockTable::insert(uintptr_t begin, const Block& block) {
   summary_[g / 64 / 64] |= uint64_t{1} << (g / 64 % 64);
 }
 
-void BlockTable::erase(uintptr_t begin) {
-  const Handle entry = index_.find(begin);
-  assert(entry != nullptr);
-  erase(entry);
-}
-
 void BlockTable::erase(Handle entry) {
   const size_t g = granule_of(entry->first);
   [[maybe_unused]] const bool erased = index_.erase(entry->first);

@@ -63,13 +63,11 @@ class BlockTable {
   const Entry* containing(uintptr_t address) const;
 
   void insert(uintptr_t begin, const Block& block);
-  void erase(uintptr_t begin);
 
-  // A found entry (null if none), so that a caller that has just looked a block up can erase it
-  // without a second lookup. Valid until it is erased.
+  // The entry of the block that starts at `begin` (null if none), for callers that need its
+  // start address too or will erase it. Valid until it is erased.
   using Handle = Entry*;
   Handle find(uintptr_t begin) { return index_.find(begin); }
-  static bool found(Handle entry) { return entry != nullptr; }
   void erase(Handle entry);
 
   // Once per reclaim pass: lets the index shrink after a burst of blocks has gone.

@@ -598,12 +598,12 @@ ReclaimReport Heap::reclaim(
   std::vector<std::function<void()>> ready;
   // Meanwhile a concurrent pass may have freed a candidate, and its range may even hold a newer
   // released block (a different generation) that this predicate never saw.
-  auto still_candidate =
-      [&h](const QuarantineEntry& candidate) -> std::optional<BlockTable::Handle> {
+  // Returns the candidate's entry, or null if it is no longer this candidate.
+  auto still_candidate = [&h](const QuarantineEntry& candidate) -> BlockTable::Handle {
     const BlockTable::Handle entry = h.blocks.find(candidate.begin);
-    if (!h.blocks.found(entry) || entry->second.state != BlockState::kQuarantined ||
+    if (entry == nullptr || entry->second.state != BlockState::kQuarantined ||
         entry->second.generation != candidate.generation) {
-      return std::nullopt;
+      return nullptr;
     }
     return entry;
   };
@@ -649,11 +649,11 @@ ReclaimReport Heap::reclaim(
     std::vector<std::pair<OwnerRecord*, size_t>> grouped;  // (owner, candidate)
     std::vector<OwnerRecord*> held;                        // owners with a referenced block
     for (size_t i = 0; i < candidates.size(); ++i) {
-      const std::optional<BlockTable::Handle> entry = still_candidate(candidates[i]);
-      if (!entry) continue;
-      const Block* block = &(*entry)->second;
+      const BlockTable::Handle entry = still_candidate(candidates[i]);
+      if (entry == nullptr) continue;
+      const Block* block = &entry->second;
       if (!OwnerTable::has_on_gone(block->owner_record)) {
-        if (!referenced[i]) free_block(candidates[i], *entry);
+        if (!referenced[i]) free_block(candidates[i], entry);
       } else if (referenced[i]) {
         held.push_back(block->owner_record);
       } else {
@@ -683,7 +683,9 @@ ReclaimReport Heap::reclaim(
     std::lock_guard lock(h.mutex);
     std::sort(chosen.begin(), chosen.end());  // address order, so neighbours merge
     for (size_t i : chosen) {
-      if (const auto entry = still_candidate(candidates[i])) free_block(candidates[i], *entry);
+      if (const BlockTable::Handle entry = still_candidate(candidates[i])) {
+        free_block(candidates[i], entry);
+      }
     }
     finish_locked();
   }
