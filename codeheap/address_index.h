@@ -1,4 +1,5 @@
-// AddressIndex<T>: block start address -> T*, the block table's O(1) lookup.
+// AddressIndex<T, kKeyShift>: block start address -> T*, the block table's O(1) lookup (and,
+// with kKeyShift 0, the owner table's id -> record).
 //
 // Open addressing with linear probing over a power-of-two array of (address, pointer) slots,
 // at most half full, deletion by backward shift (no tombstones, so lookups never slow down under
@@ -9,7 +10,8 @@
 // and an erase cost ~45 ns there against ~7 ns here; absl::flat_hash_map, whose tombstones and
 // hash mixing do not pay off for keys that are already well spread, ~70 ns).
 //
-// Keys are granule-aligned non-zero addresses (0 marks an empty slot). Erasing never shrinks
+// Keys are non-zero multiples of 2^kKeyShift (0 marks an empty slot): granule-aligned
+// addresses by default. Erasing never shrinks
 // the array: a reclaim pass empties the quarantine in one go and the next links fill it again,
 // so shrinking there would rehash back and forth every pass. shrink_to_recent_peak() (called
 // once per reclaim pass) shrinks it only after a whole period in which it stayed far emptier,
@@ -28,7 +30,7 @@
 
 namespace codeheap {
 
-template <typename T>
+template <typename T, int kKeyShift = 4>
 class AddressIndex {
  public:
   AddressIndex() { resize(kMinCapacity); }
@@ -40,6 +42,9 @@ class AddressIndex {
       if (slots_[i].key == 0) return nullptr;
     }
   }
+
+  // Starts loading the slot where a search for `key` begins.
+  void prefetch(uintptr_t key) const { __builtin_prefetch(&slots_[home(key)]); }
 
   // `key` (non-zero) must not be present.
   void insert(uintptr_t key, T* value) {
@@ -100,10 +105,10 @@ class AddressIndex {
     T* value = nullptr;
   };
 
-  // Granules of nearby blocks differ in their low bits; the multiplication spreads them and the
-  // top bits pick the slot.
+  // Granules of nearby blocks (and consecutive ids) differ in their low bits; the
+  // multiplication spreads them and the top bits pick the slot.
   size_t home(uintptr_t key) const {
-    return static_cast<size_t>(((key >> 4) * kFibonacci) >> shift_);
+    return static_cast<size_t>(((key >> kKeyShift) * kFibonacci) >> shift_);
   }
 
   void place(uintptr_t key, T* value) {

@@ -68,6 +68,8 @@ class BlockTable {
   // start address too or will erase it. Valid until it is erased.
   using Handle = Entry*;
   Handle find(uintptr_t begin) { return index_.find(begin); }
+  // Starts loading what find(begin) reads first, for a caller that will look it up soon.
+  void prefetch(uintptr_t begin) const { index_.prefetch(begin); }
   void erase(Handle entry);
 
   // Once per reclaim pass: lets the index shrink after a burst of blocks has gone.

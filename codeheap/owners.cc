@@ -6,37 +6,49 @@
 
 namespace codeheap {
 
+OwnerTable::~OwnerTable() {
+  std::vector<OwnerRecord*> records;
+  records_.for_each([&](uintptr_t, OwnerRecord* r) { records.push_back(r); });
+  for (OwnerRecord* r : records) metadata_.delete_object(r);
+}
+
 OwnerRecord& OwnerTable::add(std::string name) {
-  const OwnerId id = next_id_++;
-  OwnerRecord record;
-  record.stats.id = id;
-  record.stats.name = std::move(name);
-  return records_.emplace(id, std::move(record)).first->second;
+  OwnerRecord* const record = metadata_.new_object<OwnerRecord>();
+  record->stats.id = next_id_++;
+  record->stats.name = std::move(name);
+  records_.insert(record->stats.id, record);
+  return *record;
 }
 
 void OwnerTable::remove(OwnerId owner) {
-  [[maybe_unused]] const size_t erased = records_.erase(owner);
-  assert(erased == 1);
+  OwnerRecord* const record = records_.find(owner);
+  assert(record != nullptr);
+  erase(*record);
+}
+
+void OwnerTable::erase(OwnerRecord& r) {
+  records_.erase(r.stats.id);
+  metadata_.delete_object(&r);
 }
 
 bool OwnerTable::retire(OwnerId owner, std::function<void()> on_gone) {
-  auto it = records_.find(owner);
-  if (it == records_.end()) return false;
-  it->second.stats.retired = true;
-  if (on_gone) it->second.on_gone = std::move(on_gone);
-  erase_if_gone(it->second);
+  OwnerRecord* const record = owner == kNoOwner ? nullptr : records_.find(owner);
+  if (record == nullptr) return false;
+  record->stats.retired = true;
+  if (on_gone) record->on_gone = std::move(on_gone);
+  erase_if_gone(*record);
   return true;
 }
 
 OwnerRecord* OwnerTable::accepting(OwnerId owner, bool& accepted) {
   accepted = true;
   if (owner == kNoOwner) return nullptr;
-  auto it = records_.find(owner);
-  if (it == records_.end() || it->second.stats.retired) {
+  OwnerRecord* const record = records_.find(owner);
+  if (record == nullptr || record->stats.retired) {
     accepted = false;
     return nullptr;
   }
-  return &it->second;
+  return record;
 }
 
 std::function<void()> OwnerTable::take_on_gone_if_emptied_by(OwnerRecord& r, size_t quarantined) {
@@ -51,11 +63,11 @@ std::vector<std::function<void()>> OwnerTable::take_all_pending() {
   std::vector<std::function<void()>> all = take_ready();
   // In registration order, as callers would expect of a teardown.
   std::vector<OwnerId> waiting;
-  for (const auto& [id, r] : records_) {
-    if (r.on_gone) waiting.push_back(id);
-  }
+  records_.for_each([&](uintptr_t id, const OwnerRecord* r) {
+    if (r->on_gone) waiting.push_back(id);
+  });
   std::sort(waiting.begin(), waiting.end());
-  for (OwnerId id : waiting) all.push_back(std::exchange(records_.at(id).on_gone, {}));
+  for (OwnerId id : waiting) all.push_back(std::exchange(records_.find(id)->on_gone, {}));
   return all;
 }
 
@@ -91,14 +103,14 @@ void OwnerTable::erase_if_gone(OwnerRecord& r) {
   const OwnerStats& s = r.stats;
   if (s.retired && s.live_blocks == 0 && s.quarantined_blocks == 0) {
     if (r.on_gone) ready_.push_back(std::move(r.on_gone));
-    records_.erase(s.id);
+    erase(r);
   }
 }
 
 std::vector<OwnerStats> OwnerTable::snapshot() const {
   std::vector<OwnerStats> owners;
   owners.reserve(records_.size());
-  for (const auto& [id, r] : records_) owners.push_back(r.stats);
+  records_.for_each([&](uintptr_t, const OwnerRecord* r) { owners.push_back(r->stats); });
   std::sort(owners.begin(), owners.end(),
             [](const OwnerStats& a, const OwnerStats& b) { return a.id < b.id; });
   return owners;

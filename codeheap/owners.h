@@ -12,9 +12,9 @@
 #include <functional>
 #include <memory_resource>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
+#include "codeheap/address_index.h"
 #include "codeheap/heap.h"
 #include "codeheap/stats.h"
 
@@ -30,7 +30,10 @@ struct OwnerRecord {
 class OwnerTable {
  public:
   // Records come from `metadata`, the heap's node pool.
-  explicit OwnerTable(std::pmr::memory_resource* metadata) : records_(metadata) {}
+  explicit OwnerTable(std::pmr::memory_resource* metadata) : metadata_(metadata) {}
+  ~OwnerTable();
+  OwnerTable(const OwnerTable&) = delete;
+  OwnerTable& operator=(const OwnerTable&) = delete;
 
   OwnerRecord& add(std::string name);
   // Forgets an owner that has no block (a failed group allocation): as if never registered.
@@ -64,8 +67,10 @@ class OwnerTable {
 
  private:
   void erase_if_gone(OwnerRecord& r);
+  void erase(OwnerRecord& r);
 
-  std::pmr::unordered_map<OwnerId, OwnerRecord> records_;
+  std::pmr::polymorphic_allocator<OwnerRecord> metadata_;
+  AddressIndex<OwnerRecord, /*kKeyShift=*/0> records_;  // by id
   std::vector<std::function<void()>> ready_;
   OwnerId next_id_ = kNoOwner + 1;
 };

@@ -8,12 +8,17 @@
 // trap-filled when it goes back to the free list. Either way free memory that was once used
 // holds traps.
 //
-// An unordered list: every block leaves it exactly once, so adding and removing are O(1) (each
-// block remembers its slot) and only the rare caller that wants address order sorts.
+// An unordered list per arena: every block leaves it exactly once, so adding and removing are
+// O(1) (each block remembers its slot). Blocks are mostly retired in the order they were
+// allocated, and allocated upwards through their arena, so each list tends to be in address
+// order already; and the arenas lie in address order. So a reclaim pass that wants its work
+// list sorted by address mostly finds it sorted, where one list for all arenas would interleave
+// them and need a sort every pass.
 //
 // Not thread-safe: the Heap's mutex guards it.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -41,9 +46,9 @@ class Quarantine {
   void add(uintptr_t begin, Block& block);
   // `block` must be in the list.
   void remove(const Block& block);
-  size_t size() const { return entries_.size(); }
-  // Everything in quarantine, in no particular order: the work list of a reclaim pass, taken
-  // under the lock and examined without it.
+  size_t size() const;
+  // Everything in quarantine, arena by arena in address order, each arena in retire order
+  // (see above): the work list of a reclaim pass, taken under the lock and examined without it.
   std::vector<QuarantineEntry> snapshot() const;
 
  private:
@@ -51,7 +56,7 @@ class Quarantine {
     QuarantineEntry entry;
     Block* block;
   };
-  std::vector<Slot> entries_;
+  std::array<std::vector<Slot>, kArenaCount> entries_;  // by arena
 };
 
 }  // namespace codeheap

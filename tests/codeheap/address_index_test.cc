@@ -36,6 +36,21 @@ TEST(AddressIndex, FindsWhatWasInsertedAndNothingElse) {
   EXPECT_EQ(index.size(), 1u);
 }
 
+// Owner ids are consecutive integers (kKeyShift 0): every one is found, erasing some leaves the
+// others, and the index grows without losing any.
+TEST(AddressIndex, ConsecutiveIdsWithoutAShift) {
+  AddressIndex<Value, /*kKeyShift=*/0> index;
+  std::vector<Value> values(1000);
+  for (uintptr_t id = 1; id <= values.size(); ++id) index.insert(id, &values[id - 1]);
+  EXPECT_EQ(index.size(), values.size());
+  EXPECT_GE(index.capacity(), 2 * values.size());
+  for (uintptr_t id = 1; id <= values.size(); id += 3) EXPECT_TRUE(index.erase(id));
+  for (uintptr_t id = 1; id <= values.size(); ++id) {
+    EXPECT_EQ(index.find(id), (id - 1) % 3 == 0 ? nullptr : &values[id - 1]) << id;
+  }
+  EXPECT_EQ(index.find(values.size() + 1), nullptr);
+}
+
 // Erasing from the middle of probe runs must keep every later key of the run reachable: a full
 // random workload over a small key space (long runs, wrap-arounds) checked against std::map.
 TEST(AddressIndex, AgreesWithAMapUnderRandomChurn) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <future>
@@ -108,6 +109,35 @@ TEST_F(QuarantineTest, PredicateSeesEveryFootprintInAddressOrder) {
   for (size_t i = 0; i < blocks.size(); ++i) {
     EXPECT_EQ(seen[i].first, blocks[i].address);
     EXPECT_EQ(seen[i].second, blocks[i].address + footprint(blocks[i].size));
+  }
+}
+
+// Links interleave the arenas (code, constants, data per module) and die in any order; a pass
+// that frees only some blocks leaves the rest for the next one, still in address order.
+TEST_F(QuarantineTest, AddressOrderHoldsAcrossArenasAndPasses) {
+  std::vector<uintptr_t> live;
+  for (int module = 0; module < 12; ++module) {
+    for (Arena arena : {Arena::kCode, Arena::kReadOnly, Arena::kData}) {
+      live.push_back(heap_->allocate(arena, 48 + 16 * module, 16)->address);
+    }
+  }
+  std::vector<uintptr_t> order = live;
+  std::shuffle(order.begin(), order.end(), std::mt19937(7));
+  for (uintptr_t address : order) ASSERT_TRUE(heap_->retire(address));
+
+  std::vector<uintptr_t> expected = live;
+  std::sort(expected.begin(), expected.end());
+  for (int pass = 0; !expected.empty(); ++pass) {
+    ASSERT_LT(pass, 8);  // 36, 18, 9, 4, 2, 1 blocks
+    std::vector<uintptr_t> seen;
+    heap_->reclaim([&](uintptr_t begin, uintptr_t) {
+      seen.push_back(begin);
+      return seen.size() % 2 == 0;  // every other block stays referenced for the next pass
+    });
+    EXPECT_EQ(seen, expected) << "pass " << pass;
+    std::vector<uintptr_t> kept;
+    for (size_t i = 1; i < seen.size(); i += 2) kept.push_back(seen[i]);
+    expected = kept;
   }
 }
 
