@@ -74,8 +74,9 @@ Segments layOut(LinkGraph& graph) {
            std::make_tuple(b->getSection().getOrdinal(), b->getAddress(), b->getSize());
   };
   for (Segment& s : segments) {
-    llvm::sort(s.content, in_order);
-    llvm::sort(s.zero_fill, in_order);
+    // Most segments of a small module hold one block: nothing to order, not even a call.
+    if (s.content.size() > 1) llvm::sort(s.content, in_order);
+    if (s.zero_fill.size() > 1) llvm::sort(s.zero_fill, in_order);
     uint64_t offset = 0;
     for (const llvm::jitlink::Block* block : s.content) {
       offset = llvm::jitlink::alignToBlock(offset, *block) + block->getSize();
