@@ -1,5 +1,5 @@
 // NodePool: the memory behind a heap's metadata nodes (the free list's tree nodes, the block
-// table's entries, the owner table's hash nodes).
+// table's entries, the owner table's records).
 //
 // Allocation and reclaim insert and erase a handful of nodes each, and every node of one kind
 // has the same size, so a free list per 16-byte size class does the job in a few instructions:
@@ -7,7 +7,7 @@
 // glibc's malloc falls off its per-thread cache under churn; either costs several times the
 // tree operation itself. Nodes are carved from 64 KiB chunks that are kept until the pool is
 // destroyed, so the metadata stays at the high-water mark of blocks and spans (a few dozen
-// bytes each). Larger or over-aligned requests (the owner table's bucket array) go to operator new.
+// bytes each, an owner record 128). Larger or over-aligned requests go to operator new.
 //
 // Not thread-safe: the Heap's mutex guards it.
 #pragma once
