@@ -102,14 +102,14 @@ void place(const Segment& s, const Allocation& heap_block) {
   uint64_t offset = 0;
   for (llvm::jitlink::Block* block : s.content) {
     const uint64_t at = llvm::jitlink::alignToBlock(offset, *block);
-    std::memset(base + offset, 0, at - offset);
+    if (at != offset) std::memset(base + offset, 0, at - offset);
     const size_t size = block->getSize();
     std::memcpy(base + at, block->getContent().data(), size);
     block->setAddress(ExecutorAddr(address + at));
     block->setMutableContent({reinterpret_cast<char*>(base + at), size});
     offset = at + size;
   }
-  std::memset(base + offset, 0, s.bytes - offset);
+  if (s.bytes != offset) std::memset(base + offset, 0, s.bytes - offset);
   for (llvm::jitlink::Block* block : s.zero_fill) {
     offset = llvm::jitlink::alignToBlock(offset, *block);
     block->setAddress(ExecutorAddr(address + offset));
@@ -179,16 +179,19 @@ class HeapJITLinkMemoryManager::InFlight final
             reinterpret_cast<const void*>(blocks_[i].address), blocks_[i].size);
     }
 
-    // On failure runFinalizeActions has already undone the actions that succeeded.
-    auto dealloc_actions = llvm::orc::shared::runFinalizeActions(graph_.allocActions());
-    if (!dealloc_actions) {
-      on_finalized(llvm::joinErrors(dealloc_actions.takeError(), giveBack()));
-      return;
-    }
-
     auto finalized = std::make_unique<Finalized>();
-    finalized->dealloc_actions = std::move(*dealloc_actions);
     finalized->owner = owner_;
+    // Most small modules have no actions (no unwind tables to register); LLVM's runner would
+    // still build and return an empty list.
+    if (!graph_.allocActions().empty()) {
+      // On failure runFinalizeActions has already undone the actions that succeeded.
+      auto dealloc_actions = llvm::orc::shared::runFinalizeActions(graph_.allocActions());
+      if (!dealloc_actions) {
+        on_finalized(llvm::joinErrors(dealloc_actions.takeError(), giveBack()));
+        return;
+      }
+      finalized->dealloc_actions = std::move(*dealloc_actions);
+    }
     Error err = Error::success();
     for (size_t i = 0; i < blocks_.size(); ++i) {
       if (groups_[i].getMemLifetime() == MemLifetime::Finalize) {
