@@ -610,7 +610,9 @@ ReclaimReport Heap::reclaim(
   };
   // Footprints freed one after another that touch go to the free list as one range: blocks
   // allocated together (a closure's code, modules linked in a row) tend to die together, and
-  // one merge is cheaper than one per block.
+  // one merge is cheaper than one per block. Blocks are freed from the highest address down:
+  // best fit carves the next blocks from the bottom of the range freed here, so the code
+  // trap-filled last, still in the cache, is what the next links are copied into.
   struct Run {
     ArenaState* arena = nullptr;
     uintptr_t begin = 0;
@@ -626,8 +628,8 @@ ReclaimReport Heap::reclaim(
     ++report.reclaimed_blocks;
     report.reclaimed_bytes += footprint;
     h.unbook_locked(entry);
-    if (run.arena == &a && run.end == candidate.begin) {
-      run.end += footprint;
+    if (run.arena == &a && run.begin == candidate.begin + footprint) {
+      run.begin = candidate.begin;
     } else {
       flush_run();
       run = {&a, candidate.begin, candidate.begin + footprint};
@@ -660,9 +662,9 @@ ReclaimReport Heap::reclaim(
       found[i] = h.blocks.find(candidates[i].begin);
       if (found[i] != nullptr) __builtin_prefetch(found[i]);
     }
-    for (size_t i = 0; i < candidates.size(); ++i) {
-      if (i + kAhead < candidates.size() && found[i + kAhead] != nullptr) {
-        __builtin_prefetch(found[i + kAhead]->second.owner_record);
+    for (size_t i = candidates.size(); i-- > 0;) {  // downwards: see free_block
+      if (i >= kAhead && found[i - kAhead] != nullptr) {
+        __builtin_prefetch(found[i - kAhead]->second.owner_record);
       }
       const BlockTable::Handle entry = still_candidate(candidates[i], found[i]);
       if (entry == nullptr) continue;
@@ -696,7 +698,7 @@ ReclaimReport Heap::reclaim(
   if (!before_free.empty()) {
     for (auto& callback : before_free) callback();
     std::lock_guard lock(h.mutex);
-    std::sort(chosen.begin(), chosen.end());  // address order, so neighbours merge
+    std::sort(chosen.begin(), chosen.end(), std::greater<>());  // downwards: see free_block
     for (size_t i : chosen) {
       if (const BlockTable::Handle entry =
               still_candidate(candidates[i], h.blocks.find(candidates[i].begin))) {
