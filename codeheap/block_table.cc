@@ -74,12 +74,14 @@ const BlockTable::Entry* BlockTable::containing(uintptr_t address) const {
   return address - entry->first < entry->second.footprint ? entry : nullptr;
 }
 
-void BlockTable::insert(uintptr_t begin, const Block& block) {
+BlockTable::Entry* BlockTable::insert(uintptr_t begin, const Block& block) {
   assert(begin >= begin_ && begin < end_ && (begin - begin_) % kGranule == 0);
-  index_.insert(begin, entries_.new_object<Entry>(begin, block));
+  Entry* const entry = entries_.new_object<Entry>(begin, block);
+  index_.insert(begin, entry);
   const size_t g = granule_of(begin);
   starts_[g / 64] |= uint64_t{1} << (g % 64);
   summary_[g / 64 / 64] |= uint64_t{1} << (g / 64 % 64);
+  return entry;
 }
 
 void BlockTable::erase(Handle entry) {

@@ -62,7 +62,7 @@ class BlockTable {
   // The block whose footprint [begin, begin + footprint) contains `address`, or nullptr.
   const Entry* containing(uintptr_t address) const;
 
-  void insert(uintptr_t begin, const Block& block);
+  Entry* insert(uintptr_t begin, const Block& block);
 
   // The entry of the block that starts at `begin` (null if none), for callers that need its
   // start address too or will erase it. Valid until it is erased.

@@ -96,9 +96,9 @@ struct Heap::Impl {
   }
 
   // `record` is the OwnerTable's record of `owner` (null for kNoOwner), which the caller has
-  // checked.
+  // checked. `entry`, if given, receives the new block's table entry.
   Result<Allocation> allocate_locked(Arena id, size_t size, size_t alignment, OwnerId owner,
-                                     OwnerRecord* record);
+                                     OwnerRecord* record, BlockTable::Entry** entry = nullptr);
   Result<Block*> releasable_locked(const char* operation, uintptr_t address);
   void quarantine_locked(uintptr_t begin, Block& block, bool trap_now);
   // Takes a block off the books (traps, accounting, commit map, owner, block table) but leaves
@@ -112,6 +112,7 @@ struct Heap::Impl {
   Result<void> end_block(Exit exit, uintptr_t address);
   Result<void> end_group(Exit exit, OwnerId owner, std::span<const uintptr_t> addresses,
                          std::function<void()> on_gone);
+  Result<void> end_owned_group(Exit exit, OwnerId owner, std::function<void()> on_gone);
   std::optional<std::string> trim_locked();
   std::optional<std::string> abandon_locked(uintptr_t begin, const Block& block);
   HeapStats stats_locked() const;
@@ -132,7 +133,8 @@ struct Heap::Impl {
 };
 
 Result<Allocation> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment,
-                                               OwnerId owner, OwnerRecord* record) {
+                                               OwnerId owner, OwnerRecord* record,
+                                               BlockTable::Entry** entry) {
   if (static_cast<size_t>(id) >= arenas.size()) {
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("allocate: unknown arena {}", static_cast<int>(id)));
@@ -169,12 +171,14 @@ Result<Allocation> Heap::Impl::allocate_locked(Arena id, size_t size, size_t ali
   }
 
   const uint64_t generation = next_generation++;
-  blocks.insert(*begin, Block{.size = size,
-                              .footprint = footprint,
-                              .generation = generation,
-                              .owner = owner,
-                              .owner_record = record,
-                              .arena = id});
+  const Block block{.size = size,
+                    .footprint = footprint,
+                    .generation = generation,
+                    .owner = owner,
+                    .owner_record = record,
+                    .arena = id};
+  BlockTable::Entry* const inserted = blocks.insert(*begin, block);
+  if (entry != nullptr) *entry = inserted;
   const auto [first, last] = pages(a, *begin, footprint);
   a.commit.acquire(first, last, generation);
   a.used_bytes += footprint;
@@ -216,6 +220,7 @@ Result<Block*> Heap::Impl::releasable_locked(const char* operation, uintptr_t ad
 }
 
 void Heap::Impl::quarantine_locked(uintptr_t begin, Block& block, bool trap_now) {
+  if (block.owner_record != nullptr) block.owner_record->forget(&block);
   if (trap_now) {
     fill_with_traps(region->writable(begin), block.footprint);
     block.trapped = true;
@@ -239,6 +244,7 @@ void Heap::Impl::unbook_locked(BlockTable::Handle entry) {
   }
   ArenaState& a = arena(block.arena);
   if (block.state == BlockState::kLive) {
+    if (block.owner_record != nullptr) block.owner_record->forget(&block);
     a.used_bytes -= block.footprint;
     --a.live_blocks;
   } else {
@@ -441,11 +447,16 @@ Result<OwnerId> Heap::allocate_group(std::string name, std::span<const BlockRequ
     OwnerRecord& record = h.owners.add(std::move(name));
     const OwnerId owner = record.stats.id;
     result = owner;
+    const bool tracked = requests.size() <= OwnerRecord::kGroupCapacity;
+    record.group_overflow = !tracked;
     for (size_t i = 0; i < requests.size(); ++i) {
       const BlockRequest& r = requests[i];
-      Result<Allocation> block = h.allocate_locked(r.arena, r.size, r.alignment, owner, &record);
+      BlockTable::Entry* entry = nullptr;
+      Result<Allocation> block =
+          h.allocate_locked(r.arena, r.size, r.alignment, owner, &record, &entry);
       if (block) {
         blocks[i] = *block;
+        if (tracked) record.group[record.group_size++] = entry;
         continue;
       }
       // Undo the blocks so far, the pages they committed and the owner; then the counters, so
@@ -512,6 +523,52 @@ Result<void> Heap::retire_group(OwnerId owner, std::span<const uintptr_t> addres
 Result<void> Heap::release_group(OwnerId owner, std::span<const uintptr_t> addresses,
                                  std::function<void()> on_gone) {
   return impl_->end_group(Impl::Exit::kRelease, owner, addresses, std::move(on_gone));
+}
+
+Result<void> Heap::Impl::end_owned_group(Exit exit, OwnerId owner,
+                                         std::function<void()> on_gone) {
+  const char* operation = exit == Exit::kRelease ? "release_group" : "retire_group";
+  Result<void> result;
+  std::vector<std::function<void()>> ready;
+  {
+    std::lock_guard lock(mutex);
+    bool accepted = false;
+    OwnerRecord* const record = owners.accepting(owner, accepted);
+    if (!accepted || record == nullptr) {
+      result = make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("{}({}): no such owner, or retired already", operation,
+                                      owner));
+    } else if (record->group_overflow) {
+      result = make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("{}({}): the group has more than {} blocks; pass their "
+                                      "addresses",
+                                      operation, owner, OwnerRecord::kGroupCapacity));
+    } else {
+      // The record holds the entries: no lookups. They have usually left the cache since
+      // the link, so ask for all of them before the first is needed.
+      const auto group = record->group;
+      const size_t count = std::exchange(record->group_size, 0);
+      for (size_t i = 0; i < count; ++i) __builtin_prefetch(group[i]);
+      for (size_t i = 0; i < count; ++i) {
+        quarantine_locked(group[i]->first, group[i]->second, /*trap_now=*/exit == Exit::kRelease);
+      }
+      (exit == Exit::kRelease ? counters.releases : counters.retires) += count;
+      owners.retire(*record, std::move(on_gone));
+      ready = owners.take_ready();
+    }
+    if (!result) ++counters.release_errors;
+  }
+  for (auto& callback : ready) callback();
+  if (!result) log->warn("heap '{}': {}", options.name, result.error().message);
+  return result;
+}
+
+Result<void> Heap::retire_group(OwnerId owner, std::function<void()> on_gone) {
+  return impl_->end_owned_group(Impl::Exit::kRetire, owner, std::move(on_gone));
+}
+
+Result<void> Heap::release_group(OwnerId owner, std::function<void()> on_gone) {
+  return impl_->end_owned_group(Impl::Exit::kRelease, owner, std::move(on_gone));
 }
 
 Result<void> Heap::Impl::end_block(Exit exit, uintptr_t address) {

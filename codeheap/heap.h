@@ -65,6 +65,10 @@ const char* to_string(Arena arena);
 using OwnerId = uint64_t;
 inline constexpr OwnerId kNoOwner = 0;
 
+// The most blocks of one allocate_group that Heap::retire_group(owner) can retire by owner
+// alone (JITLink needs at most six: three protections, standard or finalize lifetime).
+inline constexpr size_t kMaxGroupByOwner = 6;
+
 // Validated by Heap::create (kInvalidArgument when out of range).
 struct HeapOptions {
   // Arena sizes; each is rounded up to the page size. The whole reservation must fit in the
@@ -160,6 +164,14 @@ class Heap {
                             std::function<void()> on_gone = {});
   Result<void> release_group(OwnerId owner, std::span<const uintptr_t> addresses,
                              std::function<void()> on_gone = {});
+  // The same for the blocks allocate_group gave `owner`, without their addresses: retires (or
+  // releases) each of them that is still live (one already released, retired or abandoned on
+  // its own is skipped), then retire_owner(owner, on_gone). The owner's record holds them, so
+  // nothing is looked up. Errors (kInvalidArgument, counted in release_errors, heap unchanged,
+  // `on_gone` dropped): an unknown or retired owner, or a group of more than kMaxGroupByOwner
+  // blocks (use the form with addresses). An owner from register_owner has no group: only the owner retires.
+  Result<void> retire_group(OwnerId owner, std::function<void()> on_gone = {});
+  Result<void> release_group(OwnerId owner, std::function<void()> on_gone = {});
 
   // Move every quarantined block for which `is_referenced(begin, end)` returns false back to
   // the free list, coalescing neighbours. Runs the predicate without holding the heap lock.

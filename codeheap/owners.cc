@@ -6,6 +6,15 @@
 
 namespace codeheap {
 
+void OwnerRecord::forget(const Block* block) {
+  for (size_t i = 0; i < group_size; ++i) {
+    if (&group[i]->second == block) {
+      group[i] = group[--group_size];
+      return;
+    }
+  }
+}
+
 OwnerTable::~OwnerTable() {
   std::vector<OwnerRecord*> records;
   records_.for_each([&](uintptr_t, OwnerRecord* r) { records.push_back(r); });
@@ -34,10 +43,15 @@ void OwnerTable::erase(OwnerRecord& r) {
 bool OwnerTable::retire(OwnerId owner, std::function<void()> on_gone) {
   OwnerRecord* const record = owner == kNoOwner ? nullptr : records_.find(owner);
   if (record == nullptr) return false;
-  record->stats.retired = true;
-  if (on_gone) record->on_gone = std::move(on_gone);
-  erase_if_gone(*record);
+  retire(*record, std::move(on_gone));
   return true;
+}
+
+void OwnerTable::retire(OwnerRecord& record, std::function<void()> on_gone) {
+  record.stats.retired = true;
+  record.group_size = 0;  // a retired owner's blocks are retired one by one, if at all
+  if (on_gone) record.on_gone = std::move(on_gone);
+  erase_if_gone(record);
 }
 
 OwnerRecord* OwnerTable::accepting(OwnerId owner, bool& accepted) {

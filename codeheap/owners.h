@@ -8,23 +8,35 @@
 // Not thread-safe: the Heap's mutex guards it.
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory_resource>
 #include <string>
 #include <vector>
 
 #include "codeheap/address_index.h"
+#include "codeheap/block_table.h"
 #include "codeheap/heap.h"
 #include "codeheap/stats.h"
 
 namespace codeheap {
 
-// What the dump shows of an owner (low and high stay 0: only the block table knows them), and
-// what it waits for.
+// What the dump shows of an owner (low and high stay 0: only the block table knows them), what
+// it waits for, and the blocks allocate_group gave it that are still live (so that the group
+// can be retired without its addresses, and without looking each one up).
 struct OwnerRecord {
+  static constexpr size_t kGroupCapacity = kMaxGroupByOwner;
+
   OwnerStats stats;
   std::function<void()> on_gone;
+  std::array<BlockTable::Entry*, kGroupCapacity> group{};
+  uint8_t group_size = 0;
+  bool group_overflow = false;  // allocate_group had more requests than kGroupCapacity
+
+  // Drops `block` from the group, if it is there (a block leaving the live state).
+  void forget(const Block* block);
 };
 
 class OwnerTable {
@@ -41,6 +53,8 @@ class OwnerTable {
   // Marks the owner retired; false if it is unknown. Idempotent. `on_gone` (if any) becomes
   // ready once the owner has no live or quarantined block left (maybe at once).
   bool retire(OwnerId owner, std::function<void()> on_gone = {});
+  // The same for a record in hand (registered, not yet retired).
+  void retire(OwnerRecord& record, std::function<void()> on_gone);
   // For allocate: the record of a registered, unretired owner; nullptr for kNoOwner. Sets
   // `accepted` to false (and returns nullptr) for an unknown or retired owner.
   OwnerRecord* accepting(OwnerId owner, bool& accepted);

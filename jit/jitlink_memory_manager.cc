@@ -144,12 +144,23 @@ Error abandonAll(Heap& heap, llvm::SmallVectorImpl<Allocation>& blocks) {
 
 }  // namespace
 
-// What a FinalizedAlloc's address points to: everything `deallocate` needs.
+// What a FinalizedAlloc holds. Usually just the heap owner of the link's blocks, tagged in bit 0
+// (Heap::retire_group retires them by owner): no object to allocate and free per link. A link
+// with dealloc actions, or with more segments than the heap tracks per owner, gets a Finalized
+// object instead (its address, bit 0 clear).
 struct HeapJITLinkMemoryManager::Finalized {
-  llvm::SmallVector<uintptr_t, 3> blocks;  // Standard-lifetime segments only
   std::vector<llvm::orc::shared::WrapperFunctionCall> dealloc_actions;
   OwnerId owner;
+  llvm::SmallVector<uintptr_t, 0> blocks;  // standard-lifetime ones, past kMaxGroupByOwner only
 };
+
+namespace {
+
+ExecutorAddr tagOwner(OwnerId owner) { return ExecutorAddr((owner << 1) | 1); }
+bool isTaggedOwner(ExecutorAddr addr) { return (addr.getValue() & 1) != 0; }
+OwnerId taggedOwner(ExecutorAddr addr) { return addr.getValue() >> 1; }
+
+}  // namespace
 
 class HeapJITLinkMemoryManager::InFlight final
     : public llvm::jitlink::JITLinkMemoryManager::InFlightAlloc {
@@ -179,8 +190,7 @@ class HeapJITLinkMemoryManager::InFlight final
             reinterpret_cast<const void*>(blocks_[i].address), blocks_[i].size);
     }
 
-    auto finalized = std::make_unique<Finalized>();
-    finalized->owner = owner_;
+    std::unique_ptr<Finalized> finalized;
     // Most small modules have no actions (no unwind tables to register); LLVM's runner would
     // still build and return an empty list.
     if (!graph_.allocActions().empty()) {
@@ -190,15 +200,21 @@ class HeapJITLinkMemoryManager::InFlight final
         on_finalized(llvm::joinErrors(dealloc_actions.takeError(), giveBack()));
         return;
       }
-      finalized->dealloc_actions = std::move(*dealloc_actions);
+      if (!dealloc_actions->empty()) {
+        finalized = std::make_unique<Finalized>();
+        finalized->dealloc_actions = std::move(*dealloc_actions);
+      }
     }
+    const bool by_owner = blocks_.size() <= kMaxGroupByOwner;
+    if (!by_owner && !finalized) finalized = std::make_unique<Finalized>();
     Error err = Error::success();
     for (size_t i = 0; i < blocks_.size(); ++i) {
       if (groups_[i].getMemLifetime() == MemLifetime::Finalize) {
-        // Only finalize actions used these, and they have all returned.
+        // Only finalize actions used these, and they have all returned. (The heap drops an
+        // abandoned block from its owner's group.)
         err = llvm::joinErrors(std::move(err),
                                toLLVMError(manager_.heap_.abandon(blocks_[i].address)));
-      } else {
+      } else if (!by_owner) {
         finalized->blocks.push_back(blocks_[i].address);
       }
     }
@@ -209,6 +225,8 @@ class HeapJITLinkMemoryManager::InFlight final
       // already be referenced, so keep it rather than fail after the fact; report the bug.
       manager_.log_->error("finalizing {}: {}", graph_.getName(), llvm::toString(std::move(err)));
     }
+    if (!finalized) return on_finalized(FinalizedAlloc(tagOwner(owner_)));
+    finalized->owner = owner_;
     on_finalized(FinalizedAlloc(ExecutorAddr::fromPtr(finalized.release())));
   }
 
@@ -288,8 +306,16 @@ void HeapJITLinkMemoryManager::deallocate(std::vector<FinalizedAlloc> allocs,
                                           OnDeallocatedFunction on_deallocated) {
   Error err = Error::success();
   // The interface runs allocations' dealloc actions from the last allocation to the first.
+  const bool keep_running = retire_mode_ == RetireMode::kKeepRunning;
   for (auto it = allocs.rbegin(); it != allocs.rend(); ++it) {
-    std::unique_ptr<Finalized> finalized(it->release().toPtr<Finalized*>());
+    const ExecutorAddr addr = it->release();
+    if (isTaggedOwner(addr)) {
+      const OwnerId owner = taggedOwner(addr);
+      auto result = keep_running ? heap_.retire_group(owner) : heap_.release_group(owner);
+      err = llvm::joinErrors(std::move(err), toLLVMError(std::move(result)));
+      continue;
+    }
+    std::unique_ptr<Finalized> finalized(addr.toPtr<Finalized*>());
     // The dealloc actions (eh_frame deregistration) wait until the heap has reclaimed the
     // blocks: a thread still running the retired code must be able to unwind through it.
     std::function<void()> on_gone;
@@ -301,9 +327,15 @@ void HeapJITLinkMemoryManager::deallocate(std::vector<FinalizedAlloc> allocs,
         }
       };
     }
-    auto result = retire_mode_ == RetireMode::kKeepRunning
-                      ? heap_.retire_group(finalized->owner, finalized->blocks, std::move(on_gone))
-                      : heap_.release_group(finalized->owner, finalized->blocks, std::move(on_gone));
+    const OwnerId owner = finalized->owner;
+    Result<void> result;
+    if (finalized->blocks.empty()) {
+      result = keep_running ? heap_.retire_group(owner, std::move(on_gone))
+                            : heap_.release_group(owner, std::move(on_gone));
+    } else {
+      result = keep_running ? heap_.retire_group(owner, finalized->blocks, std::move(on_gone))
+                            : heap_.release_group(owner, finalized->blocks, std::move(on_gone));
+    }
     err = llvm::joinErrors(std::move(err), toLLVMError(std::move(result)));
   }
   on_deallocated(std::move(err));

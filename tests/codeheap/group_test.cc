@@ -1,4 +1,5 @@
-// Heap::allocate_group, retire_group and release_group: one module's blocks in one call each.
+// Heap::allocate_group, retire_group and release_group: one module's blocks in one call each,
+// with their addresses or by owner alone.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -181,11 +182,127 @@ TEST_F(GroupTest, BadAddressesAreRefusedAndTheRestStillRetire) {
 
 TEST_F(GroupTest, AnUnknownOwnerIsAnError) {
   LogCapture log;
-  auto result = heap_->retire_group(12345, {});
+  auto result = heap_->retire_group(12345, std::span<const uintptr_t>{});
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);
   EXPECT_THAT(result.error().message, HasSubstr("no such owner"));
   EXPECT_TRUE(log.contains("no such owner"));
+}
+
+TEST_F(GroupTest, RetireGroupByOwnerRetiresEveryLiveBlockOfTheGroup) {
+  std::array<Allocation, 3> blocks;
+  const OwnerId owner = must_allocate_module("by owner", blocks);
+  std::array<Allocation, 3> other;
+  must_allocate_module("other", other);
+  int gone = 0;
+  ASSERT_TRUE(heap_->retire_group(owner, [&] { ++gone; }));
+  for (const Allocation& block : blocks) {
+    EXPECT_EQ(heap_->find(block.address)->state, BlockState::kQuarantined);
+    EXPECT_EQ(*reinterpret_cast<const uint8_t*>(block.address), 0x5A);  // intact
+  }
+  for (const Allocation& block : other) {
+    EXPECT_EQ(heap_->find(block.address)->state, BlockState::kLive);
+  }
+  HeapStats stats = heap_->stats();
+  EXPECT_EQ(stats.counters.retires, 3u);
+  EXPECT_TRUE(stats.owners[0].retired);
+  EXPECT_EQ(heap_->reclaim(kNothingReferenced).reclaimed_blocks, 3u);
+  EXPECT_EQ(gone, 1);
+  EXPECT_EQ(*reinterpret_cast<const uint8_t*>(blocks[0].address), 0xCC);
+}
+
+TEST_F(GroupTest, ReleaseGroupByOwnerTrapsAtOnce) {
+  std::array<Allocation, 3> blocks;
+  const OwnerId owner = must_allocate_module("released by owner", blocks);
+  ASSERT_TRUE(heap_->release_group(owner));
+  for (const Allocation& block : blocks) {
+    EXPECT_TRUE(all_bytes(block.address, footprint(block.size), 0xCC));
+  }
+  EXPECT_EQ(heap_->stats().counters.releases, 3u);
+  EXPECT_EQ(heap_->reclaim(kNothingReferenced).reclaimed_blocks, 3u);
+  EXPECT_TRUE(heap_->stats().owners.empty());
+}
+
+// Blocks that left the group on their own (abandoned, retired, released) are not retired again,
+// and the reclaimed ones are not touched: the group forgets a block when it stops being live.
+TEST_F(GroupTest, RetireGroupByOwnerSkipsBlocksThatLeftOnTheirOwn) {
+  std::array<Allocation, 3> blocks;
+  const OwnerId owner = must_allocate_module("partly gone", blocks);
+  ASSERT_TRUE(heap_->abandon(blocks[1].address));
+  ASSERT_TRUE(heap_->release(blocks[2].address));
+  ASSERT_EQ(heap_->reclaim(kNothingReferenced).reclaimed_blocks, 1u);  // blocks[2]
+  // Something else now lives where the released block was.
+  auto reuse = heap_->allocate(Arena::kData, kModule[2].size, kModule[2].alignment);
+  ASSERT_TRUE(reuse);
+
+  const HeapStats before = heap_->stats();
+  ASSERT_TRUE(heap_->retire_group(owner));
+  EXPECT_EQ(heap_->find(blocks[0].address)->state, BlockState::kQuarantined);
+  EXPECT_EQ(heap_->find(reuse->address)->state, BlockState::kLive);
+  EXPECT_EQ(heap_->find(reuse->address)->owner, kNoOwner);
+  const HeapStats after = heap_->stats();
+  EXPECT_EQ(after.counters.retires, before.counters.retires + 1);
+  EXPECT_EQ(after.counters.release_errors, 0u);
+}
+
+TEST_F(GroupTest, RetireGroupByOwnerRefusesAnUnknownOrRetiredOwner) {
+  std::array<Allocation, 3> blocks;
+  const OwnerId owner = must_allocate_module("twice", blocks);
+  ASSERT_TRUE(heap_->retire_group(owner));
+  const HeapStats before = heap_->stats();
+  LogCapture log;
+  for (OwnerId bad : {owner, OwnerId{12345}, kNoOwner}) {
+    bool ran = false;
+    auto result = heap_->retire_group(bad, [&] { ran = true; });
+    ASSERT_FALSE(result);
+    EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_THAT(result.error().message, HasSubstr("no such owner, or retired already"));
+    EXPECT_FALSE(ran);  // dropped
+  }
+  EXPECT_TRUE(log.contains("no such owner"));
+  HeapStats after = heap_->stats();
+  EXPECT_EQ(after.counters.release_errors, before.counters.release_errors + 3);
+  after.counters.release_errors = before.counters.release_errors;
+  EXPECT_EQ(after, before);
+}
+
+// A group larger than the record tracks can still be retired with its addresses, not by owner.
+TEST_F(GroupTest, ALargeGroupNeedsItsAddresses) {
+  std::vector<BlockRequest> requests(kMaxGroupByOwner + 1,
+                                     BlockRequest{.arena = Arena::kData, .size = 32, .alignment = 16});
+  std::vector<Allocation> blocks(requests.size());
+  auto owner = heap_->allocate_group("large", requests, blocks);
+  ASSERT_TRUE(owner);
+  const HeapStats before = heap_->stats();
+  {
+    LogCapture log;
+    auto refused = heap_->retire_group(*owner);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_THAT(refused.error().message, HasSubstr("pass their addresses"));
+  }
+  HeapStats after = heap_->stats();
+  after.counters.release_errors = before.counters.release_errors;
+  EXPECT_EQ(after, before);
+  std::vector<uintptr_t> addresses;
+  for (const Allocation& block : blocks) addresses.push_back(block.address);
+  ASSERT_TRUE(heap_->retire_group(*owner, addresses));
+  EXPECT_EQ(heap_->stats().counters.retires, requests.size());
+}
+
+// A failed group leaves nothing behind, not even blocks the owner's record could point at.
+TEST_F(GroupTest, AFailedGroupCannotBeRetiredByOwner) {
+  std::array<BlockRequest, 2> requests = {{
+      {.arena = Arena::kCode, .size = 64, .alignment = 16},
+      {.arena = Arena::kData, .size = size_t{1} << 40, .alignment = 16},
+  }};
+  std::array<Allocation, 2> blocks;
+  auto failed = heap_->allocate_group("fails", requests, blocks);
+  ASSERT_FALSE(failed);
+  // Owner ids are handed out in order: the failed group's would have been the first.
+  auto result = heap_->retire_group(OwnerId{1});
+  ASSERT_FALSE(result);
+  EXPECT_THAT(result.error().message, HasSubstr("no such owner"));
 }
 
 }  // namespace

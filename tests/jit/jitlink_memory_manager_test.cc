@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <string>
 
@@ -279,6 +280,36 @@ TEST_F(OrcMemoryManager, SegmentsLandInTheirArenasThroughTheWritableAlias) {
   ASSERT_EQ(errorText(memory.deallocate(std::move(*finalized))), "");
   EXPECT_EQ(heap_->find(code.Addr.getValue())->state, BlockState::kQuarantined);
   EXPECT_EQ(*code.Addr.toPtr<const uint8_t*>(), 0xC3);  // retired: intact
+  heap_->reclaim([](uintptr_t, uintptr_t) { return false; });
+  EXPECT_EQ(statsWithoutCounters(*heap_), empty_) << heap_->dump_text();
+}
+
+// The heap retires a link's blocks by owner alone for up to kMaxGroupByOwner segments; a graph
+// with more (unusual protections, both lifetimes) is retired by its addresses instead.
+TEST_F(OrcMemoryManager, AGraphWithMoreSegmentsThanTheHeapTracksIsStillRetired) {
+  HeapJITLinkMemoryManager memory(*heap_);
+  const AllocGroup groups[] = {kR,
+                               kRW,
+                               kRX,
+                               AllocGroup(MemProt::Write),
+                               AllocGroup(MemProt::Exec),
+                               AllocGroup(kR, MemLifetime::Finalize),
+                               AllocGroup(kRW, MemLifetime::Finalize)};
+  static_assert(std::size(groups) > kMaxGroupByOwner);
+  SimpleSegmentAlloc::SegmentMap segments;
+  for (const AllocGroup& group : groups) segments[group] = {32, llvm::Align(16)};
+  auto alloc = allocate(memory, std::move(segments));
+  ASSERT_TRUE(static_cast<bool>(alloc)) << errorText(alloc.takeError());
+  auto finalized = alloc->finalize();
+  ASSERT_TRUE(static_cast<bool>(finalized)) << errorText(finalized.takeError());
+  const HeapStats live = heap_->stats();
+  EXPECT_EQ(live.owners.size(), 1u);
+  EXPECT_EQ(live.owners[0].live_blocks, 5u);  // the finalize-lifetime two are gone
+
+  ASSERT_EQ(errorText(memory.deallocate(std::move(*finalized))), "");
+  const HeapStats retired = heap_->stats();
+  EXPECT_EQ(retired.counters.retires, 5u);
+  EXPECT_EQ(retired.counters.release_errors, 0u);
   heap_->reclaim([](uintptr_t, uintptr_t) { return false; });
   EXPECT_EQ(statsWithoutCounters(*heap_), empty_) << heap_->dump_text();
 }
