@@ -117,7 +117,9 @@ TEST(AddressIndex, SteadyChurnKeepsItsSize) {
     for (size_t i = 0; i < 192; ++i) index.insert(kBase + (pass % 2) * 0x100000 + i * 256, &value);
     for (size_t i = 0; i < 192; ++i) index.erase(kBase + (pass % 2) * 0x100000 + i * 256);
     index.shrink_to_recent_peak();
-    if (pass > 0) EXPECT_EQ(index.capacity(), capacity) << pass;
+    if (pass > 0) {
+      EXPECT_EQ(index.capacity(), capacity) << pass;
+    }
     capacity = index.capacity();
   }
 }
