@@ -90,6 +90,7 @@ benchmark::internal::Benchmark* add(WorkloadSpec spec) {
       }
       workload->run(spec.batch);
     }
+    workload->report(state);
     state.SetItemsProcessed(state.iterations());
   });
 }

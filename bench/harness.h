@@ -32,6 +32,9 @@ class Workload {
   // Timed: performs `count` operations. Periodic costs that belong to the operation (a reclaim
   // pass every so many deallocations) are paid in here, so they are amortized into the time.
   virtual void run(size_t count) = 0;
+  // After the last timed run() of a Google Benchmark repetition: lets a workload that measures
+  // something of its own report it as counters.
+  virtual void report(benchmark::State& state) { (void)state; }
 };
 
 struct WorkloadSpec {
