@@ -11,9 +11,9 @@
 // hash mixing do not pay off for keys that are already well spread, ~70 ns).
 //
 // Keys are non-zero multiples of 2^kKeyShift (0 marks an empty slot): granule-aligned
-// addresses by default. Erasing never shrinks
-// the array: a reclaim pass empties the quarantine in one go and the next links fill it again,
-// so shrinking there would rehash back and forth every pass. shrink_to_recent_peak() (called
+// addresses by default. Erasing never shrinks the array: a reclaim pass empties the quarantine
+// in one go and the next links fill it again, so shrinking there would rehash back and forth
+// every pass. shrink_to_recent_peak() (called
 // once per reclaim pass) shrinks it only after a whole period in which it stayed far emptier,
 // so a burst of blocks does not leave a large index behind for long.
 //

@@ -545,9 +545,10 @@ Result<void> Heap::Impl::end_owned_group(Exit exit, OwnerId owner,
                                       operation, owner, OwnerRecord::kGroupCapacity));
     } else {
       // The record holds the entries: no lookups. They have usually left the cache since
-      // the link, so ask for all of them before the first is needed.
-      const auto group = record->group;
+      // the link, so ask for all of them before the first is needed. (The group is emptied
+      // first, so quarantine_locked has nothing to drop from it.)
       const size_t count = std::exchange(record->group_size, 0);
+      const auto& group = record->group;
       for (size_t i = 0; i < count; ++i) __builtin_prefetch(group[i]);
       for (size_t i = 0; i < count; ++i) {
         quarantine_locked(group[i]->first, group[i]->second, /*trap_now=*/exit == Exit::kRelease);

@@ -40,6 +40,16 @@ class GroupTest : public HeapTest {
     return *owner;
   }
 
+  // A released group: every byte traps at once, and one pass frees it and its owner.
+  void expect_released_at_once(const std::array<Allocation, 3>& blocks) {
+    for (const Allocation& block : blocks) {
+      EXPECT_TRUE(all_bytes(block.address, footprint(block.size), 0xCC));
+    }
+    EXPECT_EQ(heap_->stats().counters.releases, 3u);
+    EXPECT_EQ(heap_->reclaim(kNothingReferenced).reclaimed_blocks, 3u);
+    EXPECT_TRUE(heap_->stats().owners.empty());
+  }
+
   std::unique_ptr<Heap> heap_;
 };
 
@@ -141,12 +151,7 @@ TEST_F(GroupTest, ReleaseGroupTrapsAtOnce) {
   const std::array<uintptr_t, 3> addresses = {blocks[0].address, blocks[1].address,
                                               blocks[2].address};
   ASSERT_TRUE(heap_->release_group(owner, addresses));
-  for (const Allocation& block : blocks) {
-    EXPECT_TRUE(all_bytes(block.address, footprint(block.size), 0xCC));
-  }
-  EXPECT_EQ(heap_->stats().counters.releases, 3u);
-  EXPECT_EQ(heap_->reclaim(kNothingReferenced).reclaimed_blocks, 3u);
-  EXPECT_TRUE(heap_->stats().owners.empty());
+  expect_released_at_once(blocks);
 }
 
 TEST_F(GroupTest, BadAddressesAreRefusedAndTheRestStillRetire) {
@@ -215,12 +220,7 @@ TEST_F(GroupTest, ReleaseGroupByOwnerTrapsAtOnce) {
   std::array<Allocation, 3> blocks;
   const OwnerId owner = must_allocate_module("released by owner", blocks);
   ASSERT_TRUE(heap_->release_group(owner));
-  for (const Allocation& block : blocks) {
-    EXPECT_TRUE(all_bytes(block.address, footprint(block.size), 0xCC));
-  }
-  EXPECT_EQ(heap_->stats().counters.releases, 3u);
-  EXPECT_EQ(heap_->reclaim(kNothingReferenced).reclaimed_blocks, 3u);
-  EXPECT_TRUE(heap_->stats().owners.empty());
+  expect_released_at_once(blocks);
 }
 
 // Blocks that left the group on their own (abandoned, retired, released) are not retired again,
