@@ -15,8 +15,8 @@
 // the engine and of stock LLJIT in fixed-iteration mode for their peak RSS and /proc/self/maps
 // size.
 #include <cstdint>
-#include <ctime>
 #include <memory>
+#include <utility>
 
 #include "bench/harness.h"
 #include "bench/jit_support.h"
@@ -119,52 +119,15 @@ class LLJITOnCodeHeapCycle final : public Workload {
   size_t removals_ = 0;
 };
 
-// Our JIT and stock LLJIT in alternation, one cycle each, each timed on this thread's CPU
-// clock. A cycle is ~1 ms of LLVM code generation that both sides share, and the manager's
-// share of it (a few percent) is smaller than the drift of this machine between two separately
-// measured benchmarks (repetitions vary by ~13%); spells of load hit both halves of a pair
-// alike, so the ratio of the two sums is steady where the ratio of two medians is not.
-// Counters: ours_us and stock_us per cycle, and speedup = stock / ours (above 1: ours faster).
-class PairedCycle final : public Workload {
- public:
-  explicit PairedCycle(std::unique_ptr<Workload> ours)
-      : ours_(std::move(ours)), stock_(std::make_unique<StockCycle>()) {
-    // Warm both up here: the harness's warm-up would run through run() and be counted.
-    ours_->run(kWarmup);
-    stock_->run(kWarmup);
-  }
-
-  void run(size_t count) override {
-    for (size_t i = 0; i < count; ++i) {
-      ours_ns_ += cpu_ns([&] { ours_->run(1); });
-      stock_ns_ += cpu_ns([&] { stock_->run(1); });
-    }
-  }
-
-  void report(benchmark::State& state) override {
-    const double cycles = static_cast<double>(state.iterations());
-    state.counters["ours_us"] = ours_ns_ / 1e3 / cycles;
-    state.counters["stock_us"] = stock_ns_ / 1e3 / cycles;
-    state.counters["speedup"] = stock_ns_ / ours_ns_;
-  }
-
- private:
-  static constexpr size_t kWarmup = 100;
-
-  template <typename F>
-  static double cpu_ns(F&& f) {
-    timespec begin, end;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &begin);
-    f();
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &end);
-    return (end.tv_sec - begin.tv_sec) * 1e9 + (end.tv_nsec - begin.tv_nsec);
-  }
-
-  std::unique_ptr<Workload> ours_;
-  std::unique_ptr<Workload> stock_;
-  double ours_ns_ = 0;
-  double stock_ns_ = 0;
-};
+// Our JIT and stock LLJIT in alternation, one cycle each (harness.h): a cycle is ~1 ms of LLVM
+// code generation that both sides share, and the manager's share of it (a few percent) is
+// smaller than the drift between two separately measured benchmarks (repetitions vary by ~13%).
+std::unique_ptr<Workload> alternating_with_stock(std::unique_ptr<Workload> ours) {
+  constexpr size_t kWarmup = 100;
+  return std::make_unique<Alternating>(Alternating::Side{std::move(ours), 1},
+                                       Alternating::Side{std::make_unique<StockCycle>(), 1},
+                                       kWarmup);
+}
 
 void register_benchmarks() {
   initialize_native_target();
@@ -179,11 +142,10 @@ void register_benchmarks() {
        .warmup = 100})
       ->Unit(benchmark::kMicrosecond);
   add({.name = "e2e/paired/engine",
-       .make = [] { return std::make_unique<PairedCycle>(std::make_unique<EngineCycle>()); }})
+       .make = [] { return alternating_with_stock(std::make_unique<EngineCycle>()); }})
       ->Unit(benchmark::kMicrosecond);
   add({.name = "e2e/paired/lljit_codeheap",
-       .make =
-           [] { return std::make_unique<PairedCycle>(std::make_unique<LLJITOnCodeHeapCycle>()); }})
+       .make = [] { return alternating_with_stock(std::make_unique<LLJITOnCodeHeapCycle>()); }})
       ->Unit(benchmark::kMicrosecond);
 }
 

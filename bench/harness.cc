@@ -1,6 +1,7 @@
 #include "bench/harness.h"
 
 #include <sys/resource.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -9,6 +10,7 @@
 #include <fstream>
 #include <optional>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace codeheap::bench {
@@ -33,6 +35,12 @@ double run_batches(Workload& workload, const WorkloadSpec& spec, size_t count) {
     done += batch;
   }
   return std::chrono::duration<double>(timed).count();
+}
+
+double thread_cpu_ns() {
+  timespec now;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) * 1e9 + static_cast<double>(now.tv_nsec);
 }
 
 size_t maps_lines() {
@@ -93,6 +101,34 @@ benchmark::internal::Benchmark* add(WorkloadSpec spec) {
     workload->report(state);
     state.SetItemsProcessed(state.iterations());
   });
+}
+
+Alternating::Alternating(Side ours, Side baseline, size_t warmup)
+    : ours_(std::move(ours)), baseline_(std::move(baseline)) {
+  ours_.workload->run(warmup);
+  baseline_.workload->run(warmup);
+}
+
+void Alternating::run(size_t rounds) {
+  for (size_t i = 0; i < rounds; ++i) {
+    const double start = thread_cpu_ns();
+    ours_.workload->run(ours_.per_round);
+    const double middle = thread_cpu_ns();
+    baseline_.workload->run(baseline_.per_round);
+    const double end = thread_cpu_ns();
+    ours_ns_ += middle - start;
+    baseline_ns_ += end - middle;
+  }
+  rounds_ += rounds;
+}
+
+void Alternating::report(benchmark::State& state) {
+  const double rounds = static_cast<double>(rounds_);
+  const double ours_ns = ours_ns_ / (rounds * static_cast<double>(ours_.per_round));
+  const double baseline_ns = baseline_ns_ / (rounds * static_cast<double>(baseline_.per_round));
+  state.counters["ours_us"] = ours_ns / 1e3;
+  state.counters["stock_us"] = baseline_ns / 1e3;
+  state.counters["speedup"] = baseline_ns / ours_ns;
 }
 
 bool smoke() { return smoke_mode; }

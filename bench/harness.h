@@ -37,6 +37,34 @@ class Workload {
   virtual void report(benchmark::State& state) { (void)state; }
 };
 
+// Ours and a baseline timed in alternation, each on this thread's CPU clock: per round,
+// `ours_per_round` operations of ours, then `baseline_per_round` of the baseline. When a ratio is
+// the target and this machine's drift between two separately measured benchmarks is as large as
+// the margin (the end-to-end cycle; the baseline's system calls, whose cost moves with the other
+// tenants of the host), spells of load hit both sides of a round alike, so the ratio of the two
+// sums is steady where the ratio of two medians is not. One run() operation is one round.
+// Counters: ours_us and stock_us per operation of each side, and speedup = baseline time per
+// operation / ours (above 1: ours faster).
+class Alternating final : public Workload {
+ public:
+  struct Side {
+    std::unique_ptr<Workload> workload;
+    size_t per_round;
+  };
+  // Both sides run `warmup` operations here, untimed: the harness's warm-up goes through run().
+  Alternating(Side ours, Side baseline, size_t warmup);
+
+  void run(size_t rounds) override;
+  void report(benchmark::State& state) override;
+
+ private:
+  Side ours_;
+  Side baseline_;
+  double ours_ns_ = 0;
+  double baseline_ns_ = 0;
+  size_t rounds_ = 0;
+};
+
 struct WorkloadSpec {
   std::string name;
   std::function<std::unique_ptr<Workload>()> make;

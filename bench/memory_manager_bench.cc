@@ -8,10 +8,13 @@
 //   Mapper       orc::MapperJITLinkMemoryManager over orc::InProcessMemoryMapper (slabs).
 // All three link the same minimal LinkGraph (one content block per section, as an object file's
 // sections would give), built once and reset before each allocation (ReusableGraph: a few
-// stores, the same for every manager), so graph construction is not measured and the graph is
-// in cache, as it is when JITLink calls a manager right after its passes. Two shapes: "small" (256 B of code + 64 B of
-// read-only data, a tiny closure) and "mixed16k" (8 KiB code, 4 KiB read-only, 4 KiB
-// read-write). For each shape, copy_floor is the copying and trap-filling alone (CopyFloor).
+// stores, the same for every manager), so graph construction is not measured and the blocks are
+// in cache, as they are when JITLink calls a manager right after its passes. (The sections'
+// hash sets of blocks, which every manager walks, need not be: JITLink's pruning pass would
+// have walked them just before.) Two shapes: "small" (256 B of code + 64 B of read-only data, a
+// tiny closure) and "mixed16k" (8 KiB code, 4 KiB read-only, 4 KiB read-write). For each shape, copy_floor is the copying and trap-filling alone (CopyFloor), and
+// alternating times codeheap and InProcess in turn within each repetition (harness.h's
+// Alternating: a round is one reclaim period of ours, then kAlternatingBaselineOps of theirs).
 //
 // RuntimeDyld: the calls RuntimeDyld makes for the same small object (reserveAllocationSpace if
 // the manager asks for it, allocateCodeSection, allocateDataSection, copy the bytes,
@@ -167,19 +170,27 @@ void add_jitlink(const RequestShape& shape, const char* manager_name,
        .warmup = kWarmup});
 }
 
+std::unique_ptr<Workload> codeheap_cycle(const RequestShape& shape) {
+  std::unique_ptr<Heap> heap = make_heap("bench");
+  auto manager = std::make_unique<jit::HeapJITLinkMemoryManager>(*heap);
+  return std::make_unique<JITLinkCycle>(std::move(heap), std::move(manager), shape);
+}
+
+std::unique_ptr<Workload> in_process_cycle(const RequestShape& shape) {
+  return std::make_unique<JITLinkCycle>(
+      nullptr,
+      check(llvm::jitlink::InProcessMemoryManager::Create(), "creating InProcessMemoryManager"),
+      shape);
+}
+
+// InProcessMemoryManager cycles per round of jitlink/<shape>/alternating, after kReclaimEvery of
+// ours: about as long (~20-30 us each against ~1 us).
+constexpr size_t kAlternatingBaselineOps = 4;
+
 void register_benchmarks() {
   for (const RequestShape* shape : {&kSmallRequest, &kMixedRequest}) {
-    add_jitlink(*shape, "codeheap", [shape] {
-      std::unique_ptr<Heap> heap = make_heap("bench");
-      auto manager = std::make_unique<jit::HeapJITLinkMemoryManager>(*heap);
-      return std::make_unique<JITLinkCycle>(std::move(heap), std::move(manager), *shape);
-    });
-    add_jitlink(*shape, "InProcessMemoryManager", [shape] {
-      return std::make_unique<JITLinkCycle>(
-          nullptr,
-          check(llvm::jitlink::InProcessMemoryManager::Create(), "creating InProcessMemoryManager"),
-          *shape);
-    });
+    add_jitlink(*shape, "codeheap", [shape] { return codeheap_cycle(*shape); });
+    add_jitlink(*shape, "InProcessMemoryManager", [shape] { return in_process_cycle(*shape); });
     add_jitlink(*shape, "copy_floor", [shape] { return std::make_unique<CopyFloor>(*shape); });
     add_jitlink(*shape, "MapperJITLinkMemoryManager", [shape] {
       return std::make_unique<JITLinkCycle>(
@@ -189,6 +200,15 @@ void register_benchmarks() {
                 "creating MapperJITLinkMemoryManager"),
           *shape);
     });
+    // The baseline's mmap, mprotect and munmap cost what the host's other tenants let them,
+    // which moves between minutes by as much as the target's margin; in alternation both sides
+    // see the same minutes. (Each side also starts its turn in the caches the other left.)
+    add({.name = std::string("jitlink/") + shape->name + "/alternating",
+         .make = [shape] {
+           return std::make_unique<Alternating>(
+               Alternating::Side{codeheap_cycle(*shape), kReclaimEvery},
+               Alternating::Side{in_process_cycle(*shape), kAlternatingBaselineOps}, kWarmup);
+         }});
   }
 
   add({.name = "rtdyld/small/codeheap",
