@@ -15,7 +15,7 @@ enum class ErrorCode {
   kPlacementFailed,   // the low reservation could not be made (never falls back high)
   kDoubleRelease,     // the block is already in quarantine
   kForeignAddress,    // address is not the start of a block of this heap
-  kSystemError,       // mmap/memfd/fallocate failed; message carries errno text
+  kSystemError,       // mmap/mremap/mprotect/madvise failed; message carries errno text
 };
 
 const char* to_string(ErrorCode code);

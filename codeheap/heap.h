@@ -3,9 +3,9 @@
 // One Heap owns one contiguous reservation below 2 GiB, split into three arenas:
 //
 //   kCode      executed through a read-execute view, written through a read-write alias of the
-//              same memfd pages. Permissions are never flipped (W^X holds at every instant),
+//              same shared pages. Permissions are never flipped (W^X holds at every instant),
 //              so reusing a freed block never touches pages that live code shares.
-//   kReadOnly  read through a read-only view, written through a read-write alias (memfd).
+//   kReadOnly  read through a read-only view, written through a read-write alias (shared).
 //   kData      plain read-write memory, never executable; written in place.
 //
 // Because every byte lies in the low 2 GiB, LLVM's Small code model, pc-relative calls and
@@ -36,7 +36,7 @@
 // given to `reclaim` runs WITHOUT the lock held, so it may take time (stop threads, scan
 // stacks), but it must not call back into `reclaim` on the same heap. The one system call made
 // under the lock is reclaim's trim: when more than `retain_free_bytes` of whole free pages are
-// committed, reclaim returns the excess to the OS (fallocate/madvise) before unlocking, so that
+// committed, reclaim returns the excess to the OS (madvise) before unlocking, so that
 // no other thread can be handed those pages meanwhile.
 //
 // Memory accounting: a block takes its size rounded up to 16 bytes (the granule; its

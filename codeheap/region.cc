@@ -1,6 +1,5 @@
 #include "codeheap/region.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -12,13 +11,6 @@
 
 #include "codeheap/log.h"
 #include "codeheap/stats.h"
-
-// Linux 6.3+: with the sysctl vm.memfd_noexec=1 a memfd created without MFD_EXEC is sealed
-// non-executable, and mapping the code view PROT_EXEC would fail. Older kernels (and glibc
-// headers) do not know the flag; create() retries without it when the kernel says EINVAL.
-#ifndef MFD_EXEC
-#define MFD_EXEC 0x0010U
-#endif
 
 namespace codeheap {
 
@@ -112,38 +104,42 @@ Result<std::unique_ptr<Region>> Region::create(const HeapOptions& options) {
                                   region->begin(), region->end()));
   }
 
-  // 2. The memfd behind code and read-only data.
-  const std::string memfd_name = ("codeheap:" + options.name).substr(0, 240);
-  region->memfd_ = memfd_create(memfd_name.c_str(), MFD_CLOEXEC | MFD_EXEC);
-  if (region->memfd_ < 0 && errno == EINVAL) {
-    region->memfd_ = memfd_create(memfd_name.c_str(), MFD_CLOEXEC);
-  }
-  if (region->memfd_ < 0) return tl::make_unexpected(system_error("memfd_create"));
-  const size_t shared_bytes = sizes[0] + sizes[1];
-  if (ftruncate(region->memfd_, static_cast<off_t>(shared_bytes)) != 0) {
-    return tl::make_unexpected(system_error("ftruncate(memfd)"));
-  }
-
-  // 3. The low views over the reservation, each with its final permissions.
+  // 2. Code and read-only data: one shared anonymous object (shmem, like a memfd, but with no
+  // file behind it), mapped over the reservation with no access yet. It is shared, not private,
+  // so that the alias below maps the same pages. Perf resolves samples in a shared anonymous
+  // mapping ("/dev/zero (deleted)" in /proc/<pid>/maps) through /tmp/perf-<pid>.map; a
+  // memfd's "/memfd:..." it takes for a file it cannot read, and names no JIT function there.
   const uintptr_t code = region->arena_begin(Arena::kCode);
   const uintptr_t read_only = region->arena_begin(Arena::kReadOnly);
   const uintptr_t data = region->arena_begin(Arena::kData);
-  if (!map_over(code, sizes[0], PROT_READ | PROT_EXEC, MAP_SHARED, region->memfd_, 0)) {
-    return tl::make_unexpected(system_error("mmap(code view)"));
+  const size_t shared_bytes = sizes[0] + sizes[1];
+  if (!map_over(code, shared_bytes, PROT_NONE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+                0)) {
+    return tl::make_unexpected(system_error("mmap(shared code and read-only memory)"));
   }
-  if (!map_over(read_only, sizes[1], PROT_READ, MAP_SHARED, region->memfd_,
-                static_cast<off_t>(sizes[0]))) {
-    return tl::make_unexpected(system_error("mmap(read-only view)"));
+
+  // 3. The writable alias: a second mapping of the same pages (mremap with old size 0, which
+  // Linux defines for shared mappings). It need not be low: only the CPU's view must be
+  // reachable.
+  void* alias = mremap(reinterpret_cast<void*>(code), 0, shared_bytes, MREMAP_MAYMOVE);
+  if (alias == MAP_FAILED) return tl::make_unexpected(system_error("mremap(writable alias)"));
+  region->alias_ = static_cast<uint8_t*>(alias);
+  region->alias_bytes_ = shared_bytes;
+
+  // 4. Each view gets its final permissions, once, before anything is written: no page is ever
+  // writable and executable, and none changes afterwards.
+  if (mprotect(reinterpret_cast<void*>(code), sizes[0], PROT_READ | PROT_EXEC) != 0) {
+    return tl::make_unexpected(system_error("mprotect(code view)"));
+  }
+  if (mprotect(reinterpret_cast<void*>(read_only), sizes[1], PROT_READ) != 0) {
+    return tl::make_unexpected(system_error("mprotect(read-only view)"));
+  }
+  if (mprotect(alias, shared_bytes, PROT_READ | PROT_WRITE) != 0) {
+    return tl::make_unexpected(system_error("mprotect(writable alias)"));
   }
   if (!map_over(data, sizes[2], PROT_READ | PROT_WRITE, reserve_flags, -1, 0)) {
     return tl::make_unexpected(system_error("mmap(data arena)"));
   }
-
-  // 4. The writable alias. It need not be low: only the CPU's view must be reachable.
-  void* alias = mmap(nullptr, shared_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, region->memfd_, 0);
-  if (alias == MAP_FAILED) return tl::make_unexpected(system_error("mmap(writable alias)"));
-  region->alias_ = static_cast<uint8_t*>(alias);
-  region->alias_bytes_ = shared_bytes;
 
   logger()->debug("region '{}': [{:#x}, {:#x}) code [{:#x}, {:#x}) read_only [{:#x}, {:#x}) "
                   "data [{:#x}, {:#x}), alias {}",
@@ -155,7 +151,6 @@ Result<std::unique_ptr<Region>> Region::create(const HeapOptions& options) {
 Region::~Region() {
   if (alias_ != nullptr) munmap(alias_, alias_bytes_);
   if (reserved_) munmap(reinterpret_cast<void*>(begin()), end() - begin());
-  if (memfd_ >= 0) close(memfd_);
 }
 
 uint8_t* Region::writable(uintptr_t address) const {
@@ -172,12 +167,11 @@ Result<void> Region::decommit(Arena arena, uintptr_t begin_address, size_t bytes
     }
     return {};
   }
-  // Shared memfd memory: MADV_DONTNEED would only drop this process's page-table entries, the
-  // pages would stay in the file. Punching a hole frees them for both views at once.
-  const off_t offset = static_cast<off_t>(begin_address - begin());
-  if (fallocate(memfd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
-                static_cast<off_t>(bytes)) != 0) {
-    return tl::make_unexpected(system_error("fallocate(PUNCH_HOLE)"));
+  // Shared memory: MADV_DONTNEED would only drop this process's page-table entries, the pages
+  // would stay in the shared object. MADV_REMOVE punches them out of it, for both views at once
+  // (through the alias: the kernel wants a writable shared mapping).
+  if (madvise(alias_ + (begin_address - begin()), bytes, MADV_REMOVE) != 0) {
+    return tl::make_unexpected(system_error("madvise(MADV_REMOVE)"));
   }
   return {};
 }

@@ -1,19 +1,24 @@
 // Region: the address space of one Heap.
 //
 //   base (low, from MAP_32BIT or placement_hint)                          base + total <= 2^31
-//   | code: r-x view of memfd [0, C) | read_only: r-- view of memfd [C, C+R) | data: rw- anonymous |
+//   | code: r-x view of S [0, C) | read_only: r-- view of S [C, C+R) | data: rw- private anonymous |
 //
-//   alias (anywhere the kernel likes): rw- view of memfd [0, C+R)
+//   alias (anywhere the kernel likes): rw- view of S [0, C+R)
+//
+// S is one shared anonymous memory object (shmem, as a memfd is, without a file descriptor), so
+// that perf resolves samples in JIT code through /tmp/perf-<pid>.map (jit/visibility.h); the
+// alias is a second mapping of its pages, made with mremap(old_size = 0).
 //
 // One PROT_NONE reservation is made first and the views are mapped over it with MAP_FIXED, so the
 // three arenas are contiguous and nothing else can land between them. Code and read-only data
 // are written through the alias and read or executed through the low views: no page is ever
 // writable and executable at once, and no permission is ever changed after creation, so there is
 // no mmap/mprotect/munmap in steady state. Nothing costs memory until it is written
-// (MAP_NORESERVE, sparse memfd).
+// (MAP_NORESERVE; under vm.overcommit_memory=2 the kernel ignores that and charges C+R at
+// creation).
 //
-// A memfd mapping is MAP_SHARED, so a child made by fork() shares the code pages with its parent
-// (as with any shared mapping); a forked child should not allocate from or write to the heap.
+// S is MAP_SHARED, so a child made by fork() shares the code pages with its parent (as with any
+// shared mapping); a forked child should not allocate from or write to the heap.
 #pragma once
 
 #include <array>
@@ -33,7 +38,8 @@ class Region {
  public:
   // Validates the sizes and the hint, then reserves and maps. Arena sizes are rounded up to the
   // page size. Fails with kInvalidArgument (bad options), kPlacementFailed (no low range) or
-  // kSystemError (memfd/mmap failures, with errno text); it never places the region high.
+  // kSystemError (mmap/mremap/mprotect failures, with errno text); it never places the region
+  // high.
   static Result<std::unique_ptr<Region>> create(const HeapOptions& options);
   ~Region();
   Region(const Region&) = delete;
@@ -61,8 +67,7 @@ class Region {
   size_t page_size_ = 0;
   // Arena i spans [bounds_[i], bounds_[i + 1]); code, read_only, data in address order.
   std::array<uintptr_t, kArenaCount + 1> bounds_{};
-  // Memfd offset of an address in code/read_only is `address - begin()`.
-  int memfd_ = -1;
+  // The alias of an address in code/read_only is alias_ + (address - begin()).
   uint8_t* alias_ = nullptr;
   size_t alias_bytes_ = 0;
   bool reserved_ = false;

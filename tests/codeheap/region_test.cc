@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <set>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "codeheap/heap.h"
@@ -14,6 +17,7 @@ namespace codeheap::test {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::StartsWith;
 
 constexpr uintptr_t k2GiB = uintptr_t{1} << 31;
 
@@ -67,6 +71,27 @@ TEST_F(RegionTest, ArenasAreContiguousWithTheirPermissions) {
   ASSERT_TRUE(data);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(data->writable), data->address);
   EXPECT_EQ(heap->writable_alias(0x1000), nullptr);
+}
+
+// Perf names JIT functions from /tmp/perf-<pid>.map only in mappings it takes for anonymous
+// memory: "//anon", "/dev/zero", ... A shared anonymous object shows as "/dev/zero (deleted)";
+// a memfd would show as "/memfd:...", which perf tries to read as a file and names nothing in.
+TEST_F(RegionTest, CodeViewsAreOneSharedAnonymousObjectAsPerfSeesThem) {
+  auto heap = make_heap();
+  ASSERT_NE(heap, nullptr);
+  const HeapStats stats = heap->stats();
+  const uintptr_t alias = reinterpret_cast<uintptr_t>(heap->writable_alias(stats.arenas[0].begin));
+  std::set<std::string> objects;  // "device inode" of each view
+  for (uintptr_t at : {stats.arenas[0].begin, stats.arenas[1].begin, alias}) {
+    const std::string line = mapping_of(at).line;
+    std::istringstream fields(line);
+    std::string range, perms, offset, device, inode, path;
+    fields >> range >> perms >> offset >> device >> inode >> std::ws;
+    std::getline(fields, path);
+    EXPECT_THAT(path, StartsWith("/dev/zero")) << line;
+    objects.insert(device + " " + inode);
+  }
+  EXPECT_EQ(objects.size(), 1u);  // the same pages behind the views and the alias
 }
 
 TEST_F(RegionTest, PlacementHintIsHonouredExactlyAndNeverFallsBack) {

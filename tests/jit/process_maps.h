@@ -10,8 +10,8 @@ namespace codeheap::jit::process_maps {
 
 // The number of lines in /proc/self/maps. Under AddressSanitizer and ThreadSanitizer, anonymous
 // private read-write mappings are left out: the sanitizer's allocator maps a new region
-// whenever malloc's footprint grows, which says nothing about the JIT. Every mapping a memory manager could leak (code, read-only
-// data, the heap's memfd views) is still counted.
+// whenever malloc's footprint grows, which says nothing about the JIT. Every mapping a memory
+// manager could leak (code, read-only data, the heap's shared views) is still counted.
 inline size_t count() {
   std::ifstream maps("/proc/self/maps");
   size_t lines = 0;
