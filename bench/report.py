@@ -356,12 +356,13 @@ NOTES = """\
   manager's bookkeeping, LLVM's per-link plumbing and the cache misses the copying causes.
 - **Allocation, alternating**: the baseline's time is mostly mmap, mprotect, munmap and page
   faults, whose cost moves with the host's other tenants: between two runs of the same binary
-  InProcessMemoryManager's 16 KiB median has moved from 23 to 33 µs, more than the target's
-  margin. So each shape is also measured in alternation within one benchmark: per round, 64
-  operations of ours (one reclaim period), then 4 of InProcessMemoryManager, each side timed on
-  the thread's CPU clock; the ratio of the two sums per repetition, median over repetitions. Each
-  side starts its turn in the caches (and TLB) the other left, so both are slower than apart:
-  a cross-check that a verdict is not drift, with the same target.
+  InProcessMemoryManager's 16 KiB median has moved from 23 to 33 µs, which moves the ratio by
+  more than its distance to the target. So each shape is also measured in alternation within
+  one benchmark: per round, 64 operations of ours (one reclaim period), then 4 of
+  InProcessMemoryManager, each side timed on the thread's CPU clock; the ratio of the two sums
+  per repetition, median over repetitions. Each side starts its turn in the caches (and TLB)
+  the other left, so both are slower than apart: a cross-check that a verdict is not drift,
+  with the same target.
 - **End to end, alternating**: a cycle (parse, compile, link, look up, call, remove) is ~1 ms of
   LLVM code generation that both JITs share; the memory manager is a few percent of it, less
   than this machine drifts between two benchmarks measured one after the other (repetitions vary
