@@ -69,7 +69,9 @@ std::unique_ptr<llvm::jitlink::LinkGraph> make_graph(const RequestShape& shape) 
 }
 
 ReusableGraph::ReusableGraph(const RequestShape& shape) : graph_(make_graph(shape)) {
-  for (llvm::jitlink::Block* block : graph_->blocks()) blocks_.emplace_back(block, block->getSize());
+  for (llvm::jitlink::Block* block : graph_->blocks()) {
+    blocks_.emplace_back(block, block->getSize());
+  }
 }
 
 void ReusableGraph::reset() {

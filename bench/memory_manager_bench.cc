@@ -12,9 +12,10 @@
 // in cache, as they are when JITLink calls a manager right after its passes. (The sections'
 // hash sets of blocks, which every manager walks, need not be: JITLink's pruning pass would
 // have walked them just before.) Two shapes: "small" (256 B of code + 64 B of read-only data, a
-// tiny closure) and "mixed16k" (8 KiB code, 4 KiB read-only, 4 KiB read-write). For each shape, copy_floor is the copying and trap-filling alone (CopyFloor), and
-// alternating times codeheap and InProcess in turn within each repetition (harness.h's
-// Alternating: a round is one reclaim period of ours, then kAlternatingBaselineOps of theirs).
+// tiny closure) and "mixed16k" (8 KiB code, 4 KiB read-only, 4 KiB read-write). For each shape,
+// copy_floor is the copying and trap-filling alone (CopyFloor), and alternating times codeheap
+// and InProcess in turn within each repetition (harness.h's Alternating: a round is one reclaim
+// period of ours, then kAlternatingBaselineOps of theirs).
 //
 // RuntimeDyld: the calls RuntimeDyld makes for the same small object (reserveAllocationSpace if
 // the manager asks for it, allocateCodeSection, allocateDataSection, copy the bytes,

@@ -278,8 +278,9 @@ std::optional<std::string> Heap::Impl::abandon_locked(uintptr_t begin, const Blo
   a.commit.for_each_idle_committed_by(first, last, generation, [&](size_t low, size_t count) {
     if (failure) return;
     if (auto done = region->decommit(a.id, a.begin + low * page, count * page); !done) {
-      failure = fmt::format("heap '{}': cannot return abandoned pages of the {} arena to the OS: {}",
-                            options.name, to_string(a.id), done.error().message);
+      failure =
+          fmt::format("heap '{}': cannot return abandoned pages of the {} arena to the OS: {}",
+                      options.name, to_string(a.id), done.error().message);
       return;
     }
     a.commit.decommitted(low, count);

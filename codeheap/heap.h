@@ -36,8 +36,8 @@
 // given to `reclaim` runs WITHOUT the lock held, so it may take time (stop threads, scan
 // stacks), but it must not call back into `reclaim` on the same heap. The one system call made
 // under the lock is reclaim's trim: when more than `retain_free_bytes` of whole free pages are
-// committed, reclaim returns the excess to the OS (madvise) before unlocking, so that
-// no other thread can be handed those pages meanwhile.
+// committed, reclaim returns the excess to the OS (madvise) before unlocking, so that no other
+// thread can be handed those pages meanwhile.
 //
 // Memory accounting: a block takes its size rounded up to 16 bytes (the granule; its
 // "footprint") from the arena and is aligned to at least 16. Metadata lives outside the arenas.
@@ -169,7 +169,8 @@ class Heap {
   // its own is skipped), then retire_owner(owner, on_gone). The owner's record holds them, so
   // nothing is looked up. Errors (kInvalidArgument, counted in release_errors, heap unchanged,
   // `on_gone` dropped): an unknown or retired owner, or a group of more than kMaxGroupByOwner
-  // blocks (use the form with addresses). An owner from register_owner has no group: only the owner retires.
+  // blocks (use the form with addresses). An owner from register_owner has no group: only the
+  // owner retires.
   Result<void> retire_group(OwnerId owner, std::function<void()> on_gone = {});
   Result<void> release_group(OwnerId owner, std::function<void()> on_gone = {});
 
@@ -177,8 +178,8 @@ class Heap {
   // the free list, coalescing neighbours. Runs the predicate without holding the heap lock.
   // [begin, end) is the block's footprint; blocks come in address order. The predicate sees a
   // snapshot taken when the pass starts: blocks quarantined meanwhile wait for the next pass,
-  // blocks another pass frees meanwhile are skipped. Then trims committed free pages down to retain_free_bytes (a pass
-  // over an empty quarantine only trims).
+  // blocks another pass frees meanwhile are skipped. Then trims committed free pages down to
+  // retain_free_bytes (a pass over an empty quarantine only trims).
   ReclaimReport reclaim(const std::function<bool(uintptr_t begin, uintptr_t end)>& is_referenced);
   // The quarantined ranges right now, sorted by address (for a caller that scans stacks).
   std::vector<BlockInfo> quarantined() const;

@@ -104,11 +104,9 @@ Result<std::unique_ptr<Region>> Region::create(const HeapOptions& options) {
                                   region->begin(), region->end()));
   }
 
-  // 2. Code and read-only data: one shared anonymous object (shmem, like a memfd, but with no
-  // file behind it), mapped over the reservation with no access yet. It is shared, not private,
-  // so that the alias below maps the same pages. Perf resolves samples in a shared anonymous
-  // mapping ("/dev/zero (deleted)" in /proc/<pid>/maps) through /tmp/perf-<pid>.map; a
-  // memfd's "/memfd:..." it takes for a file it cannot read, and names no JIT function there.
+  // 2. Code and read-only data: one shared anonymous object (anonymous so that perf names JIT
+  // functions in it: region.h), mapped over the reservation with no access yet. It is shared,
+  // not private, so that the alias below maps the same pages.
   const uintptr_t code = region->arena_begin(Arena::kCode);
   const uintptr_t read_only = region->arena_begin(Arena::kReadOnly);
   const uintptr_t data = region->arena_begin(Arena::kData);

@@ -1,7 +1,7 @@
 // Region: the address space of one Heap.
 //
 //   base (low, from MAP_32BIT or placement_hint)                          base + total <= 2^31
-//   | code: r-x view of S [0, C) | read_only: r-- view of S [C, C+R) | data: rw- private anonymous |
+//   | code: r-x view of S [0, C) | read_only: r-- view of S [C, C+R) | data: rw- private anon |
 //
 //   alias (anywhere the kernel likes): rw- view of S [0, C+R)
 //
