@@ -6,11 +6,19 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include <spdlog/fmt/fmt.h>
 
 #include "codeheap/log.h"
 #include "codeheap/stats.h"
+
+// Linux 6.3+: with the sysctl vm.memfd_noexec=1 a memfd created without MFD_EXEC is sealed
+// non-executable, and the code view could not be executed. Older kernels do not know the flag
+// (EINVAL), so the memfd fallback retries without it.
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
 
 namespace codeheap {
 
@@ -28,6 +36,43 @@ Error system_error(const std::string& what) {
 bool map_over(uintptr_t at, size_t bytes, int prot, int flags, int fd, off_t offset) {
   void* p = mmap(reinterpret_cast<void*>(at), bytes, prot, flags | MAP_FIXED, fd, offset);
   return p != MAP_FAILED;
+}
+
+// Shared anonymous memory mapped at `at` (PROT_NONE), and its alias. Anonymous so that perf
+// names JIT functions in it (region.h); shared so that the alias, made by mremap with old size 0
+// (which Linux defines for shared mappings), maps the same pages. Sets `refused` when that
+// mremap fails with EINVAL: valgrind does not emulate it.
+Result<uint8_t*> map_anonymous_shared(uintptr_t at, size_t bytes, bool& refused) {
+  if (!map_over(at, bytes, PROT_NONE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)) {
+    return tl::make_unexpected(system_error("mmap(shared code and read-only memory)"));
+  }
+  void* alias = mremap(reinterpret_cast<void*>(at), 0, bytes, MREMAP_MAYMOVE);
+  if (alias == MAP_FAILED) {
+    refused = errno == EINVAL;
+    return tl::make_unexpected(system_error("mremap(writable alias)"));
+  }
+  return static_cast<uint8_t*>(alias);
+}
+
+// The same over a memfd (the same shmem pages, with a file that perf takes for a real one).
+Result<uint8_t*> map_memfd_shared(uintptr_t at, size_t bytes, const std::string& name) {
+  const std::string memfd_name = ("codeheap:" + name).substr(0, 240);
+  int fd = memfd_create(memfd_name.c_str(), MFD_CLOEXEC | MFD_EXEC);
+  if (fd < 0 && errno == EINVAL) fd = memfd_create(memfd_name.c_str(), MFD_CLOEXEC);
+  if (fd < 0) return tl::make_unexpected(system_error("memfd_create"));
+  auto fail = [fd](const char* what) {
+    Error error = system_error(what);  // before close() changes errno
+    close(fd);
+    return tl::make_unexpected(std::move(error));
+  };
+  if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) return fail("ftruncate(memfd)");
+  if (!map_over(at, bytes, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd, 0)) {
+    return fail("mmap(memfd code and read-only memory)");
+  }
+  void* alias = mmap(nullptr, bytes, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+  if (alias == MAP_FAILED) return fail("mmap(memfd writable alias)");
+  close(fd);  // the mappings keep the memory
+  return static_cast<uint8_t*>(alias);
 }
 
 }  // namespace
@@ -104,24 +149,22 @@ Result<std::unique_ptr<Region>> Region::create(const HeapOptions& options) {
                                   region->begin(), region->end()));
   }
 
-  // 2. Code and read-only data: one shared anonymous object (anonymous so that perf names JIT
-  // functions in it: region.h), mapped over the reservation with no access yet. It is shared,
-  // not private, so that the alias below maps the same pages.
+  // 2-3. Code and read-only data: one shared memory object over the reservation, with no access
+  // yet, and the writable alias, a second mapping of its pages.
   const uintptr_t code = region->arena_begin(Arena::kCode);
   const uintptr_t read_only = region->arena_begin(Arena::kReadOnly);
   const uintptr_t data = region->arena_begin(Arena::kData);
   const size_t shared_bytes = sizes[0] + sizes[1];
-  if (!map_over(code, shared_bytes, PROT_NONE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1,
-                0)) {
-    return tl::make_unexpected(system_error("mmap(shared code and read-only memory)"));
+  bool refused = false;
+  Result<uint8_t*> alias = map_anonymous_shared(code, shared_bytes, refused);
+  if (refused) {
+    logger()->info("region '{}': {}; code and read-only data go to a memfd instead (perf will "
+                   "not name JIT functions)",
+                   options.name, alias.error().message);
+    alias = map_memfd_shared(code, shared_bytes, options.name);
   }
-
-  // 3. The writable alias: a second mapping of the same pages (mremap with old size 0, which
-  // Linux defines for shared mappings). It need not be low: only the CPU's view must be
-  // reachable.
-  void* alias = mremap(reinterpret_cast<void*>(code), 0, shared_bytes, MREMAP_MAYMOVE);
-  if (alias == MAP_FAILED) return tl::make_unexpected(system_error("mremap(writable alias)"));
-  region->alias_ = static_cast<uint8_t*>(alias);
+  if (!alias) return tl::make_unexpected(alias.error());
+  region->alias_ = *alias;
   region->alias_bytes_ = shared_bytes;
 
   // 4. Each view gets its final permissions, once, before anything is written: no page is ever
@@ -132,7 +175,7 @@ Result<std::unique_ptr<Region>> Region::create(const HeapOptions& options) {
   if (mprotect(reinterpret_cast<void*>(read_only), sizes[1], PROT_READ) != 0) {
     return tl::make_unexpected(system_error("mprotect(read-only view)"));
   }
-  if (mprotect(alias, shared_bytes, PROT_READ | PROT_WRITE) != 0) {
+  if (mprotect(*alias, shared_bytes, PROT_READ | PROT_WRITE) != 0) {
     return tl::make_unexpected(system_error("mprotect(writable alias)"));
   }
   if (!map_over(data, sizes[2], PROT_READ | PROT_WRITE, reserve_flags, -1, 0)) {
@@ -142,7 +185,7 @@ Result<std::unique_ptr<Region>> Region::create(const HeapOptions& options) {
   logger()->debug("region '{}': [{:#x}, {:#x}) code [{:#x}, {:#x}) read_only [{:#x}, {:#x}) "
                   "data [{:#x}, {:#x}), alias {}",
                   options.name, region->begin(), region->end(), code, read_only, read_only, data,
-                  data, region->end(), fmt::ptr(alias));
+                  data, region->end(), fmt::ptr(*alias));
   return region;
 }
 

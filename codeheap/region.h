@@ -7,7 +7,9 @@
 //
 // S is one shared anonymous memory object (shmem, as a memfd is, without a file descriptor), so
 // that perf resolves samples in JIT code through /tmp/perf-<pid>.map (jit/visibility.h); the
-// alias is a second mapping of its pages, made with mremap(old_size = 0).
+// alias is a second mapping of its pages, made with mremap(old_size = 0). Where that mremap is
+// refused (valgrind does not emulate it), S is a memfd instead: the same pages and invariants,
+// but perf takes the views for a file and does not name the functions in them.
 //
 // One PROT_NONE reservation is made first and the views are mapped over it with MAP_FIXED, so the
 // three arenas are contiguous and nothing else can land between them. Code and read-only data

@@ -1,8 +1,17 @@
 // The region: low placement, dual mapping, W^X, page accounting.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdlib>
+#include <iterator>
 
 #include <cstring>
 #include <set>
@@ -92,6 +101,56 @@ TEST_F(RegionTest, CodeViewsAreOneSharedAnonymousObjectAsPerfSeesThem) {
     objects.insert(device + " " + inode);
   }
   EXPECT_EQ(objects.size(), 1u);  // the same pages behind the views and the alias
+}
+
+// Valgrind refuses the mremap that makes the alias (EINVAL); the region then backs code and
+// read-only data with a memfd. Run in a child process: a seccomp filter makes the kernel refuse
+// mremap the same way (the filter dies with the child), then a heap must still work, with all
+// three views on one memfd. Exits 0 if so, with the number of the failed step if not.
+[[noreturn]] void use_heap_with_mremap_refused() {
+  const sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mremap, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EINVAL),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  const sock_fprog program{.len = std::size(filter),
+                           .filter = const_cast<sock_filter*>(filter)};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+      prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) {
+    std::_Exit(2);
+  }
+  auto heap = Heap::create(small_options("refused"));
+  if (!heap) std::_Exit(3);
+  const HeapStats stats = (*heap)->stats();
+  auto code = (*heap)->allocate(Arena::kCode, kReturn42.size(), 16);
+  if (!code) std::_Exit(4);
+  write_return42(*code);
+  if (call(code->address) != 42) std::_Exit(5);
+  if (!(*heap)->release(code->address) || !all_bytes(code->address, code->size, 0xCC)) {
+    std::_Exit(9);
+  }
+  const uintptr_t alias =
+      reinterpret_cast<uintptr_t>((*heap)->writable_alias(stats.arenas[0].begin));
+  std::set<std::string> objects;
+  for (uintptr_t at : {stats.arenas[0].begin, stats.arenas[1].begin, alias}) {
+    std::istringstream fields(mapping_of(at).line);
+    std::string range, perms, offset, device, inode, path;
+    fields >> range >> perms >> offset >> device >> inode >> path;
+    if (!path.starts_with("/memfd:codeheap:refused")) std::_Exit(6);
+    objects.insert(device + " " + inode);
+  }
+  if (objects.size() != 1) std::_Exit(7);
+  if (mapping_of(stats.arenas[0].begin).perms != "r-xs" ||
+      mapping_of(stats.arenas[1].begin).perms != "r--s" ||
+      mapping_of(alias).perms != "rw-s") {
+    std::_Exit(8);
+  }
+  std::_Exit(0);
+}
+
+TEST_F(RegionTest, RefusedAliasFallsBackToAMemfdWithTheSameViews) {
+  EXPECT_EXIT(use_heap_with_mremap_refused(), ::testing::ExitedWithCode(0), "");
 }
 
 TEST_F(RegionTest, PlacementHintIsHonouredExactlyAndNeverFallsBack) {
