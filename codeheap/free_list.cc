@@ -38,12 +38,25 @@ size_t FreeList::class_of(size_t size) {
 }
 
 size_t FreeList::next_nonempty_class(size_t from) const {
-  for (size_t word = from / 64; word < nonempty_.size(); ++word) {
-    uint64_t bits = nonempty_[word];
-    if (word == from / 64) bits &= ~uint64_t{0} << (from % 64);
-    if (bits != 0) return word * 64 + static_cast<size_t>(std::countr_zero(bits));
-  }
-  return kNoClass;
+  if (from >= kClassCount) return kNoClass;
+  size_t word = from / 64;
+  const uint64_t bits = nonempty_[word] & (~uint64_t{0} << (from % 64));
+  if (bits != 0) return word * 64 + static_cast<size_t>(std::countr_zero(bits));
+  // The next non-empty word, from the summary: no loop over the words in between.
+  const uint64_t words = nonempty_words_ & (~uint64_t{1} << word);
+  if (words == 0) return kNoClass;
+  word = static_cast<size_t>(std::countr_zero(words));
+  return word * 64 + static_cast<size_t>(std::countr_zero(nonempty_[word]));
+}
+
+void FreeList::mark_nonempty(size_t cls) {
+  nonempty_[cls / 64] |= uint64_t{1} << (cls % 64);
+  nonempty_words_ |= uint64_t{1} << (cls / 64);
+}
+
+void FreeList::mark_empty(size_t cls) {
+  nonempty_[cls / 64] &= ~(uint64_t{1} << (cls % 64));
+  if (nonempty_[cls / 64] == 0) nonempty_words_ &= ~(uint64_t{1} << (cls / 64));
 }
 
 FreeList::Cursor FreeList::first_at_least(size_t size) const {
@@ -139,12 +152,10 @@ void FreeList::free(uintptr_t begin, size_t size) {
 }
 
 size_t FreeList::largest_span() const {
-  for (size_t word = nonempty_.size(); word-- > 0;) {
-    if (nonempty_[word] == 0) continue;
-    const size_t cls = word * 64 + 63 - static_cast<size_t>(std::countl_zero(nonempty_[word]));
-    return classes_[cls].rbegin()->size;
-  }
-  return 0;
+  if (nonempty_words_ == 0) return 0;
+  const size_t word = 63 - static_cast<size_t>(std::countl_zero(nonempty_words_));
+  const size_t cls = word * 64 + 63 - static_cast<size_t>(std::countl_zero(nonempty_[word]));
+  return classes_[cls].rbegin()->size;
 }
 
 void FreeList::insert_span(uintptr_t begin, size_t size) {
@@ -152,7 +163,7 @@ void FreeList::insert_span(uintptr_t begin, size_t size) {
   assert(cls != kNoClass);
   const Span& node = *by_address_.insert(Span{begin, size}).first;
   classes_[cls].insert(SizedSpan{begin, size, &node});
-  nonempty_[cls / 64] |= uint64_t{1} << (cls % 64);
+  mark_nonempty(cls);
 }
 
 void FreeList::replace_span(const Span& at, uintptr_t begin, size_t size) {
@@ -173,24 +184,27 @@ void FreeList::replace_span(const Span& at, Cursor in_class, uintptr_t begin, si
   SizeClass& from = classes_[old_cls];
   const auto it = in_class.it;
   const BySize less;
-  if (cls == old_cls && (it == from.begin() || less(*std::prev(it), updated)) &&
-      (std::next(it) == from.end() || less(updated, *std::next(it)))) {
+  // The span keeps its node if it keeps its place in its class; a class of one span (as when
+  // blocks are carved off one large span) needs no comparison.
+  if (cls == old_cls &&
+      (from.size() == 1 || ((it == from.begin() || less(*std::prev(it), updated)) &&
+                            (std::next(it) == from.end() || less(updated, *std::next(it)))))) {
     it->begin = begin;
     it->size = size;
     return;
   }
   auto node = from.extract(it);
-  if (from.empty()) nonempty_[old_cls / 64] &= ~(uint64_t{1} << (old_cls % 64));
+  if (from.empty()) mark_empty(old_cls);
   node.value() = updated;
   classes_[cls].insert(std::move(node));
-  nonempty_[cls / 64] |= uint64_t{1} << (cls % 64);
+  mark_nonempty(cls);
 }
 
 void FreeList::erase_span(uintptr_t begin, size_t size) {
   const size_t cls = class_of(size);
   by_address_.erase(by_address_.find(begin));
   classes_[cls].erase(SizedSpan{begin, size, nullptr});
-  if (classes_[cls].empty()) nonempty_[cls / 64] &= ~(uint64_t{1} << (cls % 64));
+  if (classes_[cls].empty()) mark_empty(cls);
 }
 
 }  // namespace codeheap

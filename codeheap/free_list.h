@@ -9,10 +9,11 @@
 //   - by address, to find both neighbours of a freed span in O(log n) and merge with them.
 //     Spans are maximal: no two free spans touch.
 //   - by size, segregated into classes as in TLSF: 16-byte steps below 256 bytes, then 16
-//     classes per power of two. A bitmap of non-empty classes finds the first class at or above
-//     a size in O(1); inside a class spans are ordered by (size, address), so a lookup yields the
-//     best fit, lowest address first, in O(log n). Best fit keeps large spans intact for large
-//     modules; the address tie-break keeps code dense at the bottom of the arena.
+//     classes per power of two. A bitmap of non-empty classes (and a bit per bitmap word) finds
+//     the first class at or above a size in O(1); inside a class spans are ordered by (size,
+//     address), so a lookup yields the best fit, lowest address first, in O(log n). Best fit
+//     keeps large spans intact for large modules; the address tie-break keeps code dense at the
+//     bottom of the arena.
 //
 // Not thread-safe: the Heap's mutex guards it.
 #pragma once
@@ -111,6 +112,8 @@ class FreeList {
 
   static size_t class_of(size_t size);
   size_t next_nonempty_class(size_t from) const;
+  void mark_nonempty(size_t cls);
+  void mark_empty(size_t cls);
   Cursor first_at_least(size_t size) const;
   Cursor next(Cursor cursor) const;
   static bool fits(uintptr_t begin, size_t span, size_t size, size_t alignment);
@@ -128,6 +131,8 @@ class FreeList {
   ByAddress by_address_;
   std::vector<SizeClass> classes_;                // kClassCount of them
   std::array<uint64_t, (kClassCount + 63) / 64> nonempty_{};  // bit per class
+  uint64_t nonempty_words_ = 0;  // bit per word of nonempty_ that is not zero
+  static_assert((kClassCount + 63) / 64 <= 64);
   size_t free_bytes_ = 0;
 };
 
