@@ -25,7 +25,7 @@ size_t highest_at_or_below(uint64_t word, size_t bit) {
 
 }  // namespace
 
-BlockTable::BlockTable(uintptr_t begin, uintptr_t end, std::pmr::memory_resource* metadata)
+BlockTable::BlockTable(uintptr_t begin, uintptr_t end, NodePool* metadata)
     : begin_(begin),
       end_(end),
       words_(((end - begin) / kGranule + 63) / 64),
@@ -35,7 +35,7 @@ BlockTable::BlockTable(uintptr_t begin, uintptr_t end, std::pmr::memory_resource
       entries_(metadata) {}
 
 BlockTable::~BlockTable() {
-  index_.for_each([this](uintptr_t, Entry* entry) { entries_.delete_object(entry); });
+  index_.for_each([this](uintptr_t, Entry* entry) { entries_->delete_node(entry); });
 }
 
 Block* BlockTable::at(uintptr_t begin) {
@@ -72,26 +72,6 @@ const BlockTable::Entry* BlockTable::containing(uintptr_t address) const {
   const Entry* entry = index_.find(address_of(granule));
   assert(entry != nullptr);
   return address - entry->first < entry->second.footprint ? entry : nullptr;
-}
-
-BlockTable::Entry* BlockTable::insert(uintptr_t begin, const Block& block) {
-  assert(begin >= begin_ && begin < end_ && (begin - begin_) % kGranule == 0);
-  Entry* const entry = entries_.new_object<Entry>(begin, block);
-  index_.insert(begin, entry);
-  const size_t g = granule_of(begin);
-  starts_[g / 64] |= uint64_t{1} << (g % 64);
-  summary_[g / 64 / 64] |= uint64_t{1} << (g / 64 % 64);
-  return entry;
-}
-
-void BlockTable::erase(Handle entry) {
-  const size_t g = granule_of(entry->first);
-  [[maybe_unused]] const bool erased = index_.erase(entry->first);
-  assert(erased);
-  entries_.delete_object(entry);
-  uint64_t& word = starts_[g / 64];
-  word &= ~(uint64_t{1} << (g % 64));
-  if (word == 0) summary_[g / 64 / 64] &= ~(uint64_t{1} << (g / 64 % 64));
 }
 
 BlockInfo to_block_info(uintptr_t begin, const Block& block) {

@@ -15,15 +15,16 @@
 #pragma once
 
 #include <bit>
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
-#include <memory_resource>
 #include <utility>
 
 #include "codeheap/address_index.h"
 #include "codeheap/heap.h"
+#include "codeheap/node_pool.h"
 
 namespace codeheap {
 
@@ -51,7 +52,7 @@ class BlockTable {
 
   // Blocks start in [begin, end), granule-aligned. Entries come from `metadata`, the heap's
   // node pool.
-  BlockTable(uintptr_t begin, uintptr_t end, std::pmr::memory_resource* metadata);
+  BlockTable(uintptr_t begin, uintptr_t end, NodePool* metadata);
   ~BlockTable();
   BlockTable(const BlockTable&) = delete;
   BlockTable& operator=(const BlockTable&) = delete;
@@ -107,10 +108,31 @@ class BlockTable {
   size_t summary_words_;  // of summary_
   Bits starts_;           // bit per granule: a block starts there
   Bits summary_;          // bit per starts_ word: it is not zero
-  std::pmr::polymorphic_allocator<Entry> entries_;  // from the heap's node pool
+  NodePool* entries_;  // the heap's node pool
   AddressIndex<Entry> index_;
 };
 
 BlockInfo to_block_info(uintptr_t begin, const Block& block);
+
+// Inline: once per block allocated and once per block freed.
+inline BlockTable::Entry* BlockTable::insert(uintptr_t begin, const Block& block) {
+  assert(begin >= begin_ && begin < end_ && (begin - begin_) % kGranule == 0);
+  Entry* const entry = entries_->new_node<Entry>(begin, block);
+  index_.insert(begin, entry);
+  const size_t g = granule_of(begin);
+  starts_[g / 64] |= uint64_t{1} << (g % 64);
+  summary_[g / 64 / 64] |= uint64_t{1} << (g / 64 % 64);
+  return entry;
+}
+
+inline void BlockTable::erase(Handle entry) {
+  const size_t g = granule_of(entry->first);
+  [[maybe_unused]] const bool erased = index_.erase(entry->first);
+  assert(erased);
+  entries_->delete_node(entry);
+  uint64_t& word = starts_[g / 64];
+  word &= ~(uint64_t{1} << (g % 64));
+  if (word == 0) summary_[g / 64 / 64] &= ~(uint64_t{1} << (g / 64 % 64));
+}
 
 }  // namespace codeheap

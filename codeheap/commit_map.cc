@@ -8,27 +8,6 @@ namespace codeheap {
 CommitMap::CommitMap(size_t pages)
     : users_(pages, 0), committed_((pages + 63) / 64, 0), stamps_(pages, 0) {}
 
-void CommitMap::acquire(size_t first, size_t last, uint64_t stamp) {
-  for (size_t page = first; page <= last; ++page) {
-    assert(users_[page] < UINT16_MAX);
-    if (users_[page]++ > 0) continue;
-    if (committed(page)) {
-      --idle_pages_;
-    } else {
-      committed_[page / 64] |= uint64_t{1} << (page % 64);
-      stamps_[page] = static_cast<uint32_t>(stamp);
-      ++committed_pages_;
-    }
-  }
-}
-
-void CommitMap::release(size_t first, size_t last) {
-  for (size_t page = first; page <= last; ++page) {
-    assert(users_[page] > 0 && committed(page));
-    if (--users_[page] == 0) ++idle_pages_;
-  }
-}
-
 void CommitMap::decommitted(size_t first, size_t count) {
   for (size_t page = first; page < first + count; ++page) {
     assert(users_[page] == 0 && committed(page));

@@ -9,6 +9,7 @@
 // Not thread-safe: the Heap's mutex guards it.
 #pragma once
 
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -62,5 +63,27 @@ class CommitMap {
   size_t committed_pages_ = 0;
   size_t idle_pages_ = 0;
 };
+
+// Inline: the heap calls these for every block it hands out and takes back.
+inline void CommitMap::acquire(size_t first, size_t last, uint64_t stamp) {
+  for (size_t page = first; page <= last; ++page) {
+    assert(users_[page] < UINT16_MAX);
+    if (users_[page]++ > 0) continue;
+    if (committed(page)) {
+      --idle_pages_;
+    } else {
+      committed_[page / 64] |= uint64_t{1} << (page % 64);
+      stamps_[page] = static_cast<uint32_t>(stamp);
+      ++committed_pages_;
+    }
+  }
+}
+
+inline void CommitMap::release(size_t first, size_t last) {
+  for (size_t page = first; page <= last; ++page) {
+    assert(users_[page] > 0 && committed(page));
+    if (--users_[page] == 0) ++idle_pages_;
+  }
+}
 
 }  // namespace codeheap

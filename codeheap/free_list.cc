@@ -29,7 +29,7 @@ FreeList::FreeList(uintptr_t begin, size_t size, std::pmr::memory_resource* meta
   free_bytes_ = size;
 }
 
-size_t FreeList::class_of(size_t size) {
+inline size_t FreeList::class_of(size_t size) {
   if (size < kLinearLimit) return size / kGranule;
   const int msb = std::bit_width(size) - 1;  // >= 8
   if (msb >= 32) return kNoClass;
@@ -37,7 +37,7 @@ size_t FreeList::class_of(size_t size) {
   return (static_cast<size_t>(msb - 7) << kSubClassBits) + sub;
 }
 
-size_t FreeList::next_nonempty_class(size_t from) const {
+inline size_t FreeList::next_nonempty_class(size_t from) const {
   if (from >= kClassCount) return kNoClass;
   size_t word = from / 64;
   const uint64_t bits = nonempty_[word] & (~uint64_t{0} << (from % 64));
@@ -59,7 +59,7 @@ void FreeList::mark_empty(size_t cls) {
   if (nonempty_[cls / 64] == 0) nonempty_words_ &= ~(uint64_t{1} << (cls / 64));
 }
 
-FreeList::Cursor FreeList::first_at_least(size_t size) const {
+inline FreeList::Cursor FreeList::first_at_least(size_t size) const {
   size_t cls = class_of(size);
   if (cls == kNoClass) return {};
   // Within the class of `size` some spans may be smaller than `size`; above it none are. (The
@@ -108,7 +108,7 @@ std::optional<uintptr_t> FreeList::allocate(size_t size, size_t alignment) {
   return std::nullopt;
 }
 
-uintptr_t FreeList::take(Cursor cursor, size_t size, size_t alignment) {
+inline uintptr_t FreeList::take(Cursor cursor, size_t size, size_t alignment) {
   const uintptr_t span_begin = cursor.begin();
   const uintptr_t span_end = span_begin + cursor.size();
   const uintptr_t begin = align_up(span_begin, alignment);
@@ -172,7 +172,7 @@ void FreeList::replace_span(const Span& at, uintptr_t begin, size_t size) {
                size);
 }
 
-void FreeList::replace_span(const Span& at, Cursor in_class, uintptr_t begin, size_t size) {
+inline void FreeList::replace_span(const Span& at, Cursor in_class, uintptr_t begin, size_t size) {
   assert(in_class.begin() == at.begin && in_class.size() == at.size &&
          in_class.it->by_address == &at);
   const SizedSpan updated{begin, size, &at};

@@ -110,22 +110,24 @@ class FreeList {
     uintptr_t begin() const { return it->begin; }
   };
 
-  static size_t class_of(size_t size);
-  size_t next_nonempty_class(size_t from) const;
+  // The allocation path's helpers are forced inline: as calls they cost as much as their work.
+  [[gnu::always_inline]] static size_t class_of(size_t size);
+  [[gnu::always_inline]] size_t next_nonempty_class(size_t from) const;
   void mark_nonempty(size_t cls);
   void mark_empty(size_t cls);
-  Cursor first_at_least(size_t size) const;
+  [[gnu::always_inline]] Cursor first_at_least(size_t size) const;
   Cursor next(Cursor cursor) const;
   static bool fits(uintptr_t begin, size_t span, size_t size, size_t alignment);
 
-  uintptr_t take(Cursor cursor, size_t size, size_t alignment);
+  [[gnu::always_inline]] uintptr_t take(Cursor cursor, size_t size, size_t alignment);
   void insert_span(uintptr_t begin, size_t size);
   // Turns the span `at` (a node of the by-address set) into [begin, begin + size), which must
   // keep its place in address order (lie between the same neighbours), reusing its nodes (no
   // allocation).
   void replace_span(const Span& at, uintptr_t begin, size_t size);
   // The same, for a span whose place in its size class is known.
-  void replace_span(const Span& at, Cursor in_class, uintptr_t begin, size_t size);
+  [[gnu::always_inline]] void replace_span(const Span& at, Cursor in_class, uintptr_t begin,
+                                           size_t size);
   void erase_span(uintptr_t begin, size_t size);
 
   ByAddress by_address_;

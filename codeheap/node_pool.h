@@ -16,6 +16,8 @@
 #include <cstddef>
 #include <memory>
 #include <memory_resource>
+#include <new>
+#include <utility>
 #include <vector>
 
 namespace codeheap {
@@ -25,6 +27,43 @@ class NodePool final : public std::pmr::memory_resource {
   NodePool() = default;
   NodePool(const NodePool&) = delete;
   NodePool& operator=(const NodePool&) = delete;
+
+  // What allocate and deallocate do, without the virtual call: for the heap's own tables, which
+  // hold the pool itself and take a node for every block.
+  void* allocate_node(size_t bytes, size_t alignment) {
+    if (!pooled(bytes, alignment)) return ::operator new(bytes, std::align_val_t{alignment});
+    const size_t rounded = round_up(bytes);
+    used_bytes_ += rounded;
+    FreeNode*& head = free_[rounded / kGranule];
+    if (head == nullptr) return carve(rounded);
+    FreeNode* node = head;
+    head = node->next;
+    return node;
+  }
+  void deallocate_node(void* p, size_t bytes, size_t alignment) {
+    if (!pooled(bytes, alignment)) {
+      ::operator delete(p, bytes, std::align_val_t{alignment});
+      return;
+    }
+    const size_t rounded = round_up(bytes);
+    used_bytes_ -= rounded;
+    FreeNode*& head = free_[rounded / kGranule];
+    head = new (p) FreeNode{head};
+  }
+  // Default-initialized (new T, not new T()): no zeroing before the member initializers.
+  template <typename T>
+  T* new_node() {
+    return new (allocate_node(sizeof(T), alignof(T))) T;
+  }
+  template <typename T, typename... Args>
+  T* new_node(Args&&... args) {
+    return new (allocate_node(sizeof(T), alignof(T))) T(std::forward<Args>(args)...);
+  }
+  template <typename T>
+  void delete_node(T* node) {
+    node->~T();
+    deallocate_node(node, sizeof(T), alignof(T));
+  }
 
   // Bytes taken from the system for nodes (chunks), and bytes of them in use.
   size_t reserved_bytes() const { return chunks_.size() * kChunkBytes; }
@@ -42,8 +81,15 @@ class NodePool final : public std::pmr::memory_resource {
   static bool pooled(size_t bytes, size_t alignment) {
     return bytes <= kLargestNode && alignment <= kGranule;
   }
-  void* do_allocate(size_t bytes, size_t alignment) override;
-  void do_deallocate(void* p, size_t bytes, size_t alignment) override;
+  static size_t round_up(size_t bytes) { return (bytes + kGranule - 1) / kGranule * kGranule; }
+  // A node of `rounded` bytes from the newest chunk (or a new one): the free list was empty.
+  void* carve(size_t rounded);
+  void* do_allocate(size_t bytes, size_t alignment) override {
+    return allocate_node(bytes, alignment);
+  }
+  void do_deallocate(void* p, size_t bytes, size_t alignment) override {
+    deallocate_node(p, bytes, alignment);
+  }
   bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
     return this == &other;
   }

@@ -7,25 +7,16 @@
 
 namespace codeheap {
 
-void OwnerRecord::forget(const Block* block) {
-  for (size_t i = 0; i < group_size; ++i) {
-    if (&group[i]->second == block) {
-      group[i] = group[--group_size];
-      return;
-    }
-  }
-}
-
 OwnerTable::~OwnerTable() {
   std::vector<OwnerRecord*> records;
   records_.for_each([&](uintptr_t, OwnerRecord* r) { records.push_back(r); });
-  for (OwnerRecord* r : records) metadata_.delete_object(r);
+  for (OwnerRecord* r : records) metadata_->delete_node(r);
 }
 
 OwnerRecord& OwnerTable::add(std::string name) {
-  // Default-initialized (every member has an initializer): new_object would value-initialize,
-  // which zeroes the whole record first with a rep stos that costs more than the stores.
-  OwnerRecord* const record = new (metadata_.allocate_object<OwnerRecord>()) OwnerRecord;
+  // Default-initialized (every member has an initializer): value-initializing would zero the
+  // whole record first with a rep stos that costs more than the stores.
+  OwnerRecord* const record = metadata_->new_node<OwnerRecord>();
   record->stats.id = next_id_++;
   record->stats.name = std::move(name);
   records_.insert(record->stats.id, record);
@@ -40,7 +31,7 @@ void OwnerTable::remove(OwnerId owner) {
 
 void OwnerTable::erase(OwnerRecord& r) {
   records_.erase(r.stats.id);
-  metadata_.delete_object(&r);
+  metadata_->delete_node(&r);
 }
 
 bool OwnerTable::retire(OwnerId owner, std::function<void()> on_gone) {
@@ -88,40 +79,9 @@ std::vector<std::function<void()>> OwnerTable::take_all_pending() {
   return all;
 }
 
-void OwnerTable::on_allocate(OwnerRecord* owner, size_t bytes) {
-  if (owner == nullptr) return;
-  ++owner->stats.live_blocks;
-  owner->stats.live_bytes += bytes;
-}
-
-void OwnerTable::on_quarantine(OwnerRecord* owner, size_t bytes) {
-  if (owner == nullptr) return;
-  OwnerStats& s = owner->stats;
-  --s.live_blocks;
-  s.live_bytes -= bytes;
-  ++s.quarantined_blocks;
-  s.quarantined_bytes += bytes;
-}
-
-void OwnerTable::on_free(OwnerRecord* owner, size_t bytes, BlockState from) {
-  if (owner == nullptr) return;
-  OwnerStats& s = owner->stats;
-  if (from == BlockState::kLive) {
-    --s.live_blocks;
-    s.live_bytes -= bytes;
-  } else {
-    --s.quarantined_blocks;
-    s.quarantined_bytes -= bytes;
-  }
-  erase_if_gone(*owner);
-}
-
-void OwnerTable::erase_if_gone(OwnerRecord& r) {
-  const OwnerStats& s = r.stats;
-  if (s.retired && s.live_blocks == 0 && s.quarantined_blocks == 0) {
-    if (r.on_gone) ready_.push_back(std::move(r.on_gone));
-    erase(r);
-  }
+void OwnerTable::erase_gone(OwnerRecord& r) {
+  if (r.on_gone) ready_.push_back(std::move(r.on_gone));
+  erase(r);
 }
 
 std::vector<OwnerStats> OwnerTable::snapshot() const {

@@ -12,13 +12,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <memory_resource>
 #include <string>
 #include <vector>
 
 #include "codeheap/address_index.h"
 #include "codeheap/block_table.h"
 #include "codeheap/heap.h"
+#include "codeheap/node_pool.h"
 #include "codeheap/stats.h"
 
 namespace codeheap {
@@ -42,7 +42,7 @@ struct OwnerRecord {
 class OwnerTable {
  public:
   // Records come from `metadata`, the heap's node pool.
-  explicit OwnerTable(std::pmr::memory_resource* metadata) : metadata_(metadata) {}
+  explicit OwnerTable(NodePool* metadata) : metadata_(metadata) {}
   ~OwnerTable();
   OwnerTable(const OwnerTable&) = delete;
   OwnerTable& operator=(const OwnerTable&) = delete;
@@ -80,13 +80,56 @@ class OwnerTable {
   std::vector<OwnerStats> snapshot() const;
 
  private:
-  void erase_if_gone(OwnerRecord& r);
+  // A retired owner with no block left is gone: its on_gone becomes ready, its record goes.
+  void erase_if_gone(OwnerRecord& r) {
+    const OwnerStats& s = r.stats;
+    if (s.retired && s.live_blocks == 0 && s.quarantined_blocks == 0) erase_gone(r);
+  }
+  void erase_gone(OwnerRecord& r);
   void erase(OwnerRecord& r);
 
-  std::pmr::polymorphic_allocator<OwnerRecord> metadata_;
+  NodePool* metadata_;
   AddressIndex<OwnerRecord, /*kKeyShift=*/0> records_;  // by id
   std::vector<std::function<void()>> ready_;
   OwnerId next_id_ = kNoOwner + 1;
 };
+
+// Inline: the heap calls these for every block it hands out, retires and frees.
+inline void OwnerRecord::forget(const Block* block) {
+  for (size_t i = 0; i < group_size; ++i) {
+    if (&group[i]->second == block) {
+      group[i] = group[--group_size];
+      return;
+    }
+  }
+}
+
+inline void OwnerTable::on_allocate(OwnerRecord* owner, size_t bytes) {
+  if (owner == nullptr) return;
+  ++owner->stats.live_blocks;
+  owner->stats.live_bytes += bytes;
+}
+
+inline void OwnerTable::on_quarantine(OwnerRecord* owner, size_t bytes) {
+  if (owner == nullptr) return;
+  OwnerStats& s = owner->stats;
+  --s.live_blocks;
+  s.live_bytes -= bytes;
+  ++s.quarantined_blocks;
+  s.quarantined_bytes += bytes;
+}
+
+inline void OwnerTable::on_free(OwnerRecord* owner, size_t bytes, BlockState from) {
+  if (owner == nullptr) return;
+  OwnerStats& s = owner->stats;
+  if (from == BlockState::kLive) {
+    --s.live_blocks;
+    s.live_bytes -= bytes;
+  } else {
+    --s.quarantined_blocks;
+    s.quarantined_bytes -= bytes;
+  }
+  erase_if_gone(*owner);
+}
 
 }  // namespace codeheap

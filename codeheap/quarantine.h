@@ -19,6 +19,7 @@
 #pragma once
 
 #include <array>
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -58,5 +59,23 @@ class Quarantine {
   };
   std::array<std::vector<Slot>, kArenaCount> entries_;  // by arena
 };
+
+// Inline: once per block retired or released, and once per block reclaimed.
+inline void Quarantine::add(uintptr_t begin, Block& block) {
+  std::vector<Slot>& list = entries_[static_cast<size_t>(block.arena)];
+  block.quarantine_slot = static_cast<uint32_t>(list.size());
+  list.push_back({{begin, begin + block.footprint, block.generation}, &block});
+}
+
+inline void Quarantine::remove(const Block& block) {
+  std::vector<Slot>& list = entries_[static_cast<size_t>(block.arena)];
+  const size_t slot = block.quarantine_slot;
+  assert(slot < list.size() && list[slot].block == &block);
+  if (slot + 1 != list.size()) {
+    list[slot] = list.back();
+    list[slot].block->quarantine_slot = static_cast<uint32_t>(slot);
+  }
+  list.pop_back();
+}
 
 }  // namespace codeheap

@@ -194,12 +194,6 @@ Region::~Region() {
   if (reserved_) munmap(reinterpret_cast<void*>(begin()), end() - begin());
 }
 
-uint8_t* Region::writable(uintptr_t address) const {
-  if (!contains(address)) return nullptr;
-  if (address >= arena_begin(Arena::kData)) return reinterpret_cast<uint8_t*>(address);
-  return alias_ + (address - begin());
-}
-
 Result<void> Region::decommit(Arena arena, uintptr_t begin_address, size_t bytes) {
   if (arena == Arena::kData) {
     // Private anonymous memory: the pages are dropped and read back as zeros.

@@ -57,7 +57,11 @@ class Region {
 
   // Where to write the byte that executes or is read at `address`: the alias for kCode and
   // kReadOnly, `address` itself for kData, nullptr outside the region.
-  uint8_t* writable(uintptr_t address) const;
+  uint8_t* writable(uintptr_t address) const {
+    if (!contains(address)) return nullptr;
+    if (address >= arena_begin(Arena::kData)) return reinterpret_cast<uint8_t*>(address);
+    return alias_ + (address - begin());
+  }
 
   // Gives the whole pages [begin, begin + bytes) of `arena` back to the OS: they read as zeros
   // afterwards and cost no memory until written again.
