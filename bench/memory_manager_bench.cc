@@ -6,20 +6,16 @@
 //                kReclaimEvery deallocations, amortized into the time),
 //   InProcess    jitlink::InProcessMemoryManager (one mmap per graph, mprotect per segment),
 //   Mapper       orc::MapperJITLinkMemoryManager over orc::InProcessMemoryMapper (slabs).
-// All three link the same minimal LinkGraphs (one content block per section, as an object file's
+// All three link the same minimal LinkGraph (one content block per section, as an object file's
 // sections would give), built once and reset before each allocation (ReusableGraph: a few
 // stores, the same for every manager), so graph construction is not measured and the blocks are
 // in cache, as they are when JITLink calls a manager right after its passes. (The sections'
 // hash sets of blocks, which every manager walks, need not be: JITLink's pruning pass would
-// have walked them just before.) A cycle uses kGraphs such graphs in turn: finding a section's
-// block costs a scan up to the bucket its address hashes to, out of 64, so one graph would
-// measure one random draw of those positions per process (the heap's addresses move with ASLR),
-// worth several percent of our time; a fresh graph per link, as in real use, averages them.
-// Two shapes: "small" (256 B of code + 64 B of read-only data, a tiny closure) and "mixed16k"
-// (8 KiB code, 4 KiB read-only, 4 KiB read-write). For each shape, copy_floor is the copying and
-// trap-filling alone (CopyFloor), and alternating times codeheap and InProcess in turn within
-// each repetition (harness.h's Alternating: a round is one reclaim period of ours, then
-// kAlternatingBaselineOps of theirs).
+// have walked them just before.) Two shapes: "small" (256 B of code + 64 B of read-only data, a
+// tiny closure) and "mixed16k" (8 KiB code, 4 KiB read-only, 4 KiB read-write). For each shape,
+// copy_floor is the copying and trap-filling alone (CopyFloor), and alternating times codeheap
+// and InProcess in turn within each repetition (harness.h's Alternating: a round is one reclaim
+// period of ours, then kAlternatingBaselineOps of theirs).
 //
 // RuntimeDyld: the calls RuntimeDyld makes for the same small object (reserveAllocationSpace if
 // the manager asks for it, allocateCodeSection, allocateDataSection, copy the bytes,
@@ -59,8 +55,6 @@ constexpr size_t kMapperSlabBytes = size_t{64} << 20;
 constexpr size_t kCodeBytes = 256;
 constexpr size_t kReadOnlyBytes = 64;
 constexpr size_t kAlignment = 16;
-// Graphs of one shape that a JITLinkCycle uses in turn (see the top of the file).
-constexpr size_t kGraphs = 16;
 // What RuntimeDyld would copy into the sections.
 alignas(16) const uint8_t kSectionBytes[kCodeBytes] = {};
 
@@ -69,17 +63,12 @@ class JITLinkCycle final : public Workload {
   // `heap` is null for LLVM's managers; with a heap, reclaim passes run as for our managers.
   JITLinkCycle(std::unique_ptr<Heap> heap, std::unique_ptr<JITLinkMemoryManager> manager,
                const RequestShape& shape)
-      : heap_(std::move(heap)), manager_(std::move(manager)) {
-    graphs_.reserve(kGraphs);
-    for (size_t i = 0; i < kGraphs; ++i) graphs_.emplace_back(shape);
-  }
+      : heap_(std::move(heap)), manager_(std::move(manager)), graph_(shape) {}
 
   void run(size_t count) override {
     for (size_t i = 0; i < count; ++i) {
-      ReusableGraph& graph = graphs_[next_graph_];
-      next_graph_ = (next_graph_ + 1) % kGraphs;
-      graph.reset();
-      deallocate(*manager_, allocate_and_finalize(*manager_, graph.graph()));
+      graph_.reset();
+      deallocate(*manager_, allocate_and_finalize(*manager_, graph_.graph()));
       if (heap_ && ++deallocations_ % kReclaimEvery == 0) heap_->reclaim(nothing_referenced);
     }
   }
@@ -87,8 +76,7 @@ class JITLinkCycle final : public Workload {
  private:
   std::unique_ptr<Heap> heap_;  // declared first: outlives the manager
   std::unique_ptr<JITLinkMemoryManager> manager_;
-  std::vector<ReusableGraph> graphs_;
-  size_t next_graph_ = 0;
+  ReusableGraph graph_;
   size_t deallocations_ = 0;
 };
 

@@ -341,13 +341,10 @@ NOTES = """\
   the swaps retire code to the heap's quarantine; the benchmarks run `Heap::reclaim` every 64
   deallocations (module removals, swaps) with a predicate that finds nothing referenced, inside the
   timed loop, so each operation carries 1/64 of a pass.
-- **Identical requests.** The JITLink rows link the same minimal LinkGraphs (one content block per
-  section) through every manager: 16 of them, built once and used in turn, and before each
-  allocation a graph's blocks are pointed back at their original content and address 0 (a few
-  stores, timed alike for all three), so the graph is in cache, as it is when JITLink calls a
-  manager right after its passes. (Finding a section's block scans the section's hash set up to
-  the bucket the block's address falls in, so a single graph would time one random draw of
-  those positions per process; 16 graphs average them, as fresh graphs do.) Layout, the
+- **Identical requests.** The JITLink rows link the same minimal LinkGraph (one content block per
+  section) through every manager: built once, and before each allocation its blocks are pointed
+  back at their original content and address 0 (a few stores, timed alike for all three), so the
+  graph is in cache, as it is when JITLink calls a manager right after its passes. Layout, the
   copy of block content into the allocation, finalization and deallocation are timed; graph
   construction is not, as it is the same for all three. The RuntimeDyld rows make the calls
   RuntimeDyld makes (`reserveAllocationSpace` when asked for, two sections, `finalizeMemory`,
