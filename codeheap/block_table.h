@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <tuple>
 #include <utility>
 
 #include "codeheap/address_index.h"
@@ -63,7 +64,10 @@ class BlockTable {
   // The block whose footprint [begin, begin + footprint) contains `address`, or nullptr.
   const Entry* containing(uintptr_t address) const;
 
-  Entry* insert(uintptr_t begin, const Block& block);
+  // A new entry for a block at `begin`, default-initialized for the caller to fill in place
+  // (building a Block elsewhere and copying it in stalls: the copy's wide loads cannot be
+  // forwarded from the narrow stores that built it).
+  Entry* insert(uintptr_t begin);
 
   // The entry of the block that starts at `begin` (null if none), for callers that need its
   // start address too or will erase it. Valid until it is erased.
@@ -115,9 +119,10 @@ class BlockTable {
 BlockInfo to_block_info(uintptr_t begin, const Block& block);
 
 // Inline: once per block allocated and once per block freed.
-inline BlockTable::Entry* BlockTable::insert(uintptr_t begin, const Block& block) {
+inline BlockTable::Entry* BlockTable::insert(uintptr_t begin) {
   assert(begin >= begin_ && begin < end_ && (begin - begin_) % kGranule == 0);
-  Entry* const entry = entries_->new_node<Entry>(begin, block);
+  Entry* const entry = entries_->new_node<Entry>(std::piecewise_construct,
+                                                 std::forward_as_tuple(begin), std::tuple<>());
   index_.insert(begin, entry);
   const size_t g = granule_of(begin);
   starts_[g / 64] |= uint64_t{1} << (g % 64);

@@ -93,6 +93,21 @@ std::optional<uintptr_t> FreeList::allocate(size_t size, size_t alignment) {
   // at least this big fits wherever it lies.
   const size_t always_fits = size + (alignment - kGranule);
 
+  // Best fit would pick the remembered span if no class from the request's own up to the span's
+  // holds a span (the span is the smallest of its class); if carving the block off its bottom
+  // also leaves it in its class, that is a few stores on two nodes whose addresses are at hand.
+  if (hint_ != nullptr && (hint_->begin & (alignment - 1)) == 0 &&
+      next_nonempty_class(class_of(size)) == hint_class_ &&
+      class_of(hint_->size - size) == hint_class_) {
+    const uintptr_t begin = hint_->begin;
+    hint_->begin = begin + size;
+    hint_->size -= size;
+    hint_span_->begin = begin + size;
+    hint_span_->size -= size;
+    free_bytes_ -= size;
+    return begin;
+  }
+
   Cursor cursor = first_at_least(size);
   for (int probe = 0; cursor && probe < kAlignedProbes; ++probe, cursor = next(cursor)) {
     if (cursor.size() >= always_fits || fits(cursor.begin(), cursor.size(), size, alignment)) {
@@ -159,6 +174,7 @@ size_t FreeList::largest_span() const {
 }
 
 void FreeList::insert_span(uintptr_t begin, size_t size) {
+  hint_ = nullptr;
   const size_t cls = class_of(size);
   assert(cls != kNoClass);
   const Span& node = *by_address_.insert(Span{begin, size}).first;
@@ -186,11 +202,13 @@ inline void FreeList::replace_span(const Span& at, Cursor in_class, uintptr_t be
   const BySize less;
   // The span keeps its node if it keeps its place in its class; a class of one span (as when
   // blocks are carved off one large span) needs no comparison.
+  hint_ = nullptr;
   if (cls == old_cls &&
       (from.size() == 1 || ((it == from.begin() || less(*std::prev(it), updated)) &&
                             (std::next(it) == from.end() || less(updated, *std::next(it)))))) {
     it->begin = begin;
     it->size = size;
+    if (it == from.begin()) remember(*it, cls);
     return;
   }
   auto node = from.extract(it);
@@ -201,6 +219,7 @@ inline void FreeList::replace_span(const Span& at, Cursor in_class, uintptr_t be
 }
 
 void FreeList::erase_span(uintptr_t begin, size_t size) {
+  hint_ = nullptr;
   const size_t cls = class_of(size);
   by_address_.erase(by_address_.find(begin));
   classes_[cls].erase(SizedSpan{begin, size, nullptr});
