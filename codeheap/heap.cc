@@ -96,9 +96,11 @@ struct Heap::Impl {
   }
 
   // `record` is the OwnerTable's record of `owner` (null for kNoOwner), which the caller has
-  // checked. `entry`, if given, receives the new block's table entry.
-  Result<Allocation> allocate_locked(Arena id, size_t size, size_t alignment, OwnerId owner,
-                                     OwnerRecord* record, BlockTable::Entry** entry = nullptr);
+  // checked. The block goes to `out`, written in place (a copy of a returned Allocation stalls
+  // on loads the store buffer cannot forward); `entry`, if given, receives its table entry.
+  Result<void> allocate_locked(Arena id, size_t size, size_t alignment, OwnerId owner,
+                               OwnerRecord* record, Allocation& out,
+                               BlockTable::Entry** entry = nullptr);
   Result<Block*> releasable_locked(const char* operation, uintptr_t address);
   void quarantine_locked(uintptr_t begin, Block& block, bool trap_now);
   // Takes a block off the books (traps, accounting, commit map, owner, block table) but leaves
@@ -132,9 +134,9 @@ struct Heap::Impl {
   uint64_t next_generation = 1;
 };
 
-Result<Allocation> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment,
-                                               OwnerId owner, OwnerRecord* record,
-                                               BlockTable::Entry** entry) {
+Result<void> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment,
+                                         OwnerId owner, OwnerRecord* record, Allocation& out,
+                                         BlockTable::Entry** entry) {
   if (static_cast<size_t>(id) >= arenas.size()) {
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("allocate: unknown arena {}", static_cast<int>(id)));
@@ -186,7 +188,11 @@ Result<Allocation> Heap::Impl::allocate_locked(Arena id, size_t size, size_t ali
   ++a.live_blocks;
   OwnerTable::on_allocate(record, footprint);
   ++counters.allocations;
-  return Allocation{*begin, region->writable(*begin), size, id};
+  out.address = *begin;
+  out.writable = region->writable(*begin);
+  out.size = size;
+  out.arena = id;
+  return {};
 }
 
 Result<Block*> Heap::Impl::releasable_locked(const char* operation, uintptr_t address) {
@@ -415,7 +421,12 @@ Result<Allocation> Heap::allocate(Arena arena, size_t size, size_t alignment, Ow
     bool accepted = false;
     OwnerRecord* const record = h.owners.accepting(owner, accepted);
     if (accepted) {
-      result = h.allocate_locked(arena, size, alignment, owner, record);
+      Allocation block;
+      if (Result<void> done = h.allocate_locked(arena, size, alignment, owner, record, block)) {
+        result = block;
+      } else {
+        result = tl::make_unexpected(std::move(done.error()));
+      }
     } else {
       result = make_error(ErrorCode::kInvalidArgument,
                           fmt::format("allocate: owner {} is unknown or retired", owner));
@@ -459,10 +470,9 @@ Result<OwnerId> Heap::allocate_group(std::string name, std::span<const BlockRequ
     for (size_t i = 0; i < requests.size(); ++i) {
       const BlockRequest& r = requests[i];
       BlockTable::Entry* entry = nullptr;
-      Result<Allocation> block =
-          h.allocate_locked(r.arena, r.size, r.alignment, owner, &record, &entry);
+      Result<void> block =
+          h.allocate_locked(r.arena, r.size, r.alignment, owner, &record, blocks[i], &entry);
       if (block) {
-        blocks[i] = *block;
         if (tracked) record.group[record.group_size++] = entry;
         continue;
       }

@@ -38,6 +38,8 @@ class NodePool final : public std::pmr::memory_resource {
     if (head == nullptr) return carve(rounded);
     FreeNode* node = head;
     head = node->next;
+    // The next node of this size is the next one handed out; its line is written then.
+    __builtin_prefetch(head, 1);
     return node;
   }
   void deallocate_node(void* p, size_t bytes, size_t alignment) {
