@@ -47,6 +47,9 @@ using Segments = llvm::SmallVector<Segment, 3>;
 
 Segments layOut(LinkGraph& graph) {
   Segments segments;
+  // Each section is read in turn, after a long walk of the previous one's block set; loading
+  // them all now lets those cache misses overlap.
+  for (llvm::jitlink::Section& section : graph.sections()) __builtin_prefetch(&section);
   for (llvm::jitlink::Section& section : graph.sections()) {
     if (section.getMemLifetime() == MemLifetime::NoAlloc || section.blocks_size() == 0) continue;
     const AllocGroup group(section.getMemProt(), section.getMemLifetime());
