@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <optional>
 #include <memory_resource>
 #include <random>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include "codeheap/commit_map.h"
@@ -133,6 +135,84 @@ TEST(FreeListTest, RandomizedAgainstAByteMap) {
   for (const auto& [at, size] : live) list.free(at, size);
   EXPECT_EQ(list.span_count(), 1u);
   EXPECT_EQ(list.largest_span(), kSize);
+}
+
+// The span allocate carved last is taken again without a search only while best fit would pick
+// it: a smaller span that fits, freed meanwhile, wins; so does one in the request's own class.
+TEST(FreeListTest, CarvingOnFromTheLastSpanNeverBeatsABetterFit) {
+  FreeList list(kBase, 1 << 20);
+  const uintptr_t a = *list.allocate(4096, 16);
+  const uintptr_t fence = *list.allocate(16, 16);
+  EXPECT_EQ(fence, a + 4096);
+  EXPECT_EQ(list.allocate(256, 16), fence + 16);  // carved on from the large span
+  list.free(a, 4096);                             // a 4 KiB hole below
+  EXPECT_EQ(list.allocate(256, 16), a);           // best fit: the hole, not the large span
+  EXPECT_EQ(list.allocate(256, 16), a + 256);     // and on from the hole
+  EXPECT_EQ(list.allocate(3584, 16), a + 512);    // the hole exactly
+  EXPECT_EQ(list.allocate(256, 16), fence + 16 + 256);  // back to the large span
+  EXPECT_EQ(list.free_bytes(), (1u << 20) - 4096 - 16 - 512);
+}
+
+// The same when the smaller span lands in the last span's own size class, where the class
+// bitmap cannot tell: sizes in [1 MiB, 1 MiB + 64 KiB) share one class.
+TEST(FreeListTest, ASmallerSpanInTheLastSpansClassWins) {
+  constexpr size_t kHole = size_t{1} << 20;
+  constexpr size_t kLarge = 1099984;  // > kHole, same class
+  FreeList list(kBase, kHole + 16 + kLarge);
+  ASSERT_EQ(list.allocate(kHole, 16), kBase);
+  const uintptr_t fence = *list.allocate(16, 16);
+  ASSERT_EQ(fence, kBase + kHole);
+  EXPECT_EQ(list.allocate(256, 16), fence + 16);  // carved on from the large span
+  list.free(kBase, kHole);
+  EXPECT_EQ(list.allocate(256, 16), kBase);  // the hole is the smaller of the two
+}
+
+// Against an oracle: for requests needing no more than the granule's alignment, allocate must
+// return the best fit (the smallest free span that holds the request, the lowest address among
+// equals), however the allocations and frees interleave.
+TEST(FreeListTest, GranuleAlignedRequestsGetTheBestFit) {
+  constexpr size_t kSize = 1 << 18;
+  constexpr size_t kGranules = kSize / 16;
+  FreeList list(kBase, kSize);
+  std::vector<bool> used(kGranules, false);
+  std::map<uintptr_t, size_t> live;
+  std::mt19937 rng(11);
+  auto best_fit = [&](size_t size) -> std::optional<uintptr_t> {
+    std::optional<std::pair<size_t, uintptr_t>> best;  // (span size, begin)
+    for (size_t g = 0; g < kGranules;) {
+      if (used[g]) {
+        ++g;
+        continue;
+      }
+      size_t end = g;
+      while (end < kGranules && !used[end]) ++end;
+      const std::pair<size_t, uintptr_t> span{(end - g) * 16, kBase + g * 16};
+      if (span.first >= size && (!best || span < *best)) best = span;
+      g = end;
+    }
+    if (!best) return std::nullopt;
+    return best->second;
+  };
+  for (int i = 0; i < 6000; ++i) {
+    // Runs of allocations (what the remembered span serves) between bursts of frees.
+    if (live.empty() || rng() % 3 != 0) {
+      const size_t size = 16 * (1 + (rng() % 4 == 0 ? rng() % 512 : rng() % 16));
+      const std::optional<uintptr_t> expected = best_fit(size);
+      const std::optional<uintptr_t> at = list.allocate(size, 16);
+      ASSERT_EQ(at, expected) << "request " << i << " of " << size << " bytes";
+      if (!at) continue;
+      for (size_t g = (*at - kBase) / 16; g < (*at - kBase + size) / 16; ++g) used[g] = true;
+      live.emplace(*at, size);
+    } else {
+      auto it = live.begin();
+      std::advance(it, rng() % live.size());
+      for (size_t g = (it->first - kBase) / 16; g < (it->first - kBase + it->second) / 16; ++g) {
+        used[g] = false;
+      }
+      list.free(it->first, it->second);
+      live.erase(it);
+    }
+  }
 }
 
 TEST(CommitMapTest, TracksUsersAndIdlePages) {
