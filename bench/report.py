@@ -361,8 +361,8 @@ NOTES = """\
   one benchmark: per round, 64 operations of ours (one reclaim period), then 4 of
   InProcessMemoryManager, each side timed on the thread's CPU clock; the ratio of the two sums
   per repetition, median over repetitions. Each side starts its turn in the caches (and TLB)
-  the other left, so both are slower than apart: a cross-check that a verdict is not drift,
-  with the same target.
+  the other left, so both are usually slower than apart: a cross-check that a verdict is not
+  drift, with the same target.
 - **End to end, alternating**: a cycle (parse, compile, link, look up, call, remove) is ~1 ms of
   LLVM code generation that both JITs share; the memory manager is a few percent of it, less
   than this machine drifts between two benchmarks measured one after the other (repetitions vary
