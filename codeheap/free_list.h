@@ -14,6 +14,8 @@
 //     address), so a lookup yields the best fit, lowest address first, in O(log n). Best fit
 //     keeps large spans intact for large modules; the address tie-break keeps code dense at the
 //     bottom of the arena.
+// Blocks carved one after another off one large span (the steady state between reclaims) skip
+// the search: the list remembers that span while best fit would pick it anyway (allocate).
 //
 // Not thread-safe: the Heap's mutex guards it.
 #pragma once

@@ -18,6 +18,19 @@ namespace {
 
 constexpr uintptr_t kBase = 0x40000000;
 
+// Frees one of the `live` blocks (begin -> size) at random and clears its granules in `used`, a
+// bit per granule from kBase; returns its size.
+size_t free_one_at_random(FreeList& list, std::map<uintptr_t, size_t>& live,
+                          std::vector<bool>& used, std::mt19937& rng) {
+  auto it = live.begin();
+  std::advance(it, rng() % live.size());
+  const auto [begin, size] = *it;
+  for (size_t g = (begin - kBase) / 16; g < (begin - kBase + size) / 16; ++g) used[g] = false;
+  list.free(begin, size);
+  live.erase(it);
+  return size;
+}
+
 TEST(FreeListTest, StartsAsOneSpanAndHandsOutFromTheBottom) {
   FreeList list(kBase, 1 << 20);
   EXPECT_EQ(list.free_bytes(), 1u << 20);
@@ -121,14 +134,7 @@ TEST(FreeListTest, RandomizedAgainstAByteMap) {
       live.emplace(*at, size);
       used_bytes += size;
     } else {
-      auto it = live.begin();
-      std::advance(it, rng() % live.size());
-      for (size_t g = (it->first - kBase) / 16; g < (it->first - kBase + it->second) / 16; ++g) {
-        used[g] = false;
-      }
-      list.free(it->first, it->second);
-      used_bytes -= it->second;
-      live.erase(it);
+      used_bytes -= free_one_at_random(list, live, used, rng);
     }
     ASSERT_EQ(list.free_bytes(), kSize - used_bytes);
   }
@@ -204,13 +210,7 @@ TEST(FreeListTest, GranuleAlignedRequestsGetTheBestFit) {
       for (size_t g = (*at - kBase) / 16; g < (*at - kBase + size) / 16; ++g) used[g] = true;
       live.emplace(*at, size);
     } else {
-      auto it = live.begin();
-      std::advance(it, rng() % live.size());
-      for (size_t g = (it->first - kBase) / 16; g < (it->first - kBase + it->second) / 16; ++g) {
-        used[g] = false;
-      }
-      list.free(it->first, it->second);
-      live.erase(it);
+      free_one_at_random(list, live, used, rng);
     }
   }
 }
