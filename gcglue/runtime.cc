@@ -7,12 +7,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -32,39 +33,80 @@ llvm::Error make_error(const std::string& message) {
   return llvm::make_error<llvm::StringError>(message, llvm::inconvertibleErrorCode());
 }
 
+// The renaming policy of runtime.h: a definition `name` of code object `id` links as this.
+std::string private_name(llvm::StringRef name, uint64_t id) {
+  return (name + ".co" + llvm::Twine(id)).str();
+}
+
+// Whether compile() renames `value` (and the engine reports it as a definition).
+bool is_exported_definition(const llvm::GlobalValue& value) {
+  return !value.isDeclarationForLinker() && !value.hasLocalLinkage() &&
+         !value.hasAppendingLinkage();
+}
+
+uint64_t elapsed_ns(std::chrono::steady_clock::time_point start) {
+  return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::chrono::steady_clock::now() - start)
+                      .count());
+}
+
 }  // namespace
+
+const char* to_string(Tier tier) {
+  switch (tier) {
+    case Tier::kBaseline: return "baseline";
+    case Tier::kOptimized: return "llvm";
+  }
+  return "?";
+}
 
 // Lives in the Boehm heap (GC_MALLOC, so `literals` is traced). `runtime` points to malloc
 // memory the collector does not trace; it is cleared when the runtime goes away first.
 struct CodeObject {
   uint64_t magic;
   const void* runtime;  // the Runtime::Impl that made it
-  uint64_t module;  // jit::ModuleHandle id
-  uint64_t id;      // names its definitions: "<name>.co<id>"
-  void** literals;  // GC_MALLOC'd copy of the pool
+  uint64_t id;          // its identity: keys Impl::units, names its definitions (private_name)
+  void** literals;      // GC_MALLOC'd copy of the pool
   size_t literal_count;
 };
 
 struct Runtime::Impl {
+  // What a code object owns, by its id. Malloc memory, so `object` is a weak reference the
+  // collector does not see; its finalizer clears the object's magic and queues the id.
+  struct Unit {
+    CodeObject* object = nullptr;
+    Tier tier = Tier::kOptimized;
+    uint64_t bytes = 0;
+    // A module of the engine, or (adopted) a heap owner with its callback for Heap::retire_group.
+    bool adopted = false;
+    jit::ModuleHandle module;
+    OwnerId owner = kNoOwner;
+    std::function<void()> on_gone;
+  };
+
   RuntimeOptions options;
   std::unique_ptr<Heap> heap;
   std::unique_ptr<jit::Engine> engine;
   std::unique_ptr<ThreadRegistry> registry;
   std::shared_ptr<spdlog::logger> log = codeheap::logger("gc");
+  std::string target_triple;
+  std::string data_layout;
 
-  // Serializes safepoint draining, reclaim passes and compile bookkeeping.
+  std::atomic<uint64_t> next_id{1};
+
+  // Guards `units` and `counters`; serializes safepoint draining. Never held while allocating GC
+  // memory (a collection stops the threads, one of which may wait for it) nor during a stack
+  // scan, so a compiling thread never waits for one.
   mutable std::mutex mutex;
-  // Code objects whose finalizer has not run. Malloc memory, so these are weak references the
-  // collector does not see. An entry whose object no longer carries the magic was finalized
-  // and is dropped at the next safepoint.
-  std::unordered_set<CodeObject*> live;
-  uint64_t next_id = 1;
+  // Serializes reclaim passes.
+  std::mutex reclaim_mutex;
+  std::unordered_map<uint64_t, Unit> units;  // code objects whose unit is not retired yet
   GcCounters counters;
 
   // Filled by finalizers (which run inside GC_invoke_finalizers); guarded by its own mutex,
   // never held while allocating.
   std::mutex pending_mutex;
-  std::vector<uint64_t> pending;
+  std::vector<uint64_t> pending;  // code object ids
 
   static void finalize(void* object, void* client_data) {
     auto* code = static_cast<CodeObject*>(object);
@@ -72,27 +114,122 @@ struct Runtime::Impl {
     if (code->magic != kCodeObjectMagic || code->runtime != impl) return;
     code->magic = 0;
     std::lock_guard lock(impl->pending_mutex);
-    impl->pending.push_back(code->module);
+    impl->pending.push_back(code->id);
+  }
+
+  TierCounters& tier_counters(Tier tier) { return counters.tiers[static_cast<size_t>(tier)]; }
+
+  // A new code object over `unit` (whose `object` it fills in), with a copy of `literals`.
+  // Takes the lock only to record it, after the GC allocations.
+  llvm::Expected<CodeObject*> make_code_object(Unit unit, uint64_t id, llvm::StringRef what,
+                                               llvm::ArrayRef<void*> literals,
+                                               uint64_t compile_ns) {
+    void** pool = nullptr;
+    if (!literals.empty()) {
+      pool = static_cast<void**>(GC_MALLOC(literals.size() * sizeof(void*)));
+      if (pool == nullptr) {
+        return make_error(what.str() + ": out of GC memory for the literal pool");
+      }
+      std::memcpy(pool, literals.data(), literals.size() * sizeof(void*));
+    }
+    auto* code = static_cast<CodeObject*>(GC_MALLOC(sizeof(CodeObject)));
+    if (code == nullptr) return make_error(what.str() + ": out of GC memory for the code object");
+    *code = CodeObject{kCodeObjectMagic, this, id, pool, literals.size()};
+    GC_register_finalizer_no_order(code, &Impl::finalize, this, nullptr, nullptr);
+    unit.object = code;
+    std::lock_guard lock(mutex);
+    TierCounters& tier = tier_counters(unit.tier);
+    ++tier.code_objects_created;
+    tier.code_bytes_live += unit.bytes;
+    tier.compile_ns_total += compile_ns;
+    ++counters.code_objects_created;
+    units.emplace(id, std::move(unit));
+    return code;
+  }
+
+  llvm::Expected<Compiled> compile(llvm::orc::ThreadSafeModule module, llvm::StringRef name,
+                                   llvm::ArrayRef<void*> literals, Tier tier,
+                                   std::chrono::steady_clock::time_point start) {
+    const uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed);
+    llvm::Error renamed = module.withModuleDo([&](llvm::Module& m) -> llvm::Error {
+      for (llvm::GlobalValue& value : m.global_values()) {
+        if (!is_exported_definition(value)) continue;
+        const std::string renamed = private_name(value.getName(), id);
+        const std::string written = value.getName().str();
+        value.setName(renamed);
+        if (value.getName() != renamed) {  // LLVM uniqued it: the name is taken
+          return make_error("compile '" + name.str() + "': cannot rename '" + written + "' to '" +
+                            renamed + "': the module defines that name itself");
+        }
+      }
+      return llvm::Error::success();
+    });
+    if (renamed) return renamed;
+    auto linked = engine->linkModule(std::move(module), name);
+    if (!linked) return linked.takeError();
+
+    Compiled compiled;
+    const std::string suffix = private_name("", id);
+    for (const auto& entry : linked->definitions) {
+      llvm::StringRef written = entry.getKey();
+      written.consume_back(suffix);
+      compiled.definitions[written] = entry.getValue().toPtr<void*>();
+    }
+    Unit unit;
+    unit.tier = tier;
+    unit.bytes = linked->heap_bytes;
+    unit.module = linked->handle;
+    auto code = make_code_object(std::move(unit), id, "compile '" + name.str() + "'", literals,
+                                 elapsed_ns(start));
+    if (!code) {
+      return llvm::joinErrors(code.takeError(), engine->removeModule(linked->handle));
+    }
+    compiled.code = *code;
+    return compiled;
   }
 
   ReclaimReport reclaim_pass();
 
+  // Retires the units of the code objects whose finalizers ran. Called with `mutex` held.
   size_t retire_pending() {
-    std::vector<uint64_t> modules;
+    std::vector<uint64_t> ids;
     {
       std::lock_guard lock(pending_mutex);
-      modules.swap(pending);
+      ids.swap(pending);
     }
     size_t retired = 0;
-    for (uint64_t id : modules) {
-      if (llvm::Error err = engine->removeModule(jit::ModuleHandle{id})) {
+    for (uint64_t id : ids) {
+      auto it = units.find(id);
+      if (it == units.end()) {
+        log->error("finalized code object #{} has no unit", id);
+        continue;
+      }
+      Unit unit = std::move(it->second);
+      units.erase(it);
+      TierCounters& tier = tier_counters(unit.tier);
+      ++tier.code_objects_finalized;
+      tier.code_bytes_live -= unit.bytes;
+      ++counters.code_objects_finalized;
+      if (llvm::Error err = retire(unit)) {
         ++counters.retire_failures;
-        log->error("retiring module {} failed: {}", id, llvm::toString(std::move(err)));
+        log->error("retiring code object #{} failed: {}", id, llvm::toString(std::move(err)));
       } else {
         ++retired;
       }
     }
+    counters.modules_retired += retired;
     return retired;
+  }
+
+  // Hands the unit's blocks to the heap's quarantine.
+  llvm::Error retire(Unit& unit) {
+    if (!unit.adopted) return engine->removeModule(unit.module);
+    Result<void> result = heap->retire_group(unit.owner, std::move(unit.on_gone));
+    if (!result) {
+      return make_error("retiring the blocks of owner " + std::to_string(unit.owner) + ": " +
+                        result.error().message);
+    }
+    return llvm::Error::success();
   }
 };
 
@@ -119,34 +256,45 @@ llvm::Expected<std::unique_ptr<Runtime>> Runtime::create(RuntimeOptions options)
   auto engine = jit::Engine::create(*impl->heap, options.engine);
   if (!engine) return engine.takeError();
   impl->engine = std::move(*engine);
+  impl->target_triple = impl->engine->targetTriple().str();
+  impl->data_layout = impl->engine->dataLayout().getStringRepresentation();
   auto registry = ThreadRegistry::create(options.scan);
   if (!registry) return registry.takeError();
   impl->registry = std::move(*registry);
-  if (llvm::Error err = impl->registry->register_current_thread()) return std::move(err);
+  if (llvm::Error err = impl->registry->register_current_thread()) return err;
   return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
 }
 
 Runtime::~Runtime() {
   std::lock_guard lock(impl_->mutex);
-  for (CodeObject* code : impl_->live) {
-    GC_register_finalizer_no_order(code, nullptr, nullptr, nullptr, nullptr);
-    code->magic = 0;
-    code->runtime = nullptr;
+  for (auto& [id, unit] : impl_->units) {
+    CodeObject* code = unit.object;
+    if (code->magic == kCodeObjectMagic) {
+      GC_register_finalizer_no_order(code, nullptr, nullptr, nullptr, nullptr);
+      code->magic = 0;
+      code->runtime = nullptr;
+    }
+    // Modules go with the engine; adopted blocks go to quarantine, so that the heap, destroyed
+    // next, runs their on_gone.
+    if (unit.adopted) llvm::consumeError(impl_->retire(unit));
   }
-  impl_->live.clear();
+  impl_->units.clear();
   impl_->engine.reset();  // removes every module
   if (impl_->registry->is_current_thread_registered()) {
     llvm::consumeError(impl_->registry->unregister_current_thread());
   }
 }
 
+llvm::Expected<Runtime::Compiled> Runtime::compile(llvm::orc::ThreadSafeModule module,
+                                                   llvm::StringRef name,
+                                                   llvm::ArrayRef<void*> literals, Tier tier) {
+  return impl_->compile(std::move(module), name, literals, tier,
+                        std::chrono::steady_clock::now());
+}
+
 llvm::Expected<CodeObject*> Runtime::compile(llvm::StringRef ir, llvm::StringRef name,
-                                             llvm::ArrayRef<void*> literals) {
-  uint64_t id;
-  {
-    std::lock_guard lock(impl_->mutex);
-    id = impl_->next_id++;
-  }
+                                             llvm::ArrayRef<void*> literals, Tier tier) {
+  const auto start = std::chrono::steady_clock::now();
   auto context = std::make_unique<llvm::LLVMContext>();
   llvm::SMDiagnostic diagnostic;
   std::unique_ptr<llvm::Module> module =
@@ -157,36 +305,28 @@ llvm::Expected<CodeObject*> Runtime::compile(llvm::StringRef ir, llvm::StringRef
     diagnostic.print(name.str().c_str(), os, /*ShowColors=*/false);
     return make_error("compile '" + name.str() + "': invalid IR: " + os.str());
   }
-  // Private names: two code objects may define the same function names.
-  std::string suffix = ".co" + std::to_string(id);
-  for (llvm::GlobalValue& value : module->global_values()) {
-    if (!value.isDeclaration() && !value.hasLocalLinkage()) {
-      value.setName(value.getName() + suffix);
-    }
-  }
-  auto handle = impl_->engine->addModule(
-      llvm::orc::ThreadSafeModule(std::move(module), std::move(context)), name);
-  if (!handle) return handle.takeError();
+  auto compiled = impl_->compile(
+      llvm::orc::ThreadSafeModule(std::move(module), std::move(context)), name, literals, tier,
+      start);
+  if (!compiled) return compiled.takeError();
+  return compiled->code;
+}
 
-  void** pool = nullptr;
-  if (!literals.empty()) {
-    pool = static_cast<void**>(GC_MALLOC(literals.size() * sizeof(void*)));
-    if (pool == nullptr) {
-      llvm::consumeError(impl_->engine->removeModule(*handle));
-      return make_error("compile '" + name.str() + "': out of GC memory for the literal pool");
-    }
-    std::memcpy(pool, literals.data(), literals.size() * sizeof(void*));
-  }
-  auto* code = static_cast<CodeObject*>(GC_MALLOC(sizeof(CodeObject)));
-  if (code == nullptr) {
-    llvm::consumeError(impl_->engine->removeModule(*handle));
-    return make_error("compile '" + name.str() + "': out of GC memory for the code object");
-  }
-  *code = CodeObject{kCodeObjectMagic, impl_.get(), handle->id, id, pool, literals.size()};
-  GC_register_finalizer_no_order(code, &Impl::finalize, impl_.get(), nullptr, nullptr);
-  std::lock_guard lock(impl_->mutex);
-  impl_->live.insert(code);
-  ++impl_->counters.code_objects_created;
+llvm::Expected<CodeObject*> Runtime::adopt(OwnerId owner, size_t code_bytes,
+                                           std::function<void()> on_gone, llvm::StringRef name,
+                                           llvm::ArrayRef<void*> literals, Tier tier,
+                                           uint64_t compile_ns) {
+  if (owner == kNoOwner) return make_error("adopt '" + name.str() + "': no owner (kNoOwner)");
+  const uint64_t id = impl_->next_id.fetch_add(1, std::memory_order_relaxed);
+  Impl::Unit unit;
+  unit.tier = tier;
+  unit.bytes = code_bytes;
+  unit.adopted = true;
+  unit.owner = owner;
+  unit.on_gone = std::move(on_gone);
+  auto code = impl_->make_code_object(std::move(unit), id, "adopt '" + name.str() + "'",
+                                      literals, compile_ns);
+  if (code) impl_->log->debug("adopted '{}' (owner {}) as code object #{}", name.str(), owner, id);
   return code;
 }
 
@@ -200,7 +340,7 @@ llvm::Expected<void*> Runtime::symbol(CodeObject* code, llvm::StringRef name) {
   if (!is_live(code, impl_.get())) {
     return make_error("symbol '" + name.str() + "': not a live code object of this runtime");
   }
-  auto address = impl_->engine->lookup(name.str() + ".co" + std::to_string(code->id));
+  auto address = impl_->engine->lookup(private_name(name, code->id));
   if (!address) {
     llvm::consumeError(address.takeError());
     return make_error("symbol '" + name.str() + "': the code object defines no such symbol");
@@ -259,23 +399,19 @@ llvm::Error Runtime::unregister_current_thread() {
   return llvm::Error::success();
 }
 
+void Runtime::note_tier_up(bool installed) {
+  std::lock_guard lock(impl_->mutex);
+  ++(installed ? impl_->counters.tier_ups : impl_->counters.tier_ups_discarded);
+}
+
+const std::string& Runtime::target_triple() const { return impl_->target_triple; }
+const std::string& Runtime::data_layout() const { return impl_->data_layout; }
+
 size_t Runtime::safepoint() {
   std::lock_guard lock(impl_->mutex);
-  size_t finalized = 0;
-  if (GC_should_invoke_finalizers()) finalized = size_t(GC_invoke_finalizers());
-  impl_->counters.code_objects_finalized += finalized;
-  {
-    // Finalized objects are no longer in the live table.
-    std::lock_guard pending_lock(impl_->pending_mutex);
-    if (!impl_->pending.empty()) {
-      for (auto it = impl_->live.begin(); it != impl_->live.end();) {
-        it = (*it)->magic == kCodeObjectMagic ? std::next(it) : impl_->live.erase(it);
-      }
-    }
-  }
-  size_t retired = impl_->retire_pending();
-  impl_->counters.modules_retired += retired;
-  return retired;
+  // Other finalizers of the process run here too; ours only queue ids, counted when retired.
+  if (GC_should_invoke_finalizers()) GC_invoke_finalizers();
+  return impl_->retire_pending();
 }
 
 ReclaimReport Runtime::reclaim() {
@@ -290,7 +426,7 @@ ReclaimReport Runtime::reclaim() {
 }
 
 ReclaimReport Runtime::Impl::reclaim_pass() {
-  std::lock_guard lock(mutex);
+  std::lock_guard reclaim_lock(reclaim_mutex);
   std::vector<BlockInfo> blocks = heap->quarantined();
   std::vector<AddressRange> ranges;
   ranges.reserve(blocks.size());
@@ -305,6 +441,7 @@ ReclaimReport Runtime::Impl::reclaim_pass() {
     auto it = referenced.find(begin);
     return it == referenced.end() || it->second;
   });
+  std::lock_guard lock(mutex);
   GcCounters& c = counters;
   ++c.reclaim_passes;
   c.threads_timed_out += scan.threads_timed_out;
@@ -335,7 +472,7 @@ CollectReport Runtime::collect() {
 size_t Runtime::live_code_objects() const {
   std::lock_guard lock(impl_->mutex);
   size_t live = 0;
-  for (CodeObject* code : impl_->live) live += code->magic == kCodeObjectMagic;
+  for (const auto& [id, unit] : impl_->units) live += unit.object->magic == kCodeObjectMagic;
   return live;
 }
 
@@ -359,12 +496,26 @@ nlohmann::json to_json(const GcCounters& c, size_t live) {
           {"scan_ns_total", c.scan_ns_total},
           {"scan_ns_last", c.scan_ns_last}};
 }
+
+nlohmann::json to_json(const TierCounters& t) {
+  return {{"live_code_objects", t.live()},
+          {"code_objects_created", t.code_objects_created},
+          {"code_objects_finalized", t.code_objects_finalized},
+          {"code_bytes_live", t.code_bytes_live},
+          {"compile_ns_total", t.compile_ns_total}};
+}
 }  // namespace
 
 std::string Runtime::dump_json() const {
   nlohmann::json dump = nlohmann::json::parse(impl_->heap->dump_json());
-  dump["gc"] = to_json(counters(), live_code_objects());
-  dump["gc"]["registered_threads"] = impl_->registry->registered_threads();
+  const GcCounters c = counters();
+  nlohmann::json& gc = dump["gc"] = to_json(c, live_code_objects());
+  gc["registered_threads"] = impl_->registry->registered_threads();
+  for (Tier tier : {Tier::kBaseline, Tier::kOptimized}) {
+    gc["tiers"][to_string(tier)] = to_json(c.tier(tier));
+  }
+  gc["tier_ups"] = c.tier_ups;
+  gc["tier_ups_discarded"] = c.tier_ups_discarded;
   return dump.dump(2);
 }
 
@@ -380,6 +531,17 @@ std::string Runtime::dump_text() const {
       c.closures_created, c.modules_retired, c.collections, c.reclaim_passes,
       c.blocks_kept_referenced, c.threads_timed_out, c.scan_ns_last / 1e6,
       c.scan_ns_total / 1e6, impl_->registry->registered_threads());
+  for (Tier tier : {Tier::kBaseline, Tier::kOptimized}) {
+    const TierCounters& t = c.tier(tier);
+    text += fmt::format(
+        "    {} tier: {} live units, {} bytes ({} created, {} finalized), compile {:.3f} ms "
+        "total ({:.1f} us per unit)\n",
+        to_string(tier), t.live(), t.code_bytes_live, t.code_objects_created,
+        t.code_objects_finalized, t.compile_ns_total / 1e6,
+        t.code_objects_created ? t.compile_ns_total / 1e3 / t.code_objects_created : 0.0);
+  }
+  text += fmt::format("    tier-ups: {} installed, {} discarded\n", c.tier_ups,
+                      c.tier_ups_discarded);
   return text;
 }
 

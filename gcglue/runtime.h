@@ -1,19 +1,26 @@
 // Runtime: garbage-collected machine code on Boehm GC.
 //
-// A *code object* is a Boehm-heap object that owns one JIT module and a literal pool: the GC
-// pointers the module's code embeds (string constants, quoted lists, symbols). Boehm does not
+// A *code object* is a Boehm-heap object that owns one *code unit* and a literal pool: the GC
+// pointers the unit's code embeds (string constants, quoted lists, symbols). Boehm does not
 // scan the code region, so the pool is what keeps those objects alive exactly as long as the
-// code. A *closure* is a Boehm-heap object holding a code object, an entry point into it and an
-// environment pointer; reaching a closure keeps its code alive.
+// code. A code unit is either a JIT module that compile() linked (the LLVM tier) or a group of
+// heap blocks made without LLVM that adopt() took over (e.g. a stencil-emitted unit, the
+// baseline tier). A *closure* is a Boehm-heap object holding a code object, an entry point into
+// it and an environment pointer; reaching a closure keeps its code alive.
+//
+// Identity: a code object has one id, unique within its runtime and never reused. The runtime's
+// table maps it to the unit (engine module or heap owner), the unit's tier and bytes; the same
+// id names the unit's private symbols (below). Nothing else identifies a code object.
 //
 // When the collector finds a code object unreachable, its finalizer (registered with
 // GC_register_finalizer_no_order, so self- and mutually-recursive closures are still
-// collected) queues the module. The queue is drained at a safepoint: the module is removed
-// from the engine and its blocks are *retired* to the heap's quarantine with their bytes
-// intact, because a thread may still be running them: Boehm sees no reference from a return
-// address into the code region. A reclamation pass then stops every registered thread in turn
-// (ThreadRegistry), scans its registers and stack, and frees only the quarantined blocks that
-// nothing points into. So code is never freed under a running thread.
+// collected) queues its id. The queue is drained at a safepoint: a module is removed from the
+// engine, an adopted unit's owner is retired (Heap::retire_group), and either way the blocks are
+// *retired* to the heap's quarantine with their bytes intact, because a thread may still be
+// running them: Boehm sees no reference from a return address into the code region. A
+// reclamation pass then stops every registered thread in turn (ThreadRegistry), scans its
+// registers and stack, and frees only the quarantined blocks that nothing points into. So code
+// is never freed under a running thread.
 //
 // Finalization is on demand (GC_set_finalize_on_demand): Boehm never runs our finalizers in
 // the middle of an allocation, which could be inside the engine's or the heap's locks.
@@ -24,13 +31,24 @@
 // (register_current_thread, which also registers it with Boehm) and unregistered before it
 // exits. Unregistered threads are not scanned, so code could be freed under them.
 //
-// Names: compile() gives every externally visible definition of the module a private suffix,
-// so two code objects may define the same names; find them with symbol(). Redefinable global
-// functions are entry cells (define_function); compiled code refers to them by plain name.
+// Threads may compile() concurrently with each other and with adopt(), safepoint(), collect()
+// and reclaim() on other threads; the live table and the counters are kept under one lock, which
+// is never held while allocating GC memory or linking.
+//
+// Names: compile() renames every externally visible definition of the module (not local, not a
+// declaration, not appending like llvm.used) from `<name>` to its private name `<name>.co<id>`,
+// <id> being the code object's id, so two code objects may define the same names; a module
+// that already defines a private name of its own is refused. This is the one renaming policy of
+// gcglue: symbol() and Compiled::definitions take and give the names as written in the module.
+// Code refers to the definitions of other code objects by address, not by name. Redefinable
+// global functions are entry cells (define_function); compiled code refers to them by plain
+// name.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -38,12 +56,20 @@
 #include "gcglue/thread_registry.h"
 #include "jit/engine.h"
 #include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringRef.h"
+#include "llvm/ExecutionEngine/Orc/ThreadSafeModule.h"
 #include "llvm/Support/Error.h"
 
 namespace codeheap::gc {
 
 struct CodeObject;  // in the Boehm heap; opaque
+
+// Which tier made a code unit: copy-and-patch stencils (no LLVM at run time) or LLVM.
+enum class Tier : uint8_t { kBaseline, kOptimized };
+inline constexpr size_t kTierCount = 2;
+// "baseline", "llvm": the tier's name in the dumps.
+const char* to_string(Tier tier);
 
 // In the Boehm heap. Call `entry` with `env` as its first argument.
 struct Closure {
@@ -60,23 +86,39 @@ struct RuntimeOptions {
 
 struct CollectReport {
   size_t finalized = 0;          // code objects whose finalizers ran
-  size_t modules_retired = 0;    // modules removed from the engine into quarantine
+  size_t modules_retired = 0;    // code units (modules, adopted units) retired into quarantine
   ReclaimReport reclaim;         // the reclamation pass that followed
 };
 
-struct GcCounters {
+// One tier's code objects. A code object counts as finalized once a safepoint has retired its
+// unit after its finalizer ran.
+struct TierCounters {
   uint64_t code_objects_created = 0;
   uint64_t code_objects_finalized = 0;
+  uint64_t code_bytes_live = 0;   // the heap bytes of the live code objects' units
+  uint64_t compile_ns_total = 0;  // compile(): measured (steady clock); adopt(): as given
+
+  uint64_t live() const { return code_objects_created - code_objects_finalized; }
+  bool operator==(const TierCounters&) const = default;
+};
+
+struct GcCounters {
+  uint64_t code_objects_created = 0;    // all tiers
+  uint64_t code_objects_finalized = 0;  // all tiers; only this runtime's code objects
   uint64_t closures_created = 0;
-  uint64_t modules_retired = 0;
+  uint64_t modules_retired = 0;         // code units retired into quarantine, adopted ones too
   uint64_t collections = 0;
   uint64_t reclaim_passes = 0;
   uint64_t blocks_kept_referenced = 0;  // quarantined blocks a scan found referenced
   uint64_t threads_timed_out = 0;
-  uint64_t retire_failures = 0;         // modules the engine refused to remove (logged)
+  uint64_t retire_failures = 0;         // units the engine or heap refused to retire (logged)
   uint64_t scan_ns_total = 0;
   uint64_t scan_ns_last = 0;
+  std::array<TierCounters, kTierCount> tiers{};  // indexed by Tier
+  uint64_t tier_ups = 0;            // note_tier_up(true): optimized code installed
+  uint64_t tier_ups_discarded = 0;  // note_tier_up(false): compiled, then not installed
 
+  const TierCounters& tier(Tier t) const { return tiers[static_cast<size_t>(t)]; }
   bool operator==(const GcCounters&) const = default;
 };
 
@@ -91,14 +133,43 @@ class Runtime {
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
-  // Compiles and links `ir` into a new code object that keeps `literals` alive.
+  struct Compiled {
+    CodeObject* code = nullptr;
+    // Every externally visible function/data definition of the module, by its name as written
+    // in the module given to compile (before the private renaming), to its address. Taken from
+    // the link itself (jit::Engine::linkModule), not looked up afterwards.
+    llvm::StringMap<void*> definitions;
+  };
+  // Compiles and links `module` (its identifier becomes `name`, for errors, logs and the heap
+  // dump) into a new code object that keeps `literals` alive, counted in `tier`. The module is
+  // renamed as described above; a module without a target triple or data layout gets the
+  // engine's (target_triple(), data_layout()). May run on any registered thread.
+  llvm::Expected<Compiled> compile(llvm::orc::ThreadSafeModule module, llvm::StringRef name,
+                                   llvm::ArrayRef<void*> literals = {},
+                                   Tier tier = Tier::kOptimized);
+  // The same from textual IR: parses it, then compiles as above (the time counts parsing).
   llvm::Expected<CodeObject*> compile(llvm::StringRef ir, llvm::StringRef name,
-                                      llvm::ArrayRef<void*> literals = {});
-  // The address of `name`, as written in the IR given to compile(), inside `code`.
+                                      llvm::ArrayRef<void*> literals = {},
+                                      Tier tier = Tier::kOptimized);
+  // Wraps blocks the caller allocated in the heap under `owner` (e.g. a stencil-emitted unit,
+  // made with Heap::allocate_group) in a new code object that keeps `literals` alive. When the
+  // collector finds the code object unreachable, the owner's blocks are retired
+  // (Heap::retire_group(owner, on_gone)) at a safepoint, exactly like a module's, and reclaimed
+  // once no registered thread references them; `on_gone` (e.g. unwind-info deregistration) runs
+  // then, once. `code_bytes` (the unit's heap bytes) and `compile_ns` (the time the caller spent
+  // making it) go to the tier's counters. From then on the runtime retires the owner: the
+  // caller must not (and its group must have at most kMaxGroupByOwner blocks). On error the
+  // caller still owns the blocks, and `on_gone` is dropped unrun. symbol() and make_closure()
+  // know no names in such a unit: the caller knows its entry points.
+  llvm::Expected<CodeObject*> adopt(OwnerId owner, size_t code_bytes,
+                                    std::function<void()> on_gone, llvm::StringRef name,
+                                    llvm::ArrayRef<void*> literals = {},
+                                    Tier tier = Tier::kBaseline, uint64_t compile_ns = 0);
+  // The address of `name`, as written in the module given to compile(), inside `code`.
   llvm::Expected<void*> symbol(CodeObject* code, llvm::StringRef name);
   // A closure over `entry` (a function of `code`) and `env` (any pointer, usually GC memory).
   llvm::Expected<Closure*> make_closure(CodeObject* code, llvm::StringRef entry, void* env);
-  // The literal pool of `code` (as given to compile).
+  // The literal pool of `code` (as given to compile or adopt).
   llvm::ArrayRef<void*> literals(const CodeObject* code) const;
 
   // Defines or redefines the global function `name` (an entry cell; see jit/engine.h). The old
@@ -110,16 +181,26 @@ class Runtime {
   llvm::Error register_current_thread();
   llvm::Error unregister_current_thread();
 
+  // Counts one tier-up: `installed` when the optimized code replaced the baseline code, false
+  // when it was compiled but then discarded (e.g. the function was redefined meanwhile).
+  void note_tier_up(bool installed);
+
+  // What the engine compiles for, for a runtime that builds its own llvm::Module.
+  const std::string& target_triple() const;
+  const std::string& data_layout() const;
+
   // Full collection: GC_gcollect, then safepoint(), then reclaim().
   CollectReport collect();
-  // Runs pending finalizers and retires the modules they queued. Cheap when none are pending.
+  // Runs pending finalizers and retires the units they queued (returns how many). Cheap when
+  // none are pending.
   size_t safepoint();
   // Scans the registered threads and frees the quarantined blocks nothing references.
   ReclaimReport reclaim();
 
   size_t live_code_objects() const;
   GcCounters counters() const;
-  // The heap dump with a "gc" section (code objects, finalization, scans).
+  // The heap dump with a "gc" section (code objects, finalization, scans, one line or object
+  // per tier: gc.tiers.baseline and gc.tiers.llvm in JSON, and the tier-up counts).
   std::string dump_text() const;
   std::string dump_json() const;
 

@@ -159,6 +159,96 @@ Expected<ThreadSafeModule> parseModule(StringRef ir_text, StringRef name) {
   return ThreadSafeModule(std::move(module), std::move(context));
 }
 
+// Sums LinkedModule::heap_bytes for the modules that Engine::linkModule links, in a pass after
+// allocation, when every block of the graph (GOT and stubs included) has its address. Entries are
+// keyed by the module's resource tracker and made before the module is added, so the bytes
+// reach the caller whichever thread materializes the module (another module's lookup may).
+// Modules added without an entry get no pass.
+class HeapBytesRecorder final : public llvm::orc::ObjectLinkingLayer::Plugin {
+ public:
+  void expect(llvm::orc::ResourceKey key) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    bytes_[key] = 0;
+  }
+  uint64_t take(llvm::orc::ResourceKey key) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = bytes_.find(key);
+    if (it == bytes_.end()) return 0;
+    const uint64_t bytes = it->second;
+    bytes_.erase(it);
+    return bytes;
+  }
+
+  void modifyPassConfig(llvm::orc::MaterializationResponsibility& responsibility,
+                        llvm::jitlink::LinkGraph&,
+                        llvm::jitlink::PassConfiguration& config) override {
+    llvm::orc::ResourceKey key = 0;
+    // Fails only for a tracker removed meanwhile, whose link fails anyway.
+    if (Error err = responsibility.withResourceKeyDo([&](llvm::orc::ResourceKey k) { key = k; })) {
+      llvm::consumeError(std::move(err));
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!bytes_.contains(key)) return;
+    }
+    config.PostAllocationPasses.push_back([this, key](llvm::jitlink::LinkGraph& graph) {
+      const uint64_t bytes = heapBytes(graph);
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = bytes_.find(key);
+      if (it != bytes_.end()) it->second += bytes;
+      return Error::success();
+    });
+  }
+
+  // The entries belong to linkModule calls, which drop them however the link ends.
+  Error notifyFailed(llvm::orc::MaterializationResponsibility&) override {
+    return Error::success();
+  }
+  Error notifyRemovingResources(llvm::orc::JITDylib&, llvm::orc::ResourceKey) override {
+    return Error::success();
+  }
+  void notifyTransferringResources(llvm::orc::JITDylib&, llvm::orc::ResourceKey,
+                                   llvm::orc::ResourceKey) override {}
+
+ private:
+  // The heap block of each standard-lifetime segment as HeapJITLinkMemoryManager lays it out:
+  // from the segment's first block, aligned down to the segment's largest alignment (where the
+  // heap block starts), to its last block's end, rounded up to the heap's 16-byte granule.
+  static uint64_t heapBytes(llvm::jitlink::LinkGraph& graph) {
+    constexpr uint64_t kGranule = 16;  // heap.h: a block's footprint
+    struct Span {
+      llvm::orc::MemProt prot;
+      uint64_t begin = UINT64_MAX;
+      uint64_t end = 0;
+      uint64_t alignment = 1;
+    };
+    llvm::SmallVector<Span, 4> spans;
+    for (llvm::jitlink::Section& section : graph.sections()) {
+      if (section.getMemLifetime() != llvm::orc::MemLifetime::Standard || section.empty())
+        continue;
+      auto span =
+          llvm::find_if(spans, [&](const Span& s) { return s.prot == section.getMemProt(); });
+      if (span == spans.end()) span = &spans.emplace_back(Span{section.getMemProt()});
+      for (llvm::jitlink::Block* block : section.blocks()) {
+        const uint64_t address = block->getAddress().getValue();
+        span->begin = std::min(span->begin, address);
+        span->end = std::max(span->end, address + block->getSize());
+        span->alignment = std::max<uint64_t>(span->alignment, block->getAlignment());
+      }
+    }
+    uint64_t bytes = 0;
+    for (const Span& s : spans) {
+      const uint64_t start = llvm::alignDown(s.begin, s.alignment);
+      bytes += llvm::alignTo(std::max<uint64_t>(s.end - start, 1), kGranule);
+    }
+    return bytes;
+  }
+
+  std::mutex mutex_;
+  llvm::DenseMap<llvm::orc::ResourceKey, uint64_t> bytes_;
+};
+
 // After this many removals the session's symbol string pool drops the names no longer used:
 // ORC keeps dead entries until told, which a runtime that compiles and drops closures for ever
 // would otherwise accumulate. Sweeping walks the whole pool, hence not on every removal.
@@ -195,13 +285,15 @@ struct Engine::Impl {
       : heap(heap),
         options(std::move(options)),
         log(codeheap::logger("jit")),
-        memory(heap, this->options.retire_mode) {}
+        memory(heap, this->options.retire_mode),
+        heap_bytes(std::make_shared<HeapBytesRecorder>()) {}
 
   Expected<std::unique_ptr<llvm::orc::ObjectLayer>> createLinkingLayer(
       llvm::orc::ExecutionSession& session) {
     auto layer = std::make_unique<llvm::orc::ObjectLinkingLayer>(session, memory);
     // Frames stay registered until the heap reclaims a removed module (eh_frame_plugin.h).
     layer->addPlugin(std::make_unique<DeferredEHFramePlugin>());
+    layer->addPlugin(heap_bytes);
     if (Error err = addVisibilityPlugins(*layer, session, options.visibility))
       return err;
     for (const auto& plugin : options.plugins) layer->addPlugin(plugin);
@@ -210,9 +302,14 @@ struct Engine::Impl {
 
   llvm::orc::JITDylib& main() { return jit->getMainJITDylib(); }
 
-  Expected<ModuleHandle> add(ThreadSafeModule module, StringRef name) {
+  // Adds and links `module`; fills `report` (handle, definitions, heap bytes) if given.
+  Expected<ModuleHandle> add(ThreadSafeModule module, StringRef name,
+                             LinkedModule* report = nullptr) {
     auto context = [&] { return makeError("cannot add module '" + name + "'"); };
     llvm::orc::SymbolLookupSet definitions;
+    // For `report`: the IR names of the definitions whose linker names differ (none on ELF, where
+    // names are not mangled, but the module's own strings are gone once it is compiled).
+    llvm::DenseMap<llvm::orc::SymbolStringPtr, std::string> ir_names;
     Error prepared = module.withModuleDo([&](llvm::Module& m) -> Error {
       m.setModuleIdentifier(name);
       if (m.getTargetTriple().empty()) m.setTargetTriple(jit->getTargetTriple().str());
@@ -226,15 +323,24 @@ struct Engine::Impl {
         if (value.isDeclarationForLinker() || value.hasLocalLinkage() ||
             value.hasAppendingLinkage())
           continue;
-        definitions.add(jit->mangleAndIntern(value.getName()));
+        llvm::orc::SymbolStringPtr symbol = jit->mangleAndIntern(value.getName());
+        if (report != nullptr && *symbol != value.getName())
+          ir_names[symbol] = value.getName().str();
+        definitions.add(std::move(symbol));
       }
       return Error::success();
     });
     if (prepared) return llvm::joinErrors(context(), std::move(prepared));
 
     llvm::orc::ResourceTrackerSP tracker = main().createResourceTracker();
-    if (Error err = jit->addIRModule(tracker, std::move(module)))
+    // The recorder's entry must exist before anyone can materialize the module.
+    const llvm::orc::ResourceKey key = tracker->getKeyUnsafe();
+    if (report != nullptr) heap_bytes->expect(key);
+    auto fail = [&](Error err) -> Error {
+      if (report != nullptr) heap_bytes->take(key);
       return llvm::joinErrors(llvm::joinErrors(context(), std::move(err)), tracker->remove());
+    };
+    if (Error err = jit->addIRModule(tracker, std::move(module))) return fail(std::move(err));
 
     // Link now (see engine.h): looking up every definition materializes the whole module.
     llvm::orc::SymbolMap addresses;
@@ -252,20 +358,31 @@ struct Engine::Impl {
           llvm::consumeError(std::move(err));
           err = std::move(causes);
         }
-        return llvm::joinErrors(llvm::joinErrors(context(), std::move(err)), tracker->remove());
+        return fail(std::move(err));
       }
       if (causes) log->warn("module '{}' linked, but: {}", name.str(), llvm::toString(std::move(causes)));
       addresses = std::move(*linked);
+    }
+    if (report != nullptr) {
+      report->heap_bytes = heap_bytes->take(key);
+      report->definitions.clear();
+      for (const auto& [symbol, definition] : addresses) {
+        auto renamed = ir_names.find(symbol);
+        report->definitions[renamed != ir_names.end() ? StringRef(renamed->second) : *symbol] =
+            definition.getAddress();
+      }
     }
 
     std::lock_guard<std::mutex> lock(modules_mutex);
     ModuleHandle handle{next_module_id++};
     LiveModule live{std::move(tracker), name.str(), {}};
+    live.definitions.reserve(addresses.size());
     for (auto& [symbol, definition] : addresses) {
       linked[symbol] = definition.getAddress();
       live.definitions.push_back(symbol);
     }
     modules.emplace(handle.id, std::move(live));
+    if (report != nullptr) report->handle = handle;
     log->debug("added module '{}' as #{}", name.str(), handle.id);
     return handle;
   }
@@ -301,6 +418,7 @@ struct Engine::Impl {
   EngineOptions options;
   std::shared_ptr<spdlog::logger> log;
   HeapJITLinkMemoryManager memory;  // outlives `jit`, whose allocations it holds
+  std::shared_ptr<HeapBytesRecorder> heap_bytes;  // one of the linking layer's plugins
   std::unique_ptr<llvm::orc::LLJIT> jit;
 
   // The address of every definition of a live module, as its eager link resolved it, so
@@ -386,7 +504,18 @@ Expected<ModuleHandle> Engine::addModule(StringRef ir_text, StringRef name) {
   return impl_->add(std::move(*module), name);
 }
 
+Expected<LinkedModule> Engine::linkModule(ThreadSafeModule module, StringRef name) {
+  LinkedModule linked;
+  if (auto handle = impl_->add(std::move(module), name, &linked); !handle)
+    return handle.takeError();
+  return linked;
+}
+
 Error Engine::removeModule(ModuleHandle handle) { return impl_->remove(handle); }
+
+const llvm::Triple& Engine::targetTriple() const { return impl_->jit->getTargetTriple(); }
+
+const llvm::DataLayout& Engine::dataLayout() const { return impl_->jit->getDataLayout(); }
 
 size_t Engine::liveModules() const {
   std::lock_guard<std::mutex> lock(impl_->modules_mutex);

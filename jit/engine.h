@@ -57,8 +57,10 @@
 #include "llvm/ExecutionEngine/Orc/ObjectLinkingLayer.h"
 #include "llvm/ExecutionEngine/Orc/Shared/ExecutorAddress.h"
 #include "llvm/ExecutionEngine/Orc/ThreadSafeModule.h"
+#include "llvm/IR/DataLayout.h"
 #include "llvm/Support/CodeGen.h"
 #include "llvm/Support/Error.h"
+#include "llvm/TargetParser/Triple.h"
 
 namespace codeheap::jit {
 
@@ -94,6 +96,18 @@ struct ModuleHandle {
   friend bool operator==(ModuleHandle, ModuleHandle) = default;
 };
 
+// What Engine::linkModule reports of one module's link.
+struct LinkedModule {
+  ModuleHandle handle;
+  // Every definition the module exports (not local, not a declaration), by its name in the IR
+  // (unmangled), at the address the link gave it.
+  llvm::StringMap<llvm::orc::ExecutorAddr> definitions;
+  // The bytes of the heap blocks the module keeps (code with its stubs, read-only data with its
+  // GOT, data), each block's footprint as Heap::stats counts it. Blocks that only live through
+  // finalization are given back at once and not counted.
+  uint64_t heap_bytes = 0;
+};
+
 class Engine {
  public:
   static llvm::Expected<std::unique_ptr<Engine>> create(Heap& heap, EngineOptions options = {});
@@ -108,6 +122,12 @@ class Engine {
   llvm::Expected<ModuleHandle> addModule(llvm::orc::ThreadSafeModule module, llvm::StringRef name);
   // Same, from textual LLVM IR (parsed into a context of its own).
   llvm::Expected<ModuleHandle> addModule(llvm::StringRef ir_text, llvm::StringRef name);
+  // addModule, also returning the module's definitions and heap bytes as its link produced
+  // them: the addresses are those of the one session lookup that links the module, the bytes
+  // are summed by a link pass keyed by the module's resource tracker (so it finds them whichever
+  // thread materializes the module). No lookup per definition afterwards.
+  llvm::Expected<LinkedModule> linkModule(llvm::orc::ThreadSafeModule module,
+                                          llvm::StringRef name);
 
   // Removes a module added with addModule; its code goes to the heap's quarantine. Fails for a
   // handle this engine never returned or already removed.
@@ -115,6 +135,11 @@ class Engine {
 
   // Modules currently linked, including the bodies behind entry cells.
   size_t liveModules() const;
+
+  // What the engine compiles for. A module without a target triple or data layout gets these;
+  // one with others is refused.
+  const llvm::Triple& targetTriple() const;
+  const llvm::DataLayout& dataLayout() const;
 
   // The address of `name` (unmangled, as in the IR) among modules, entry cells and host
   // symbols. Process symbols are not searched.

@@ -13,7 +13,7 @@ namespace lisp::abi {
 // Allocation.
 inline constexpr char kCons[] = "lisp_cons";                 // i64 (i64 car, i64 cdr)
 inline constexpr char kMakeBox[] = "lisp_make_box";          // i64 (i64 value)
-inline constexpr char kMakeClosure[] = "lisp_make_closure";  // ptr (ptr template, i64 slots)
+inline constexpr char kMakeClosure[] = "lisp_make_closure";  // ptr (ptr Template, i64 slots)
 inline constexpr char kMakeArgs[] = "lisp_make_args";        // ptr (i64 count)
 // The list of arguments from `fixed` on: i64 (i64 argc, i64 a0, i64 a1, i64 a2, ptr rest,
 // i64 fixed).
@@ -22,8 +22,13 @@ inline constexpr char kRestList[] = "lisp_rest_list";
 // i64 (i64 list, ptr out)
 inline constexpr char kSpreadArgs[] = "lisp_spread_args";
 
-// Globals: void (ptr symbol, i64 value). Keeps the global's entry cell consistent.
+// Globals: void (ptr symbol, i64 value).
 inline constexpr char kSetGlobal[] = "lisp_set_global";
+
+// Baseline tier only. i64 (i64 open_code, i64 argc, ptr argv): a comparison of other than two
+// operands. void (ptr template): a lambda's call budget ran out (tiers.h).
+inline constexpr char kCompare[] = "lisp_compare";
+inline constexpr char kTierUp[] = "lisp_tier_up";
 
 // The lowest stack address compiled code may run at (i64, host data, per running thread).
 inline constexpr char kStackLimit[] = "lisp_stack_limit";

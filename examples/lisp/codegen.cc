@@ -1,5 +1,5 @@
-// Code generation: AST -> LLVM IR (one function per lambda, all of the uniform Entry type),
-// then IR text -> code object through lisp::Runtime::link.
+// The LLVM tier's code generation: AST -> LLVM IR (one function per lambda, all of the uniform
+// Entry type). tiers.cc links the module into a code object.
 //
 // Representation inside a function (closure conversion):
 //   - an immutable local is an SSA value;
@@ -53,8 +53,9 @@ struct Binding {
 class Codegen {
  public:
   Codegen(const Runtime& runtime, const std::string& module_name)
-      : module_(std::make_unique<llvm::Module>(module_name, context_)),
-        b_(context_),
+      : context_(std::make_unique<llvm::LLVMContext>()),
+        module_(std::make_unique<llvm::Module>(module_name, *context_)),
+        b_(*context_),
         i64_(b_.getInt64Ty()),
         ptr_(b_.getPtrTy()),
         entry_type_(llvm::FunctionType::get(i64_, {ptr_, i64_, i64_, i64_, i64_, ptr_},
@@ -63,12 +64,11 @@ class Codegen {
     module_->setDataLayout(runtime.data_layout());
   }
 
-  // Emits one function per lambda of `unit`; templates[i] is lambda i's template closure.
-  void emit_unit(Unit& unit, const std::vector<Closure*>& templates);
-  // Emits the body behind `symbol`'s entry cell (see compiler.h).
-  void emit_entry_cell(Value symbol, Closure* target);
-  // Verifies, optionally optimizes, and prints the module.
-  std::string finish(bool optimize);
+  // Emits one function per lambda of `unit` in `lambdas`; templates[i] is lambda i's template.
+  void emit_unit(Unit& unit, const std::vector<Template*>& templates,
+                 const std::vector<int>& lambdas);
+  // Verifies and optionally optimizes the module, and hands it over.
+  llvm::orc::ThreadSafeModule finish(bool optimize);
 
  private:
   struct Frame {
@@ -143,29 +143,33 @@ class Codegen {
     return entry.CreateAlloca(type);
   }
   llvm::BasicBlock* block(const char* name) {
-    return llvm::BasicBlock::Create(context_, name, frame_->function);
+    return llvm::BasicBlock::Create(*context_, name, frame_->function);
   }
   llvm::FunctionCallee host(const char* name, llvm::Type* result,
                             std::initializer_list<llvm::Type*> params) {
     return module_->getOrInsertFunction(name, llvm::FunctionType::get(result, params, false));
   }
 
-  llvm::LLVMContext context_;
+  std::unique_ptr<llvm::LLVMContext> context_;
   std::unique_ptr<llvm::Module> module_;
   llvm::IRBuilder<> b_;
   llvm::IntegerType* i64_;
   llvm::PointerType* ptr_;
   llvm::FunctionType* entry_type_;
   Unit* unit_ = nullptr;
-  const std::vector<Closure*>* templates_ = nullptr;
+  const std::vector<Template*>* templates_ = nullptr;
   Frame* frame_ = nullptr;
 };
+
+}  // namespace
 
 std::string function_name(const Lambda& lambda) {
   return fmt::format(
       "{}.{}", lambda.index,
       lambda.name == kFalse ? std::string("lambda") : std::string(symbol_name(lambda.name)));
 }
+
+namespace {
 
 llvm::Function* Codegen::new_function(const std::string& name) {
   auto* f = llvm::Function::Create(entry_type_, llvm::GlobalValue::ExternalLinkage, name, *module_);
@@ -175,10 +179,11 @@ llvm::Function* Codegen::new_function(const std::string& name) {
   return f;
 }
 
-void Codegen::emit_unit(Unit& unit, const std::vector<Closure*>& templates) {
+void Codegen::emit_unit(Unit& unit, const std::vector<Template*>& templates,
+                        const std::vector<int>& lambdas) {
   unit_ = &unit;
   templates_ = &templates;
-  for (const Lambda& lambda : unit.lambdas) emit_lambda(lambda);
+  for (int index : lambdas) emit_lambda(unit.lambdas[index]);
 }
 
 void Codegen::emit_lambda(const Lambda& lambda) {
@@ -322,8 +327,8 @@ llvm::Value* Codegen::global_value(Value symbol) {
 }
 
 llvm::Value* Codegen::emit_closure(const Lambda* lambda) {
-  Closure* templ = (*templates_)[lambda->index];
-  if (lambda->free.empty()) return word(to_value(templ));
+  Template* templ = (*templates_)[lambda->index];
+  if (lambda->free.empty()) return word(to_value(templ->constant));
   llvm::Value* closure = b_.CreateCall(host(abi::kMakeClosure, ptr_, {ptr_, i64_}),
                                        {pointer(templ), b_.getInt64(lambda->free.size())});
   for (size_t i = 0; i < lambda->free.size(); ++i) {
@@ -343,7 +348,7 @@ void Codegen::fail_if(llvm::Value* failed, const char* error, std::vector<llvm::
 
   llvm::BasicBlock* bad = block("error");
   llvm::BasicBlock* ok = block("ok");
-  b_.CreateCondBr(failed, bad, ok, llvm::MDBuilder(context_).createUnlikelyBranchWeights());
+  b_.CreateCondBr(failed, bad, ok, llvm::MDBuilder(*context_).createUnlikelyBranchWeights());
   b_.SetInsertPoint(bad);
   b_.CreateCall(callee, args)->setDoesNotReturn();
   b_.CreateUnreachable();
@@ -374,7 +379,8 @@ llvm::Value* Codegen::closure_entry(llvm::Value* value, Value symbol) {
   } else {
     fail_if(not_closure, abi::kErrorGlobalNotProcedure, {pointer(as<Symbol>(symbol)), value});
   }
-  return b_.CreateLoad(ptr_, address(value, offsetof(Closure, entry)));
+  llvm::Value* templ = b_.CreateLoad(ptr_, address(value, offsetof(Closure, templ)));
+  return b_.CreateLoad(ptr_, address(templ, offsetof(Template, entry)));
 }
 
 llvm::Value* Codegen::call_procedure(llvm::FunctionCallee callee, llvm::Value* closure,
@@ -545,32 +551,7 @@ llvm::Value* Codegen::emit_apply(const std::vector<llvm::Value*>& args, bool tai
                         argc, a0, a1, a2, rest, tail);
 }
 
-void Codegen::emit_entry_cell(Value symbol, Closure* target) {
-  Frame frame;
-  frame.function = new_function(entry_cell_name(symbol));
-  frame_ = &frame;
-  frame.entry = block("entry");
-  b_.SetInsertPoint(frame.entry);
-  llvm::Function* f = frame.function;
-  if (target != nullptr) {
-    call_procedure(
-        llvm::FunctionCallee(entry_type_, pointer(reinterpret_cast<void*>(target->entry))),
-        pointer(target), f->getArg(1), f->getArg(2), f->getArg(3), f->getArg(4), f->getArg(5),
-        /*tail=*/true);
-  } else {
-    // No literal pool here: the symbol is interned, hence never collected.
-    llvm::Value* value = load(pointer(as<Symbol>(symbol)), offsetof(Symbol, value));
-    fail_if(b_.CreateICmpEQ(value, word(kUnbound)), abi::kErrorUnbound,
-            {pointer(as<Symbol>(symbol))});
-    llvm::Value* entry = closure_entry(value, symbol);
-    call_procedure(llvm::FunctionCallee(entry_type_, entry), b_.CreateIntToPtr(value, ptr_),
-                   f->getArg(1), f->getArg(2), f->getArg(3), f->getArg(4), f->getArg(5),
-                   /*tail=*/true);
-  }
-  frame_ = nullptr;
-}
-
-std::string Codegen::finish(bool optimize) {
+llvm::orc::ThreadSafeModule Codegen::finish(bool optimize) {
   std::string problems;
   llvm::raw_string_ostream problem_stream(problems);
   if (llvm::verifyModule(*module_, &problem_stream)) {
@@ -597,55 +578,26 @@ std::string Codegen::finish(bool optimize) {
     pipeline.addPass(llvm::createModuleToFunctionPassAdaptor(std::move(passes)));
     pipeline.run(*module_, modules);
   }
-  std::string ir;
-  llvm::raw_string_ostream ir_stream(ir);
-  module_->print(ir_stream, nullptr);
-  ir_stream.flush();
   static const auto log = codeheap::logger("lisp");
-  log->trace("IR of {}:\n{}", module_->getModuleIdentifier(), ir);
-  return ir;
-}
-
-Closure* compile_unit(Runtime& runtime, Unit& unit, const std::string& unit_name) {
-  // One template closure per lambda, rooted by the literal pool; the code refers to them.
-  std::vector<Closure*> templates;
-  for (const Lambda& lambda : unit.lambdas) {
-    templates.push_back(make_closure(nullptr, nullptr, lambda.name, 0));
-    unit.add_literal(to_value(templates.back()));
+  if (log->should_log(spdlog::level::trace)) {
+    std::string ir;
+    llvm::raw_string_ostream ir_stream(ir);
+    module_->print(ir_stream, nullptr);
+    log->trace("IR of {}:\n{}", module_->getModuleIdentifier(), ir_stream.str());
   }
-  Codegen codegen(runtime, unit_name);
-  codegen.emit_unit(unit, templates);
-  std::string ir = codegen.finish(runtime.optimize());
-  codeheap::gc::CodeObject* code = runtime.link(ir, unit_name, unit.literals);
-  for (const Lambda& lambda : unit.lambdas) {
-    Closure* templ = templates[lambda.index];
-    templ->code = code;
-    templ->entry = reinterpret_cast<Entry>(runtime.function_address(code, function_name(lambda)));
-  }
-  return templates.front();
+  return llvm::orc::ThreadSafeModule(std::move(module_), std::move(context_));
 }
 
 }  // namespace
 
-Closure* compile_lambda(Runtime& runtime, Value lambda_form, Value name,
-                        const std::string& unit_name) {
-  Unit unit;
-  analyze_lambda(unit, lambda_form, name);
-  return compile_unit(runtime, unit, unit_name);
-}
-
-Closure* compile_thunk(Runtime& runtime, Value expr, const std::string& unit_name) {
-  Unit unit;
-  analyze_thunk(unit, expr);
-  return compile_unit(runtime, unit, unit_name);
+llvm::orc::ThreadSafeModule emit_llvm(const Runtime& runtime, Unit& unit,
+                                      const std::vector<Template*>& templates,
+                                      const std::vector<int>& lambdas, const std::string& name) {
+  Codegen codegen(runtime, name);
+  codegen.emit_unit(unit, templates, lambdas);
+  return codegen.finish(runtime.optimize());
 }
 
 std::string entry_cell_name(Value symbol) { return "lisp:" + std::string(symbol_name(symbol)); }
-
-std::string entry_cell_ir(const Runtime& runtime, Value symbol, Closure* target) {
-  Codegen codegen(runtime, fmt::format("lisp:cell {}", symbol_name(symbol)));
-  codegen.emit_entry_cell(symbol, target);
-  return codegen.finish(/*optimize=*/false);
-}
 
 }  // namespace lisp

@@ -1,18 +1,25 @@
-// The compiler: Lisp forms -> LLVM IR -> a code object in the code heap.
+// The compiler: Lisp forms -> machine code in the code heap, in two tiers.
 //
-// One top-level form is one compilation unit: syntax.cc turns it into an AST (ast.h),
-// codegen.cc emits one LLVM function per lambda into one module, and gc::Runtime::compile
-// links that module into a code object whose literal pool holds every heap value the code
-// embeds. Each lambda gets a template closure (in the pool) that points at the code object;
-// a lambda without free variables *is* its template, one with free variables copies it.
+// One top-level form is one compilation unit: syntax.cc turns it into an AST (ast.h). The
+// baseline tier (baseline.h) copies and patches stencils for every lambda of the unit into one
+// code unit in microseconds; the LLVM tier (codegen.cc) emits one LLVM function per lambda and
+// gc::Runtime links the module. Either way the result is a code object whose literal pool holds
+// every heap value the code embeds. Each lambda has a Template (value.h) through which all its
+// closures reach its current code; a lambda without free variables has one constant closure.
+// tiers.cc decides which tier compiles what and tiers hot lambdas up (docs/tiers.md).
 #pragma once
 
 #include <string>
+#include <vector>
 
-#include "examples/lisp/value.h"
 #include "examples/lisp/runtime.h"
+#include "examples/lisp/value.h"
+#include "llvm/ExecutionEngine/Orc/ThreadSafeModule.h"
 
 namespace lisp {
+
+struct Unit;
+struct Lambda;
 
 // Compiles (lambda params body...) as a top-level procedure named `name` (symbol or #f).
 // Throws lisp::Error on bad syntax or when the code heap refuses the code.
@@ -32,12 +39,14 @@ struct Definition {
 // Throws lisp::Error naming `form` when it is not a well-formed definition.
 Definition parse_definition(Value form);
 
-// The JIT symbol of `symbol`'s entry cell, which compiled callers of the global call directly.
-std::string entry_cell_name(Value symbol);
+// The LLVM tier: a module with one function per lambda of `unit` listed in `lambdas` (by
+// index), named function_name(lambda); templates[i] is lambda i's template.
+llvm::orc::ThreadSafeModule emit_llvm(const Runtime& runtime, Unit& unit,
+                                      const std::vector<Template*>& templates,
+                                      const std::vector<int>& lambdas, const std::string& name);
+std::string function_name(const Lambda& lambda);
 
-// IR for the body behind `symbol`'s entry cell. With `target`, a jump to `target` (the
-// closure the global holds; it stays alive through the global as long as the cell points
-// here). Without, a generic body that loads the global's value on each call and checks it.
-std::string entry_cell_ir(const Runtime& runtime, Value symbol, Closure* target);
+// The JIT symbol of `symbol`'s entry cell, which LLVM-compiled callers of the global call.
+std::string entry_cell_name(Value symbol);
 
 }  // namespace lisp

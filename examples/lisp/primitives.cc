@@ -2,12 +2,14 @@
 
 #include <charconv>
 #include <cstdio>
+#include <ctime>
 
 #include <spdlog/fmt/fmt.h>
 
 #include "examples/lisp/boehm.h"
 #include "examples/lisp/error.h"
 #include "examples/lisp/runtime.h"
+#include "examples/lisp/tiers.h"
 
 namespace lisp {
 namespace {
@@ -428,13 +430,58 @@ Value heap_stat(Value key) {
     n = counters.code_objects_created;
   } else if (k == "code-objects-finalized") {
     n = counters.code_objects_finalized;
+  } else if (k == "baseline-units") {
+    n = counters.tier(codeheap::gc::Tier::kBaseline).code_objects_created;
+  } else if (k == "baseline-live-units") {
+    n = counters.tier(codeheap::gc::Tier::kBaseline).live();
+  } else if (k == "llvm-units") {
+    n = counters.tier(codeheap::gc::Tier::kOptimized).code_objects_created;
+  } else if (k == "tier-ups") {
+    n = counters.tier_ups;
+  } else if (k == "tier-ups-discarded") {
+    n = counters.tier_ups_discarded;
   } else {
     throw Error(
         fmt::format("heap-stat: unknown key {} (code-used, code-committed, code-quarantined, used, "
-                    "committed, live-code-objects, code-objects-created, code-objects-finalized)",
+                    "committed, live-code-objects, code-objects-created, code-objects-finalized, "
+                    "baseline-units, baseline-live-units, llvm-units, tier-ups, tier-ups-discarded)",
                     k));
   }
   return make_fixnum(static_cast<int64_t>(n));
+}
+
+// --- Tiers (docs/tiers.md) ---
+
+// (procedure-tier f): baseline, llvm or primitive: the code f runs now.
+Value procedure_tier(Value f) {
+  if (!is_closure(f)) wrong_type("procedure-tier", "a procedure", f);
+  switch (as<Closure>(f)->templ->tier) {
+    case Tier::kBaseline: return intern("baseline");
+    case Tier::kOptimized: return intern("llvm");
+    case Tier::kHost: break;
+  }
+  return intern("primitive");
+}
+
+// (tier-up-wait): returns once the compile thread has nothing left to do (or is held).
+Value tier_up_wait() {
+  if (TierUp* tier_up = Runtime::current().tier_up()) tier_up->wait_idle();
+  return kUnspecified;
+}
+
+// (tier-up-hold #t): requests wait in the queue until (tier-up-hold #f). For tests of races.
+Value tier_up_hold(Value on) {
+  if (TierUp* tier_up = Runtime::current().tier_up()) tier_up->hold(on != kFalse);
+  return kUnspecified;
+}
+
+// --- Time ---
+
+// (current-time-ns): CLOCK_MONOTONIC in nanoseconds, so that programs can time themselves.
+Value current_time_ns() {
+  timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return make_fixnum(static_cast<int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec);
 }
 
 // --- The table ---
@@ -518,6 +565,10 @@ const Primitive kPrimitives[] = {
     {"gc", 0, 0, fn(gc), OpenCode::kNone},
     {"heap-stats", 0, 0, fn(heap_stats), OpenCode::kNone},
     {"heap-stat", 1, 1, fn(heap_stat), OpenCode::kNone},
+    {"current-time-ns", 0, 0, fn(current_time_ns), OpenCode::kNone},
+    {"procedure-tier", 1, 1, fn(procedure_tier), OpenCode::kNone},
+    {"tier-up-wait", 0, 0, fn(tier_up_wait), OpenCode::kNone},
+    {"tier-up-hold", 1, 1, fn(tier_up_hold), OpenCode::kNone},
 };
 
 // --- Primitives as procedures: adapters from the uniform convention ---
@@ -577,14 +628,14 @@ Entry entry_for(const Primitive& p) {
 void install_primitives(Runtime& runtime) {
   for (const Primitive& p : kPrimitives) {
     Value symbol = intern(p.name);
-    Closure* closure = make_closure(nullptr, entry_for(p), symbol, 1);
+    Template* templ = make_template(symbol, 0);
+    templ->entry = entry_for(p);
+    Closure* closure = make_closure(templ, 1);
+    templ->constant = closure;
     closure->slots[0] = reinterpret_cast<Value>(&p);
     as<Symbol>(symbol)->value = to_value(closure);
     as<Symbol>(symbol)->flags = kGlobalPrimitive;
-    if (llvm::Error err = runtime.gc().define_host_symbol(p.host_symbol(), p.function)) {
-      throw Error(
-          fmt::format("cannot define primitive {}: {}", p.name, llvm::toString(std::move(err))));
-    }
+    runtime.define_primitive_symbol(p.host_symbol(), p.function);
   }
 }
 

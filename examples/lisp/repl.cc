@@ -25,6 +25,7 @@ namespace {
 
 struct Options {
   bool stats = false;
+  std::optional<int64_t> tier_up;  // --tier-up; else LISP_TIER_UP; else the default
   size_t stack_kib = 0;  // 0: run on the calling thread
   std::string script;
 };
@@ -199,6 +200,9 @@ std::optional<Options> parse(const std::vector<std::string>& args) {
     const std::string& arg = args[i];
     if (arg == "--stats") {
       options.stats = true;
+    } else if (arg == "--tier-up" && i + 1 < args.size()) {
+      options.tier_up = parse_tier_up(args[++i]);
+      if (!options.tier_up) return std::nullopt;
     } else if (arg == "--stack-size" && i + 1 < args.size()) {
       char* end = nullptr;
       options.stack_kib = std::strtoull(args[++i].c_str(), &end, 10);
@@ -217,13 +221,25 @@ std::optional<Options> parse(const std::vector<std::string>& args) {
 int lisp_main(const std::vector<std::string>& args) {
   std::optional<Options> options = parse(args);
   if (!options) {
-    std::fprintf(stderr, "usage: %s [--stats] [--stack-size KIB (>= 64)] [SCRIPT]\n",
+    std::fprintf(stderr,
+                 "usage: %s [--stats] [--stack-size KIB (>= 64)] [--tier-up N|never] [SCRIPT]\n",
                  args.empty() ? "lisp" : args[0].c_str());
     return 2;
   }
+  RuntimeOptions runtime_options;
+  if (options->tier_up) {
+    runtime_options.tier_up = *options->tier_up;
+  } else if (const char* env = std::getenv("LISP_TIER_UP"); env != nullptr && *env != '\0') {
+    std::optional<int64_t> tier_up = parse_tier_up(env);
+    if (!tier_up) {
+      std::fprintf(stderr, "LISP_TIER_UP must be a count or \"never\", not \"%s\"\n", env);
+      return 2;
+    }
+    runtime_options.tier_up = *tier_up;
+  }
   std::unique_ptr<Runtime> runtime;
   try {
-    runtime = Runtime::create();
+    runtime = Runtime::create(runtime_options);
   } catch (const Error& e) {
     report(e.what(), "");
     return 1;

@@ -6,11 +6,15 @@
 
 #include "codeheap/log.h"
 #include "examples/lisp/abi.h"
+#include "examples/lisp/ast.h"
+#include "examples/lisp/baseline.h"
 #include "examples/lisp/boehm.h"
 #include "examples/lisp/compiler.h"
 #include "examples/lisp/error.h"
 #include "examples/lisp/primitives.h"
+#include "examples/lisp/tiers.h"
 #include "jit/error.h"
+#include "jit/stencil_emitter.h"
 
 namespace lisp {
 namespace {
@@ -37,8 +41,8 @@ Value helper_cons(Value head, Value tail) { return cons(head, tail); }
 
 Value helper_make_box(Value value) { return make_box(value); }
 
-Closure* helper_make_closure(const Closure* templ, int64_t slots) {
-  return make_closure(templ->code, templ->entry, templ->name, static_cast<size_t>(slots));
+Closure* helper_make_closure(Template* templ, int64_t slots) {
+  return make_closure(templ, static_cast<size_t>(slots));
 }
 
 Value* helper_make_args(int64_t count) { return make_value_array(static_cast<size_t>(count)); }
@@ -68,6 +72,33 @@ void helper_set_global(Symbol* symbol, Value value) {
   Runtime::current().set_global(to_value(symbol), value);
 }
 
+[[noreturn]] void error_type(int64_t op, Value a, Value b);
+
+// A comparison of other than two operands, as codegen.cc's compare() open-codes it: every
+// adjacent pair checked, left to right, then the conjunction.
+Value helper_compare(int64_t op, int64_t argc, const Value* argv) {
+  bool all = true;
+  for (int64_t i = 0; i < argc; ++i) {
+    Value a = argv[i], b = i + 1 < argc ? argv[i + 1] : a;
+    if ((a & b & 1) == 0) error_type(op, a, b);
+    if (i + 1 == argc) break;
+    auto x = static_cast<int64_t>(a), y = static_cast<int64_t>(b);
+    switch (static_cast<OpenCode>(op)) {
+      case OpenCode::kLess: all = all && x < y; break;
+      case OpenCode::kLessEqual: all = all && x <= y; break;
+      case OpenCode::kGreater: all = all && x > y; break;
+      case OpenCode::kGreaterEqual: all = all && x >= y; break;
+      default: all = all && x == y; break;
+    }
+  }
+  return make_bool(all);
+}
+
+// Baseline code calls this when a lambda's call budget runs out.
+void helper_tier_up(Template* templ) {
+  if (TierUp* tier_up = Runtime::current().tier_up()) tier_up->request(templ);
+}
+
 [[noreturn]] void error_unbound(Symbol* symbol) {
   throw Error(fmt::format("unbound variable: {}", symbol_name(to_value(symbol))));
 }
@@ -82,8 +113,8 @@ void helper_set_global(Symbol* symbol, Value value) {
 }
 
 [[noreturn]] void error_arity(Closure* closure, int64_t argc, int64_t required, int64_t variadic) {
-  std::string name =
-      closure->name == kFalse ? "anonymous procedure" : std::string(symbol_name(closure->name));
+  Value symbol = closure->templ->name;
+  std::string name = symbol == kFalse ? "anonymous procedure" : std::string(symbol_name(symbol));
   throw Error(fmt::format("{}: expected {}{}, got {}", name, variadic ? "at least " : "",
                           plural(required, "argument"), argc));
 }
@@ -153,14 +184,35 @@ std::unique_ptr<Runtime> Runtime::create(RuntimeOptions options) {
   std::unique_ptr<Runtime> runtime(new Runtime(std::move(options), std::move(*gc)));
   runtime->triple_ = target->getTargetTriple().str();
   runtime->data_layout_ = layout->getStringRepresentation();
+  auto helpers = codeheap::jit::HelperTable::create(runtime->gc_->heap());
+  if (!helpers) throw Error("cannot create the helper table: " + llvm::toString(helpers.takeError()));
+  runtime->helpers_ = std::move(*helpers);
   current_runtime = runtime.get();
   runtime->register_helpers();
   install_primitives(*runtime);
+  runtime->baseline_ = std::make_unique<BaselineTier>(runtime->gc_->heap(), *runtime->helpers_);
   runtime->attach_current_thread();
+  if (runtime->options_.tier_up > 0) {
+    runtime->tier_up_ = std::make_unique<TierUp>(*runtime, runtime->options_.tier_up_queue);
+  }
   return runtime;
 }
 
-Runtime::~Runtime() { current_runtime = nullptr; }
+Runtime::~Runtime() {
+  tier_up_.reset();  // before the code heap goes
+  current_runtime = nullptr;
+}
+
+std::optional<int64_t> parse_tier_up(std::string_view text) {
+  if (text == "never") return kTierUpNever;
+  if (text.empty() || text.size() > 18) return std::nullopt;
+  int64_t n = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + (c - '0');
+  }
+  return n;
+}
 
 Runtime& Runtime::current() { return *current_runtime; }
 
@@ -173,6 +225,8 @@ void Runtime::register_helpers() {
       {abi::kRestList, reinterpret_cast<void*>(&helper_rest_list)},
       {abi::kSpreadArgs, reinterpret_cast<void*>(&helper_spread_args)},
       {abi::kSetGlobal, reinterpret_cast<void*>(&helper_set_global)},
+      {abi::kCompare, reinterpret_cast<void*>(&helper_compare)},
+      {abi::kTierUp, reinterpret_cast<void*>(&helper_tier_up)},
       {abi::kStackLimit, reinterpret_cast<void*>(&stack_limit)},
       {abi::kErrorUnbound, reinterpret_cast<void*>(&error_unbound)},
       {abi::kErrorNotProcedure, reinterpret_cast<void*>(&error_not_procedure)},
@@ -183,10 +237,21 @@ void Runtime::register_helpers() {
       {abi::kErrorStack, reinterpret_cast<void*>(&error_stack)},
   };
   for (const auto& [name, address] : helpers) {
-    if (llvm::Error err = gc_->define_host_symbol(name, address)) {
+    llvm::Error err = gc_->define_host_symbol(name, address);
+    if (!err) err = helpers_->define(name, address);
+    if (err) {
       throw Error(
           fmt::format("cannot define host symbol {}: {}", name, llvm::toString(std::move(err))));
     }
+  }
+}
+
+void Runtime::define_primitive_symbol(const std::string& name, void* function) {
+  llvm::Error err = gc_->define_host_symbol(name, function);
+  if (!err) err = helpers_->define(name, function);
+  if (err) {
+    throw Error(
+        fmt::format("cannot define primitive {}: {}", name, llvm::toString(std::move(err))));
   }
 }
 
@@ -256,18 +321,14 @@ Value Runtime::apply(Value procedure, std::span<const Value> args) {
     (i < kRegisterArgs ? registers[i] : rest[i - kRegisterArgs]) = args[i];
   }
   Closure* closure = as<Closure>(procedure);
-  return closure->entry(closure, static_cast<int64_t>(args.size()), registers[0], registers[1],
+  return closure->templ->entry(closure, static_cast<int64_t>(args.size()), registers[0], registers[1],
                         registers[2], rest);
 }
 
 void Runtime::define_global(Value symbol, Value value) {
   Symbol* s = as<Symbol>(symbol);
-  // The cell first: if that fails the global keeps its old value and stays consistent.
-  if (is_closure(value)) {
-    point_entry_cell(symbol, as<Closure>(value));
-  } else if (s->flags & kGlobalCellDirect) {
-    point_entry_cell(symbol, nullptr);
-  }
+  // The cell first: if that fails the global keeps its old value.
+  if (is_closure(value) && !(s->flags & kGlobalHasCell)) make_entry_cell(symbol);
   s->value = value;
   s->flags &= ~kGlobalPrimitive;
 }
@@ -277,36 +338,52 @@ void Runtime::set_global(Value symbol, Value value) {
   if (s->value == kUnbound) {
     throw Error(fmt::format("set!: unbound variable: {}", symbol_name(symbol)));
   }
-  // A direct cell would keep jumping to the old procedure; the generic body follows the
-  // global, so later assignments cost nothing.
-  if (s->flags & kGlobalCellDirect) point_entry_cell(symbol, nullptr);
   s->value = value;
   s->flags &= ~kGlobalPrimitive;
 }
 
-void Runtime::point_entry_cell(Value symbol, Closure* target) {
-  std::string ir = entry_cell_ir(*this, symbol, target);
-  std::string name = entry_cell_name(symbol);
-  with_code_space<void*>(*this, "define " + std::string(symbol_name(symbol)),
-                         [&] { return gc_->define_function(name, ir); });
-  Symbol* s = as<Symbol>(symbol);
-  s->flags =
-      (s->flags & ~kGlobalHasCell) | (target != nullptr ? kGlobalCellDirect : kGlobalCellGeneric);
+void Runtime::make_entry_cell(Value symbol) {
+  std::string what = "define " + std::string(symbol_name(symbol));
+  uintptr_t cell = with_code_space<uintptr_t>(*this, what, [&] { return baseline_->make_cell(symbol); });
+  // LLVM-compiled callers find the cell by name.
+  if (llvm::Error err = gc_->define_host_symbol(entry_cell_name(symbol), reinterpret_cast<void*>(cell))) {
+    throw Error(what + ": " + llvm::toString(std::move(err)));
+  }
+  as<Symbol>(symbol)->flags |= kGlobalHasCell;
 }
 
-codeheap::gc::CodeObject* Runtime::link(const std::string& ir, const std::string& name,
-                                        llvm::ArrayRef<void*> literals) {
+void Runtime::before_compile() {
   safepoint();
   uint64_t created = gc_->counters().code_objects_created;
   if (created - compiled_at_last_collection_ >= options_.compiles_per_collection) collect();
-  return with_code_space<codeheap::gc::CodeObject*>(
-      *this, "compile " + name, [&] { return gc_->compile(ir, name, literals); });
 }
 
-void* Runtime::function_address(codeheap::gc::CodeObject* code, const std::string& name) {
-  auto address = gc_->symbol(code, name);
-  if (!address) throw Error("internal error: " + llvm::toString(address.takeError()));
-  return *address;
+codeheap::gc::Runtime::Compiled Runtime::link(const std::function<llvm::orc::ThreadSafeModule()>& module,
+                                     const std::string& name, llvm::ArrayRef<void*> literals) {
+  before_compile();
+  return with_code_space<codeheap::gc::Runtime::Compiled>(*this, "compile " + name, [&] {
+    return gc_->compile(module(), name, literals, codeheap::gc::Tier::kOptimized);
+  });
+}
+
+BaselineUnit Runtime::emit_baseline(Unit& unit, const std::vector<Template*>& templates,
+                                    const std::string& name) {
+  before_compile();
+  return with_code_space<BaselineUnit>(*this, "compile " + name,
+                                       [&] { return baseline_->compile(unit, templates, name); });
+}
+
+codeheap::gc::CodeObject* Runtime::adopt_baseline(codeheap::jit::EmittedUnit unit,
+                                                  const std::string& name,
+                                                  llvm::ArrayRef<void*> literals,
+                                                  uint64_t compile_ns) {
+  auto code = gc_->adopt(unit.owner, unit.code_size, unit.on_gone, name, literals,
+                         codeheap::gc::Tier::kBaseline, compile_ns);
+  if (!code) {
+    llvm::consumeError(codeheap::jit::retireUnit(gc_->heap(), unit));
+    throw Error("compile " + name + ": " + llvm::toString(code.takeError()));
+  }
+  return *code;
 }
 
 void Runtime::safepoint() { gc_->safepoint(); }

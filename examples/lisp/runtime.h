@@ -3,12 +3,14 @@
 // consistent, and decides when to collect.
 //
 // Globals. A global variable is its symbol's value slot. When `define` gives a global a
-// procedure, the global also gets an *entry cell* (gc::Runtime::define_function): a stub in the
-// code heap that jumps through a slot. Code compiled afterwards calls such a global by calling
-// its stub directly, so a later `define` of the same name, which re-points the cell, takes
-// effect in callers compiled long before. The body behind a cell is either a jump to the
-// procedure the global holds ("direct", set by define) or a generic body that loads the
-// global and checks it on every call (after a set!, so that assignments need no compilation).
+// procedure, the global also gets an *entry cell*: a stub in the code heap (emitted once from a
+// stencil) that loads the global, checks that it holds a procedure and jumps to that
+// procedure's current code. Code compiled afterwards calls such a global by calling its stub
+// directly, so a later `define` or `set!` of the name, which only stores the new value, and a
+// tier-up of the procedure, take effect in callers compiled long before.
+//
+// Tiers (docs/tiers.md): every form is compiled by the baseline tier first; a lambda called
+// `tier_up` times is recompiled by LLVM on a background thread (tiers.h).
 //
 // Collection. Boehm triggers collections by data allocation only and cannot see how much
 // machine code a small code object owns, so the runtime also collects after every
@@ -22,14 +24,35 @@
 #include <pthread.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "examples/lisp/value.h"
 #include "gcglue/runtime.h"
+#include "llvm/ExecutionEngine/Orc/ThreadSafeModule.h"
+
+namespace codeheap::jit {
+class HelperTable;
+struct EmittedUnit;
+}  // namespace codeheap::jit
 
 namespace lisp {
+
+class BaselineTier;
+class TierUp;
+struct BaselineUnit;
+struct Unit;
+
+// RuntimeOptions::tier_up: never leave the baseline tier.
+inline constexpr int64_t kTierUpNever = -1;
+// Calls of a baseline lambda before its LLVM compilation is requested (docs/tiers.md says how
+// it was measured).
+inline constexpr int64_t kDefaultTierUp = 1000;
 
 struct RuntimeOptions {
   // Codegen level Less: every top-level form and every eval is a compilation, so compile time
@@ -41,7 +64,15 @@ struct RuntimeOptions {
   uint64_t compiles_per_collection = 256;
   // Run LLVM's scalar cleanups (SROA, EarlyCSE, InstCombine, SimplifyCFG) before linking.
   bool optimize = true;
+  // Calls before a baseline lambda is compiled by LLVM; 0: every form by LLVM at once;
+  // kTierUpNever: baseline only.
+  int64_t tier_up = kDefaultTierUp;
+  // Tier-up requests that may wait for the compile thread; more stay baseline.
+  size_t tier_up_queue = 64;
 };
+
+// "never", or a count (0 included). Anything else is nullopt.
+std::optional<int64_t> parse_tier_up(std::string_view text);
 
 class Runtime {
  public:
@@ -65,12 +96,20 @@ class Runtime {
   void define_global(Value symbol, Value value);
   void set_global(Value symbol, Value value);
 
-  // Links the IR of a compilation unit into a code object (collecting first when due, and
-  // once more if the code heap is full). Throws lisp::Error.
-  codeheap::gc::CodeObject* link(const std::string& ir, const std::string& name,
-                                 llvm::ArrayRef<void*> literals);
-  // The address of function `name` in `code`. Throws lisp::Error.
-  void* function_address(codeheap::gc::CodeObject* code, const std::string& name);
+  // The tiers' way into the code heap. Each collects first when due, and once more if the code
+  // heap is full, and throws lisp::Error when it still fails.
+  // `module` makes the module (again, for the retry after a collection).
+  codeheap::gc::Runtime::Compiled link(const std::function<llvm::orc::ThreadSafeModule()>& module,
+                              const std::string& name, llvm::ArrayRef<void*> literals);
+  BaselineUnit emit_baseline(Unit& unit, const std::vector<Template*>& templates,
+                             const std::string& name);
+  // Wraps an emitted baseline unit in a code object (retiring the unit if that fails).
+  codeheap::gc::CodeObject* adopt_baseline(codeheap::jit::EmittedUnit unit,
+                                           const std::string& name,
+                                           llvm::ArrayRef<void*> literals, uint64_t compile_ns);
+
+  // Makes a primitive's host function callable from both tiers under `name`.
+  void define_primitive_symbol(const std::string& name, void* function);
 
   // Runs pending finalizers and retires the code of collected code objects.
   void safepoint();
@@ -84,6 +123,9 @@ class Runtime {
   void detach_current_thread();
 
   bool optimize() const { return options_.optimize; }
+  int64_t tier_up_threshold() const { return options_.tier_up; }
+  // Null when nothing tiers up (threshold 0 or never).
+  TierUp* tier_up() { return tier_up_.get(); }
   // What the engine compiles for, so that generated modules are optimized for the same target.
   const std::string& target_triple() const { return triple_; }
   const std::string& data_layout() const { return data_layout_; }
@@ -92,11 +134,15 @@ class Runtime {
  private:
   Runtime(RuntimeOptions options, std::unique_ptr<codeheap::gc::Runtime> gc);
   Value define_toplevel(Value form);
-  void point_entry_cell(Value symbol, Closure* target);
+  void make_entry_cell(Value symbol);
   void register_helpers();
+  void before_compile();
 
   RuntimeOptions options_;
   std::unique_ptr<codeheap::gc::Runtime> gc_;
+  std::unique_ptr<codeheap::jit::HelperTable> helpers_;
+  std::unique_ptr<BaselineTier> baseline_;
+  std::unique_ptr<TierUp> tier_up_;
   uint64_t compiled_at_last_collection_ = 0;
   uint64_t units_ = 0;  // numbers the compilation units in their names
   pthread_t creator_ = pthread_self();

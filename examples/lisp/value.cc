@@ -149,16 +149,17 @@ void write_to(std::string& out, Value v, bool display) {
       return;
     case Type::kSymbol: out += symbol_name(v); return;
     case Type::kClosure: {
-      auto* closure = as<Closure>(v);
-      out += closure->code == nullptr ? "#<primitive" : "#<procedure";
-      if (closure->name != kFalse) {
+      const Template* templ = as<Closure>(v)->templ;
+      out += templ->tier == Tier::kHost ? "#<primitive" : "#<procedure";
+      if (templ->name != kFalse) {
         out += ' ';
-        out += symbol_name(closure->name);
+        out += symbol_name(templ->name);
       }
       out += '>';
       return;
     }
     case Type::kBox: out += "#<box>"; return;
+    case Type::kTemplate: break;
   }
   out += fmt::format("#<object {:#x}>", v);
 }
@@ -200,12 +201,26 @@ Value make_box(Value value) {
   return to_value(box);
 }
 
-Closure* make_closure(codeheap::gc::CodeObject* code, Entry entry, Value name, size_t slots) {
+Template* make_template(Value name, int64_t budget) {
+  auto* templ = allocate<Template>(sizeof(Template), Type::kTemplate);
+  templ->entry = nullptr;
+  templ->code = nullptr;
+  templ->name = name;
+  templ->budget = budget;
+  templ->constant = nullptr;
+  templ->source = kFalse;
+  templ->siblings = nullptr;
+  templ->index = 0;
+  templ->source_kind = kSourceLambda;
+  templ->tier = Tier::kHost;
+  templ->tier_up_requested = 0;
+  return templ;
+}
+
+Closure* make_closure(Template* templ, size_t slots) {
   auto* closure = allocate<Closure>(sizeof(Closure) + slots * sizeof(Value), Type::kClosure);
   closure->header |= static_cast<uint64_t>(slots) << 8;
-  closure->code = code;
-  closure->entry = entry;
-  closure->name = name;
+  closure->templ = templ;
   for (size_t i = 0; i < slots; ++i) closure->slots[i] = kUnspecified;
   return closure;
 }

@@ -57,6 +57,7 @@ enum class Type : uint8_t {
   kSymbol = 3,
   kClosure = 4,
   kBox = 5,
+  kTemplate = 6,
 };
 
 inline bool is_object(Value v) { return (v & 7) == 0; }
@@ -96,11 +97,10 @@ struct Symbol {
 // Symbol::flags.
 // The global still holds the primitive installed at startup, so calls may bypass the value.
 inline constexpr uint64_t kGlobalPrimitive = 1;
-// The global has an entry cell (see runtime.h). Direct: the cell jumps to the closure in
-// `value`; generic: it loads `value` on each call and checks that it is a procedure.
-inline constexpr uint64_t kGlobalCellDirect = 2;
-inline constexpr uint64_t kGlobalCellGeneric = 4;
-inline constexpr uint64_t kGlobalHasCell = kGlobalCellDirect | kGlobalCellGeneric;
+// The global has an entry cell (see runtime.h): a stub in the code heap that loads the global,
+// checks that it holds a procedure and jumps to that procedure's current code. Compiled callers
+// call the stub, so a redefinition or a tier-up is seen by callers compiled long before.
+inline constexpr uint64_t kGlobalHasCell = 2;
 
 // Host or compiled procedure with the uniform calling convention (see docs/lisp.md):
 // `closure` is the closure being called, `argc` the argument count, a0..a2 the first three
@@ -109,14 +109,38 @@ struct Closure;
 using Entry = Value (*)(Closure* closure, int64_t argc, Value a0, Value a1, Value a2, Value* rest);
 inline constexpr int kRegisterArgs = 3;
 
+// How a Template's code was made.
+enum class Tier : uint8_t { kHost = 0, kBaseline = 1, kOptimized = 2 };
+
+// One per lambda (and per primitive): where every closure of the lambda finds its code. Calls
+// load `entry` through the closure, so one release store here (a tier-up) switches every
+// existing closure, and only `code` keeps the machine code alive: once a tier-up replaced it,
+// the baseline code is garbage like any other. Not a Lisp value (no type test sees one).
+struct Template {
+  uint64_t header;
+  Entry entry;                      // the current tier's code
+  codeheap::gc::CodeObject* code;   // null for host primitives
+  Value name;                       // a symbol, or #f for an anonymous lambda
+  int64_t budget;                   // baseline calls left before a tier-up is requested
+  Closure* constant;                // the one closure of a lambda without free variables
+  // For the LLVM tier: the top-level form this lambda was compiled from, how (kSource*), its
+  // index among that form's lambdas and the templates of all of them (nested lambdas).
+  Value source;
+  Template** siblings;
+  uint32_t index;
+  uint8_t source_kind;
+  Tier tier;
+  uint8_t tier_up_requested;
+};
+inline constexpr uint8_t kSourceLambda = 0;  // source is (lambda ...) named `name` of lambda 0
+inline constexpr uint8_t kSourceThunk = 1;   // source is an expression evaluated by lambda 0
+
 // A flat closure: the captured variables are copied in (mutable ones as Box pointers). Header
-// bits 8.. hold the number of captured slots. `code` keeps the machine code alive (null for
-// host primitives, whose first slot is a pointer to their static descriptor instead).
+// bits 8.. hold the number of captured slots. Host primitives have one slot: a pointer to
+// their static descriptor.
 struct Closure {
   uint64_t header;
-  codeheap::gc::CodeObject* code;
-  Entry entry;
-  Value name;  // a symbol, or #f for an anonymous lambda
+  Template* templ;
   Value slots[];
 };
 
@@ -130,7 +154,8 @@ struct Box {
 // Offsets the code generator relies on.
 static_assert(offsetof(Pair, car) == 8 && offsetof(Pair, cdr) == 16);
 static_assert(offsetof(Symbol, value) == 16);
-static_assert(offsetof(Closure, entry) == 16 && offsetof(Closure, slots) == 32);
+static_assert(offsetof(Closure, templ) == 8 && offsetof(Closure, slots) == 16);
+static_assert(offsetof(Template, entry) == 8 && offsetof(Template, budget) == 32);
 static_assert(offsetof(Box, value) == 8);
 
 template <typename T>
@@ -162,8 +187,10 @@ Value make_string(std::string_view text);
 // Interns `name`: the same name always gives the same symbol.
 Value intern(std::string_view name);
 Value make_box(Value value);
-// A closure with `slots` captured slots, all unspecified.
-Closure* make_closure(codeheap::gc::CodeObject* code, Entry entry, Value name, size_t slots);
+// A template with no code yet (entry null, budget as given).
+Template* make_template(Value name, int64_t budget);
+// A closure of `templ` with `slots` captured slots, all unspecified.
+Closure* make_closure(Template* templ, size_t slots);
 // A pointer-holding array of `count` values for a call's `rest` arguments.
 Value* make_value_array(size_t count);
 

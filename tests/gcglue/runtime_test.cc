@@ -8,13 +8,23 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <csignal>
 #include <cstring>
 #include <functional>
+#include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "llvm/AsmParser/Parser.h"
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/SourceMgr.h"
 #include "tests/gcglue/fresh_stack.h"
 
 namespace codeheap::gc {
@@ -524,6 +534,466 @@ define i64 @ask(ptr %env) {
   std::string json = runtime_->dump_json();
   EXPECT_NE(json.find("\"gc\""), std::string::npos);
   EXPECT_NE(runtime_->dump_text().find("live code objects"), std::string::npos);
+}
+
+// --- compile(ThreadSafeModule): definitions by their written names, from the link. ---
+
+llvm::orc::ThreadSafeModule parse_module(const std::string& ir) {
+  auto context = std::make_unique<llvm::LLVMContext>();
+  llvm::SMDiagnostic diagnostic;
+  auto module = llvm::parseAssemblyString(ir, diagnostic, *context);
+  if (!module) ADD_FAILURE() << "parse error: " << diagnostic.getMessage().str();
+  return llvm::orc::ThreadSafeModule(std::move(module), std::move(context));
+}
+
+// Two functions over a global of the module's own; an internal helper (adding {0}) is no
+// definition. A formatv pattern.
+constexpr const char* kCounterIr = R"(
+@count = global i64 100
+define internal i64 @step() {{
+  ret i64 {0}
+}
+define i64 @next(ptr %env) {{
+  %v = load i64, ptr @count
+  %s = call i64 @step()
+  %n = add i64 %v, %s
+  store i64 %n, ptr @count
+  ret i64 %n
+}
+define i64 @peek(ptr %env) {{
+  %v = load i64, ptr @count
+  ret i64 %v
+}
+)";
+
+TEST_F(RuntimeTest, CompileReturnsEveryDefinitionByItsWrittenName) {
+  auto compiled =
+      runtime_->compile(parse_module(llvm::formatv(kCounterIr, 1).str()), "counter");
+  ASSERT_TRUE(bool(compiled)) << llvm::toString(compiled.takeError());
+  ASSERT_NE(compiled->code, nullptr);
+  std::set<std::string> names;
+  for (const auto& entry : compiled->definitions) names.insert(entry.getKey().str());
+  EXPECT_EQ(names, (std::set<std::string>{"count", "next", "peek"}));
+
+  auto next = reinterpret_cast<int64_t (*)(void*)>(compiled->definitions["next"]);
+  auto peek = reinterpret_cast<int64_t (*)(void*)>(compiled->definitions["peek"]);
+  auto* count = static_cast<int64_t*>(compiled->definitions["count"]);
+  EXPECT_EQ(next(nullptr), 101);
+  EXPECT_EQ(next(nullptr), 102);
+  EXPECT_EQ(peek(nullptr), 102);
+  *count = 7;
+  EXPECT_EQ(peek(nullptr), 7);
+  // symbol() finds the same addresses under the same names.
+  for (const char* name : {"next", "peek", "count"}) {
+    EXPECT_EQ(take(runtime_->symbol(compiled->code, name)), compiled->definitions[name]) << name;
+  }
+  auto helper = runtime_->symbol(compiled->code, "step");
+  ASSERT_FALSE(bool(helper));
+  llvm::consumeError(helper.takeError());
+}
+
+TEST_F(RuntimeTest, CodeObjectsDefiningTheSameNamesGetTheirOwnDefinitions) {
+  auto first = runtime_->compile(parse_module(llvm::formatv(kCounterIr, 1).str()), "same");
+  auto second = runtime_->compile(parse_module(llvm::formatv(kCounterIr, 10).str()), "same");
+  ASSERT_TRUE(bool(first)) << llvm::toString(first.takeError());
+  ASSERT_TRUE(bool(second)) << llvm::toString(second.takeError());
+  for (const char* name : {"next", "peek", "count"}) {
+    ASSERT_NE(first->definitions[name], nullptr) << name;
+    EXPECT_NE(first->definitions[name], second->definitions[name]) << name;
+  }
+  auto next1 = reinterpret_cast<int64_t (*)(void*)>(first->definitions["next"]);
+  auto next2 = reinterpret_cast<int64_t (*)(void*)>(second->definitions["next"]);
+  EXPECT_EQ(next1(nullptr), 101);
+  EXPECT_EQ(next2(nullptr), 110);
+  EXPECT_EQ(next1(nullptr), 102);
+  EXPECT_EQ(*static_cast<int64_t*>(second->definitions["count"]), 110);
+  // The IR-text form renames the same way.
+  CodeObject* third = take(runtime_->compile(llvm::formatv(kCounterIr, 100).str(), "same"));
+  ASSERT_NE(third, nullptr);
+  auto next3 = reinterpret_cast<int64_t (*)(void*)>(take(runtime_->symbol(third, "next")));
+  ASSERT_NE(next3, nullptr);
+  EXPECT_EQ(next3(nullptr), 200);
+  EXPECT_EQ(next1(nullptr), 103);
+}
+
+TEST_F(RuntimeTest, ModulesBuiltForTheRuntimesTargetCompile) {
+  ASSERT_FALSE(runtime_->target_triple().empty());
+  ASSERT_FALSE(runtime_->data_layout().empty());
+  EXPECT_EQ(runtime_->target_triple(), runtime_->engine().targetTriple().str());
+  auto context = std::make_unique<llvm::LLVMContext>();
+  auto module = std::make_unique<llvm::Module>("built", *context);
+  module->setTargetTriple(runtime_->target_triple());
+  module->setDataLayout(runtime_->data_layout());
+  llvm::IRBuilder<> b(*context);
+  auto* function = llvm::Function::Create(llvm::FunctionType::get(b.getInt64Ty(), false),
+                                          llvm::Function::ExternalLinkage, "answer", *module);
+  b.SetInsertPoint(llvm::BasicBlock::Create(*context, "entry", function));
+  b.CreateRet(b.getInt64(42));
+  auto compiled = runtime_->compile(
+      llvm::orc::ThreadSafeModule(std::move(module), std::move(context)), "built");
+  ASSERT_TRUE(bool(compiled)) << llvm::toString(compiled.takeError());
+  EXPECT_EQ(reinterpret_cast<int64_t (*)()>(compiled->definitions["answer"])(), 42);
+}
+
+TEST_F(RuntimeTest, CompileErrorsNameTheModuleAndCountNothing) {
+  HeapStats before = runtime_->heap().stats();
+  auto undefined = runtime_->compile(parse_module(R"(
+declare i64 @nowhere()
+define i64 @g() {
+  %r = call i64 @nowhere()
+  ret i64 %r
+}
+)"),
+                                     "undefined-callee");
+  ASSERT_FALSE(bool(undefined));
+  const std::string error = llvm::toString(undefined.takeError());
+  EXPECT_NE(error.find("undefined-callee"), std::string::npos) << error;
+  EXPECT_NE(error.find("nowhere"), std::string::npos) << error;
+  // A module that already uses the private name its definition `f` would get (the first code
+  // object of a runtime has a small id).
+  std::string clashing = "define i64 @f() {\n  ret i64 0\n}\n";
+  for (int id = 1; id <= 8; ++id) {
+    clashing += llvm::formatv("define i64 @f.co{0}() {{\n  ret i64 {0}\n}\n", id).str();
+  }
+  auto clash = runtime_->compile(parse_module(clashing), "clashing");
+  ASSERT_FALSE(bool(clash));
+  const std::string clash_error = llvm::toString(clash.takeError());
+  EXPECT_NE(clash_error.find("clashing"), std::string::npos) << clash_error;
+  EXPECT_NE(clash_error.find("cannot rename 'f'"), std::string::npos) << clash_error;
+  HeapStats after = runtime_->heap().stats();
+  before.counters = after.counters = {};
+  EXPECT_EQ(before, after);
+  const GcCounters c = runtime_->counters();
+  EXPECT_EQ(c.code_objects_created, 0u);
+  EXPECT_EQ(c.tier(Tier::kOptimized), TierCounters{});
+}
+
+// --- adopt(): code units made without LLVM. ---
+
+// A unit of two blocks allocated as a stencil emitter would: code that loads a word from the
+// unit's data block and returns it.
+struct AdoptedUnit {
+  uintptr_t code = 0;
+  uintptr_t data = 0;
+};
+
+AdoptedUnit emit_load_unit(Heap& heap, int64_t value, OwnerId* owner) {
+  const BlockRequest requests[] = {{Arena::kCode, 16, 16}, {Arena::kData, 8, 16}};
+  Allocation blocks[2];
+  auto group = heap.allocate_group("loader", requests, blocks);
+  if (!group) {
+    ADD_FAILURE() << group.error().message;
+    return {};
+  }
+  *owner = *group;
+  std::memcpy(blocks[1].writable, &value, sizeof value);
+  // movabs rax, [data]; ret
+  uint8_t code[] = {0x48, 0xa1, 0, 0, 0, 0, 0, 0, 0, 0, 0xc3};
+  const uint64_t data = blocks[1].address;
+  std::memcpy(code + 2, &data, sizeof data);
+  std::memcpy(blocks[0].writable, code, sizeof code);
+  return {blocks[0].address, blocks[1].address};
+}
+
+// A unit whose code calls park() (a frame of it stays on the caller's stack meanwhile).
+AdoptedUnit emit_park_unit(Heap& heap, OwnerId* owner) {
+  const BlockRequest requests[] = {{Arena::kCode, 32, 16}};
+  Allocation blocks[1];
+  auto group = heap.allocate_group("parker", requests, blocks);
+  if (!group) {
+    ADD_FAILURE() << group.error().message;
+    return {};
+  }
+  *owner = *group;
+  // push rbp; mov rbp, rsp; movabs rax, park; call rax; pop rbp; ret
+  uint8_t code[] = {0x55, 0x48, 0x89, 0xe5, 0x48, 0xb8, 0, 0, 0, 0, 0, 0,
+                    0,    0,    0xff, 0xd0, 0x5d, 0xc3};
+  const uint64_t target = reinterpret_cast<uint64_t>(&park);
+  std::memcpy(code + 6, &target, sizeof target);
+  std::memcpy(blocks[0].writable, code, sizeof code);
+  return {blocks[0].address, 0};
+}
+
+std::atomic<int> g_gone{0};
+
+// Adopts a unit on a fresh stack so that the code object is garbage once this returns.
+AdoptedUnit garbage_adopted_unit(Runtime& runtime, bool park_unit) {
+  AdoptedUnit unit;
+  on_fresh_stack(runtime, [&] {
+    OwnerId owner = kNoOwner;
+    unit = park_unit ? emit_park_unit(runtime.heap(), &owner)
+                     : emit_load_unit(runtime.heap(), 1234, &owner);
+    ASSERT_NE(owner, kNoOwner);
+    CodeObject* code = take(runtime.adopt(owner, 64, [] { ++g_gone; }, "adopted"));
+    ASSERT_NE(code, nullptr);
+  });
+  return unit;
+}
+
+// Collections until the baseline tier has finalized `count` code objects (bounded), without
+// reclaiming: the units' blocks are then in quarantine.
+void finalize_baseline(Runtime& runtime, uint64_t count) {
+  for (int i = 0; i < 8 && runtime.counters().tier(Tier::kBaseline).code_objects_finalized < count;
+       ++i) {
+    on_fresh_stack(runtime, [&] {
+      GC_gcollect();
+      runtime.safepoint();
+    });
+  }
+  ASSERT_EQ(runtime.counters().tier(Tier::kBaseline).code_objects_finalized, count);
+}
+
+TEST_F(RuntimeTest, AdoptedUnitIsRetiredThenReclaimedAndItsOnGoneRunsOnce) {
+  g_gone = 0;
+  AdoptedUnit unit = garbage_adopted_unit(*runtime_, /*park_unit=*/false);
+  ASSERT_NE(unit.code, 0u);
+  EXPECT_EQ(reinterpret_cast<int64_t (*)()>(unit.code)(), 1234);
+  EXPECT_EQ(runtime_->heap().find(unit.code)->state, BlockState::kLive);
+
+  finalize_baseline(*runtime_, 1);
+  for (uintptr_t address : {unit.code, unit.data}) {
+    auto block = runtime_->heap().find(address);
+    ASSERT_TRUE(block.has_value());
+    EXPECT_EQ(block->state, BlockState::kQuarantined);
+  }
+  EXPECT_EQ(g_gone, 0);
+  EXPECT_EQ(runtime_->live_code_objects(), 0u);
+
+  on_fresh_stack(*runtime_, [&] { runtime_->reclaim(); });
+  EXPECT_FALSE(runtime_->heap().find(unit.code).has_value());
+  EXPECT_FALSE(runtime_->heap().find(unit.data).has_value());
+  EXPECT_EQ(g_gone, 1);
+  EXPECT_EQ(runtime_->heap().stats().quarantined_bytes, 0u);
+  EXPECT_EQ(runtime_->heap().stats().used_bytes, 0u);
+  for (int i = 0; i < 2; ++i) collect();
+  EXPECT_EQ(g_gone, 1);
+  EXPECT_EQ(runtime_->counters().modules_retired, 1u);
+  EXPECT_EQ(runtime_->counters().retire_failures, 0u);
+}
+
+TEST_F(RuntimeTest, AdoptedUnitStaysQuarantinedWhileAThreadIsParkedInIt) {
+  g_gone = 0;
+  g_parked = false;
+  g_release = false;
+  AdoptedUnit unit = garbage_adopted_unit(*runtime_, /*park_unit=*/true);
+  ASSERT_NE(unit.code, 0u);
+  std::thread worker([&] {
+    ASSERT_TRUE(ok(runtime_->register_current_thread()));
+    reinterpret_cast<void (*)()>(unit.code)();
+    ASSERT_TRUE(ok(runtime_->unregister_current_thread()));
+  });
+  while (!g_parked) std::this_thread::yield();
+
+  finalize_baseline(*runtime_, 1);
+  for (int cycle = 0; cycle < 4; ++cycle) {
+    collect();
+    auto block = runtime_->heap().find(unit.code);
+    ASSERT_TRUE(block.has_value()) << "cycle " << cycle;
+    EXPECT_EQ(block->state, BlockState::kQuarantined) << "cycle " << cycle;
+    EXPECT_EQ(g_gone, 0) << "cycle " << cycle;
+  }
+  EXPECT_GE(runtime_->counters().blocks_kept_referenced, 4u);
+  g_release = true;
+  worker.join();
+  collect();
+  EXPECT_FALSE(runtime_->heap().find(unit.code).has_value());
+  EXPECT_EQ(g_gone, 1);
+  collect();
+  EXPECT_EQ(g_gone, 1);
+}
+
+TEST_F(RuntimeTest, AdoptedUnitsStillAliveAtShutdownRunTheirOnGone) {
+  g_gone = 0;
+  OwnerId owner = kNoOwner;
+  AdoptedUnit unit = emit_load_unit(runtime_->heap(), 5, &owner);
+  ASSERT_NE(owner, kNoOwner);
+  auto** box = static_cast<CodeObject**>(GC_MALLOC(sizeof(CodeObject*)));
+  ASSERT_NE(box, nullptr);
+  box[0] = take(runtime_->adopt(owner, 32, [] { ++g_gone; }, "kept"));
+  ASSERT_NE(box[0], nullptr);
+  EXPECT_EQ(reinterpret_cast<int64_t (*)()>(unit.code)(), 5);
+  auto bad = runtime_->adopt(kNoOwner, 0, {}, "ownerless");
+  ASSERT_FALSE(bool(bad));
+  EXPECT_NE(llvm::toString(bad.takeError()).find("ownerless"), std::string::npos);
+  runtime_.reset();
+  EXPECT_EQ(g_gone, 1);
+}
+
+// --- Tiers: per-tier counters and their dumps. ---
+
+TEST_F(RuntimeTest, CountersAndDumpsSayWhatEachTierMade) {
+  constexpr uint64_t kAdoptNs = 12345;
+  uint64_t llvm_bytes = 0;
+  on_fresh_stack(*runtime_, [&] {
+    for (int i = 0; i < 2; ++i) {
+      OwnerId owner = kNoOwner;
+      emit_load_unit(runtime_->heap(), i, &owner);
+      ASSERT_NE(take(runtime_->adopt(owner, 48, {}, "stencils", {}, Tier::kBaseline, kAdoptNs)),
+                nullptr);
+    }
+    const size_t used = runtime_->heap().stats().used_bytes;
+    ASSERT_NE(take(runtime_->compile(lambda_ir(3), "hot")), nullptr);
+    llvm_bytes = runtime_->heap().stats().used_bytes - used;
+  });
+  runtime_->note_tier_up(true);
+  runtime_->note_tier_up(true);
+  runtime_->note_tier_up(false);
+
+  GcCounters c = runtime_->counters();
+  const TierCounters& baseline = c.tier(Tier::kBaseline);
+  const TierCounters& optimized = c.tier(Tier::kOptimized);
+  EXPECT_EQ(baseline.code_objects_created, 2u);
+  EXPECT_EQ(baseline.live(), 2u);
+  EXPECT_EQ(baseline.code_bytes_live, 2u * 48);
+  EXPECT_EQ(baseline.compile_ns_total, 2 * kAdoptNs);
+  EXPECT_EQ(optimized.code_objects_created, 1u);
+  EXPECT_EQ(optimized.live(), 1u);
+  EXPECT_GT(llvm_bytes, 0u);
+  EXPECT_EQ(optimized.code_bytes_live, llvm_bytes);
+  EXPECT_GT(optimized.compile_ns_total, 0u);
+  EXPECT_EQ(c.code_objects_created, 3u);
+  EXPECT_EQ(c.tier_ups, 2u);
+  EXPECT_EQ(c.tier_ups_discarded, 1u);
+
+  nlohmann::json json = nlohmann::json::parse(runtime_->dump_json());
+  const nlohmann::json& gc = json.at("gc");
+  for (const char* key :
+       {"live_code_objects", "code_objects_created", "code_objects_finalized", "closures_created",
+        "modules_retired", "collections", "reclaim_passes", "blocks_kept_referenced",
+        "threads_timed_out", "retire_failures", "scan_ns_total", "scan_ns_last",
+        "registered_threads"}) {
+    EXPECT_TRUE(gc.contains(key)) << key;
+  }
+  EXPECT_EQ(gc.at("live_code_objects"), 3);
+  EXPECT_EQ(gc.at("tier_ups"), 2);
+  EXPECT_EQ(gc.at("tier_ups_discarded"), 1);
+  const nlohmann::json& json_baseline = gc.at("tiers").at("baseline");
+  const nlohmann::json& json_llvm = gc.at("tiers").at("llvm");
+  EXPECT_EQ(json_baseline.at("live_code_objects"), 2);
+  EXPECT_EQ(json_baseline.at("code_objects_created"), 2);
+  EXPECT_EQ(json_baseline.at("code_objects_finalized"), 0);
+  EXPECT_EQ(json_baseline.at("code_bytes_live"), 96);
+  EXPECT_EQ(json_baseline.at("compile_ns_total"), 2 * kAdoptNs);
+  EXPECT_EQ(json_llvm.at("code_objects_created"), 1);
+  EXPECT_EQ(json_llvm.at("code_bytes_live"), llvm_bytes);
+  EXPECT_EQ(json_llvm.at("compile_ns_total"), optimized.compile_ns_total);
+
+  const std::string text = runtime_->dump_text();
+  EXPECT_NE(text.find("live code objects"), std::string::npos) << text;
+  EXPECT_NE(text.find("baseline tier: 2 live units, 96 bytes"), std::string::npos) << text;
+  EXPECT_NE(text.find("llvm tier: 1 live units"), std::string::npos) << text;
+  EXPECT_NE(text.find("tier-ups: 2 installed, 1 discarded"), std::string::npos) << text;
+
+  // Everything was made on a stack that is gone: all of it is collected.
+  for (int i = 0; i < 6 && runtime_->live_code_objects() > 0; ++i) collect();
+  c = runtime_->counters();
+  for (Tier tier : {Tier::kBaseline, Tier::kOptimized}) {
+    EXPECT_EQ(c.tier(tier).live(), 0u) << to_string(tier);
+    EXPECT_EQ(c.tier(tier).code_bytes_live, 0u) << to_string(tier);
+  }
+  EXPECT_EQ(c.tier(Tier::kBaseline).code_objects_finalized, 2u);
+  EXPECT_EQ(c.tier(Tier::kOptimized).code_objects_finalized, 1u);
+  EXPECT_EQ(c.code_objects_finalized, 3u);
+  EXPECT_EQ(runtime_->heap().stats().used_bytes, 0u);
+}
+
+// --- Threads: a background compiler while the main thread collects. ---
+
+TEST_F(RuntimeTest, BackgroundCompilesWhileTheMainThreadCollectsAndAdopts) {
+#if defined(__SANITIZE_THREAD__)
+  // TSan runs a SIGSYS handler (the TSan builds' default handshake signal) at once, even inside
+  // TSan's own runtime; ThreadRegistry's handler records an event per stack word scanned, and
+  // one that interrupts TSan's trace switch deadlocks on the trace mutex that switch holds.
+  // Hundreds of scans of a thread busy in LLVM hit that. A real-time signal is deferred to the
+  // next intercepted call, which a compiling thread (never spinning in JIT code) soon makes.
+  runtime_.reset();
+  RuntimeOptions options = small_options();
+  options.scan.signal = SIGRTMIN + 6;
+  auto runtime = Runtime::create(options);
+  ASSERT_TRUE(bool(runtime)) << llvm::toString(runtime.takeError());
+  runtime_ = std::move(*runtime);
+  ASSERT_TRUE(ok(runtime_->unregister_current_thread()));
+#endif
+  constexpr int kCollections = 300;
+  constexpr int kMaxCompiles = 2000;
+  constexpr int kKeepEvery = 8;
+  constexpr int kKept = kMaxCompiles / kKeepEvery;
+  // Reachable from this thread's stack, which Boehm scans: kept code objects must survive.
+  auto** kept = static_cast<CodeObject**>(GC_MALLOC(kKept * sizeof(CodeObject*)));
+  ASSERT_NE(kept, nullptr);
+  std::vector<std::pair<uintptr_t, int64_t>> kept_calls(kKept);  // function, expected result
+  std::atomic<bool> stop{false};
+  std::atomic<int> compiled{0};
+  std::atomic<int> failures{0};
+
+  std::thread compiler([&] {
+    if (!ok(runtime_->register_current_thread())) {
+      ++failures;
+      return;
+    }
+    for (int i = 0; i < kMaxCompiles && !stop; ++i) {
+      auto result = runtime_->compile(parse_module(lambda_ir(i)), "background");
+      if (!result) {
+        ADD_FAILURE() << llvm::toString(result.takeError());
+        ++failures;
+        continue;
+      }
+      const uintptr_t entry = reinterpret_cast<uintptr_t>(result->definitions.lookup("lambda"));
+      int64_t env = i;
+      if (entry == 0 ||
+          reinterpret_cast<int64_t (*)(void*, int64_t)>(entry)(&env, 5) !=
+              lambda_value(i, i, 5)) {
+        ++failures;
+      }
+      if (i % kKeepEvery == 0) {
+        kept[i / kKeepEvery] = result->code;
+        kept_calls[i / kKeepEvery] = {entry, lambda_value(i, i, 5)};
+      }
+      ++compiled;
+    }
+    if (!ok(runtime_->unregister_current_thread())) ++failures;
+  });
+
+  for (int i = 0; i < kCollections; ++i) {
+    runtime_->collect();
+    OwnerId owner = kNoOwner;
+    emit_load_unit(runtime_->heap(), i, &owner);
+    auto adopted = runtime_->adopt(owner, 32, {}, "main");
+    if (!adopted) {
+      ADD_FAILURE() << llvm::toString(adopted.takeError());
+      ++failures;
+    }
+  }
+  stop = true;
+  compiler.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_GT(compiled, 0);
+
+  for (int i = 0; i < 3; ++i) collect();
+  const int kept_count = (compiled + kKeepEvery - 1) / kKeepEvery;
+  for (int k = 0; k < kept_count; ++k) {
+    ASSERT_NE(kept[k], nullptr);
+    auto lambda = take(runtime_->symbol(kept[k], "lambda"));
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(lambda), kept_calls[k].first);
+    int64_t env = k * kKeepEvery;
+    EXPECT_EQ(reinterpret_cast<int64_t (*)(void*, int64_t)>(lambda)(&env, 5), kept_calls[k].second);
+  }
+  const GcCounters c = runtime_->counters();
+  EXPECT_EQ(c.tier(Tier::kOptimized).code_objects_created, uint64_t(compiled));
+  EXPECT_EQ(c.tier(Tier::kBaseline).code_objects_created, uint64_t(kCollections));
+  EXPECT_EQ(c.code_objects_created, uint64_t(compiled + kCollections));
+  EXPECT_EQ(c.code_objects_finalized, c.tier(Tier::kBaseline).code_objects_finalized +
+                                          c.tier(Tier::kOptimized).code_objects_finalized);
+  EXPECT_EQ(runtime_->live_code_objects(),
+            c.tier(Tier::kBaseline).live() + c.tier(Tier::kOptimized).live());
+  EXPECT_EQ(runtime_->engine().liveModules(), c.tier(Tier::kOptimized).live());
+  EXPECT_GE(c.tier(Tier::kOptimized).live(), uint64_t(kept_count));
+  EXPECT_EQ(c.retire_failures, 0u);
+  HeapStats stats = runtime_->heap().stats();
+  for (const ArenaStats& arena : stats.arenas) {
+    EXPECT_EQ(arena.used_bytes + arena.quarantined_bytes + arena.free_bytes, arena.reserved_bytes)
+        << arena.name;
+  }
 }
 
 }  // namespace

@@ -5,12 +5,15 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <iostream>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -21,6 +24,7 @@
 #include "llvm/IR/Module.h"
 #include "llvm/AsmParser/Parser.h"
 #include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
@@ -495,6 +499,178 @@ TEST(OrcEngine, ZeroInitializedDataReadsZeroInReusedMemory) {
     heap->reclaim([](uintptr_t, uintptr_t) { return false; });
   }
   EXPECT_TRUE(reused) << "the data arena never reused the buffer's block";
+}
+
+// --- linkModule: definitions and heap bytes as the link produced them. ---
+
+llvm::orc::ThreadSafeModule parseThreadSafeModule(const std::string& ir) {
+  auto context = std::make_unique<llvm::LLVMContext>();
+  llvm::SMDiagnostic diagnostic;
+  auto module = llvm::parseAssemblyString(ir, diagnostic, *context);
+  if (!module) ADD_FAILURE() << "parse error: " << diagnostic.getMessage().str();
+  return llvm::orc::ThreadSafeModule(std::move(module), std::move(context));
+}
+
+// Code, read-only data, initialized and zero-initialized data, a process symbol (GOT and stub)
+// and an internal helper, which is no definition of the module's.
+constexpr const char* kDefinitionsIr = R"IR(
+  declare i64 @labs(i64)
+  @counter = global i64 5
+  @zeros = global [32 x i64] zeroinitializer
+  @table = constant [4 x i64] [i64 10, i64 20, i64 30, i64 40]
+  define internal i64 @helper(i64 %x) {
+    %r = call i64 @labs(i64 %x)
+    ret i64 %r
+  }
+  define i64 @bump() {
+    %v = load i64, ptr @counter
+    %n = add i64 %v, 1
+    store i64 %n, ptr @counter
+    ret i64 %n
+  }
+  define i64 @pick(i64 %i) {
+    %p = getelementptr [4 x i64], ptr @table, i64 0, i64 %i
+    %v = load i64, ptr %p
+    %z = getelementptr [32 x i64], ptr @zeros, i64 0, i64 %i
+    %w = load i64, ptr %z
+    %s = add i64 %v, %w
+    %r = call i64 @helper(i64 %s)
+    ret i64 %r
+  }
+)IR";
+
+TEST(OrcEngine, LinkModuleReturnsEveryDefinitionAndTheModulesHeapBytes) {
+  auto heap = makeSmallHeap("orc-link-module");
+  ASSERT_NE(heap, nullptr);
+  auto engine = makeEngine(*heap);
+  ASSERT_NE(engine, nullptr);
+  const size_t used_before = heap->stats().used_bytes;
+
+  auto linked = engine->linkModule(parseThreadSafeModule(kDefinitionsIr), "definitions");
+  ASSERT_TRUE(static_cast<bool>(linked)) << errorText(linked.takeError());
+  std::set<std::string> names;
+  for (const auto& entry : linked->definitions) {
+    names.insert(entry.getKey().str());
+    // The same addresses a lookup finds, and all in the heap.
+    auto found = engine->lookup(entry.getKey());
+    ASSERT_TRUE(static_cast<bool>(found)) << errorText(found.takeError());
+    EXPECT_EQ(*found, entry.getValue()) << entry.getKey().str();
+    EXPECT_TRUE(heap->contains(entry.getValue().getValue())) << entry.getKey().str();
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"bump", "counter", "pick", "table", "zeros"}));
+
+  auto bump = linked->definitions["bump"].toPtr<int64_t (*)()>();
+  auto pick = linked->definitions["pick"].toPtr<int64_t (*)(int64_t)>();
+  auto* counter = linked->definitions["counter"].toPtr<int64_t*>();
+  EXPECT_EQ(bump(), 6);
+  EXPECT_EQ(*counter, 6);
+  EXPECT_EQ(pick(2), 30);
+  EXPECT_EQ(linked->definitions["table"].toPtr<const int64_t*>()[3], 40);
+
+  // Exactly what the heap counts for the module's blocks.
+  EXPECT_GT(linked->heap_bytes, 0u);
+  EXPECT_EQ(linked->heap_bytes, heap->stats().used_bytes - used_before) << heap->dump_text();
+  EXPECT_EQ(engine->liveModules(), 1u);
+  EXPECT_EQ(errorText(engine->removeModule(linked->handle)), "");
+  heap->reclaim([](uintptr_t, uintptr_t) { return false; });
+  EXPECT_EQ(heap->stats().used_bytes, used_before);
+}
+
+TEST(OrcEngine, LinkModuleFailsLikeAddModuleAndLeavesTheHeapAsItWas) {
+  auto heap = makeSmallHeap("orc-link-module-errors");
+  ASSERT_NE(heap, nullptr);
+  auto engine = makeEngine(*heap);
+  ASSERT_NE(engine, nullptr);
+  const HeapStats before = statsWithoutCounters(*heap);
+  auto linked = engine->linkModule(parseThreadSafeModule(R"IR(
+    declare i64 @nowhere_to_be_found()
+    define i64 @f() {
+      %r = call i64 @nowhere_to_be_found()
+      ret i64 %r
+    }
+  )IR"),
+                                   "unresolved");
+  ASSERT_FALSE(static_cast<bool>(linked));
+  const std::string error = errorText(linked.takeError());
+  EXPECT_THAT(error, HasSubstr("cannot add module 'unresolved'"));
+  EXPECT_THAT(error, HasSubstr("nowhere_to_be_found"));
+  EXPECT_EQ(statsWithoutCounters(*heap), before);
+  EXPECT_EQ(engine->liveModules(), 0u);
+}
+
+TEST(OrcEngine, TwoThreadsLinkModulesAtOnce) {
+  constexpr int kThreads = 2;
+  constexpr int kModules = 40;
+  auto heap = makeSmallHeap("orc-link-concurrent");
+  ASSERT_NE(heap, nullptr);
+  EngineOptions options;
+  options.opt_level = llvm::CodeGenOptLevel::None;
+  auto engine = makeEngine(*heap, options);
+  ASSERT_NE(engine, nullptr);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kModules; ++i) {
+        const std::string suffix = std::to_string(t) + "_" + std::to_string(i);
+        const std::string ir = llvm::formatv(R"IR(
+          @value_{0} = global i64 {1}
+          define i64 @get_{0}() {{
+            %v = load i64, ptr @value_{0}
+            %r = add i64 %v, {2}
+            ret i64 %r
+          }
+        )IR",
+                                             suffix, i, t * 1000)
+                                   .str();
+        auto linked = engine->linkModule(parseThreadSafeModule(ir), "m" + suffix);
+        if (!linked) {
+          ADD_FAILURE() << errorText(linked.takeError());
+          ++failures;
+          continue;
+        }
+        // Each thread gets its own module's definitions and bytes, nobody else's.
+        if (linked->definitions.size() != 2 || linked->heap_bytes == 0) ++failures;
+        auto get = linked->definitions.lookup("get_" + suffix).toPtr<int64_t (*)()>();
+        auto* value = linked->definitions.lookup("value_" + suffix).toPtr<int64_t*>();
+        if (get == nullptr || value == nullptr || get() != t * 1000 + i || *value != i) {
+          ++failures;
+          continue;
+        }
+        if (i % 2 == 0 && engine->removeModule(linked->handle)) ++failures;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(engine->liveModules(), size_t(kThreads * kModules / 2));
+}
+
+TEST(OrcEngine, ModulesBuiltForTheEnginesTargetLink) {
+  auto heap = makeSmallHeap("orc-target");
+  ASSERT_NE(heap, nullptr);
+  auto engine = makeEngine(*heap);
+  ASSERT_NE(engine, nullptr);
+  auto builder = targetMachineBuilder({});
+  ASSERT_TRUE(static_cast<bool>(builder)) << errorText(builder.takeError());
+  EXPECT_EQ(engine->targetTriple(), builder->getTargetTriple());
+  EXPECT_FALSE(engine->dataLayout().getStringRepresentation().empty());
+
+  auto module = parseThreadSafeModule("define i64 @answer() {\n  ret i64 42\n}\n");
+  module.withModuleDo([&](llvm::Module& m) {
+    m.setTargetTriple(engine->targetTriple().str());
+    m.setDataLayout(engine->dataLayout());
+  });
+  auto linked = engine->linkModule(std::move(module), "targeted");
+  ASSERT_TRUE(static_cast<bool>(linked)) << errorText(linked.takeError());
+  EXPECT_EQ(linked->definitions["answer"].toPtr<int64_t (*)()>()(), 42);
+
+  // Another data layout is refused, naming the module.
+  auto foreign = parseThreadSafeModule("define i64 @other() {\n  ret i64 1\n}\n");
+  foreign.withModuleDo([](llvm::Module& m) { m.setDataLayout("e-m:e-p:32:32-i64:64-n32-S128"); });
+  auto refused = engine->linkModule(std::move(foreign), "foreign-layout");
+  ASSERT_FALSE(static_cast<bool>(refused));
+  EXPECT_THAT(errorText(refused.takeError()), HasSubstr("foreign-layout"));
 }
 
 // --- Errors: each is a clear llvm::Error, and the heap is left exactly as it was. ---

@@ -1,0 +1,290 @@
+// Which tier compiles what, and the tier-up (docs/tiers.md).
+//
+// Every form is first compiled by the baseline tier (unless the threshold is 0: LLVM at once).
+// A baseline entry counts calls down from the threshold in its lambda's Template; at zero it
+// calls lisp_tier_up, which analyzes the lambda's top-level form again (on the Lisp thread:
+// the analyzer interns symbols) and queues the AST for the compile thread. That thread runs the
+// LLVM tier on the one lambda, links it, and installs it with a compare-and-swap of the
+// Template's entry against the baseline entry it replaces: every closure of the lambda then
+// runs the new code, and the baseline code object, no longer referenced, is collected, retired
+// to quarantine and reclaimed once no frame is inside it. A result that lost a race (the
+// global it was defined as now holds another procedure) is dropped unused.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include <spdlog/fmt/fmt.h>
+
+#include "codeheap/log.h"
+#include "examples/lisp/ast.h"
+#include "examples/lisp/baseline.h"
+#include "examples/lisp/compiler.h"
+#include "examples/lisp/error.h"
+#include "examples/lisp/tiers.h"
+
+namespace lisp {
+namespace {
+
+const std::shared_ptr<spdlog::logger>& log() {
+  static const auto logger = codeheap::logger("lisp");
+  return logger;
+}
+
+uint64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// One Template per lambda of `unit`, rooted by the unit's literal pool.
+std::vector<Template*> make_templates(Unit& unit, Value source, uint8_t kind, int64_t budget) {
+  const size_t n = unit.lambdas.size();
+  auto** siblings = static_cast<Template**>(GC_MALLOC(n * sizeof(Template*)));
+  if (siblings == nullptr) throw Error("out of memory");
+  std::vector<Template*> templates;
+  templates.reserve(n);
+  for (const Lambda& lambda : unit.lambdas) {
+    Template* templ = make_template(lambda.name, budget);
+    if (lambda.free.empty()) templ->constant = make_closure(templ, 0);
+    templ->source = source;
+    templ->siblings = siblings;
+    templ->index = static_cast<uint32_t>(lambda.index);
+    templ->source_kind = kind;
+    siblings[lambda.index] = templ;
+    templates.push_back(templ);
+    unit.add_literal(to_value(templ));
+  }
+  return templates;
+}
+
+std::vector<int> all_lambdas(const Unit& unit) {
+  std::vector<int> indices;
+  for (const Lambda& lambda : unit.lambdas) indices.push_back(lambda.index);
+  return indices;
+}
+
+void compile_with_llvm(Runtime& runtime, Unit& unit, const std::vector<Template*>& templates,
+                       const std::string& name) {
+  auto compiled = runtime.link(
+      [&] { return emit_llvm(runtime, unit, templates, all_lambdas(unit), name); }, name,
+      unit.literals);
+  for (const Lambda& lambda : unit.lambdas) {
+    Template* templ = templates[lambda.index];
+    templ->code = compiled.code;
+    templ->entry = reinterpret_cast<Entry>(compiled.definitions.lookup(function_name(lambda)));
+    templ->tier = Tier::kOptimized;
+  }
+}
+
+Closure* compile_unit(Runtime& runtime, Unit& unit, Value source, uint8_t kind,
+                      const std::string& name) {
+  const int64_t threshold = runtime.tier_up_threshold();
+  std::vector<Template*> templates =
+      make_templates(unit, source, kind, threshold < 0 ? INT64_MAX : threshold);
+  if (threshold == 0) {
+    compile_with_llvm(runtime, unit, templates, name);
+  } else {
+    const uint64_t start = now_ns();
+    std::optional<BaselineUnit> emitted;
+    try {
+      emitted = runtime.emit_baseline(unit, templates, name);
+    } catch (const BaselineRefused& refused) {
+      log()->debug("{}: {}; compiling it with LLVM", name, refused.what());
+      compile_with_llvm(runtime, unit, templates, name);
+      return templates.front()->constant;
+    }
+    codeheap::gc::CodeObject* code =
+        runtime.adopt_baseline(std::move(emitted->unit), name, unit.literals, now_ns() - start);
+    for (const Lambda& lambda : unit.lambdas) {
+      Template* templ = templates[lambda.index];
+      templ->code = code;
+      templ->entry = reinterpret_cast<Entry>(emitted->entries[lambda.index]);
+      templ->tier = Tier::kBaseline;
+    }
+  }
+  return templates.front()->constant;
+}
+
+}  // namespace
+
+Closure* compile_lambda(Runtime& runtime, Value lambda_form, Value name,
+                        const std::string& unit_name) {
+  Unit unit;
+  analyze_lambda(unit, lambda_form, name);
+  return compile_unit(runtime, unit, lambda_form, kSourceLambda, unit_name);
+}
+
+Closure* compile_thunk(Runtime& runtime, Value expr, const std::string& unit_name) {
+  Unit unit;
+  analyze_thunk(unit, expr);
+  return compile_unit(runtime, unit, expr, kSourceThunk, unit_name);
+}
+
+// --- The compile thread ---
+
+// A queued tier-up holds its Template weakly (a Boehm disappearing link, cleared when the
+// template becomes unreachable), so a lambda dropped while its request waits is collected and
+// its job skipped. The AST's constants are rooted by the unit; none of them reaches a template.
+struct TierUp::Job {
+  std::unique_ptr<Unit> unit;
+  GC_hidden_pointer templ = 0;
+  Entry baseline = nullptr;  // the entry the LLVM code replaces
+  std::string name;
+
+  explicit Job(Template* t) : templ(GC_HIDE_POINTER(t)) {
+    GC_general_register_disappearing_link(reinterpret_cast<void**>(&templ), t);
+  }
+  ~Job() { GC_unregister_disappearing_link(reinterpret_cast<void**>(&templ)); }
+  // The template, or null once it was collected. The allocation lock orders the read with
+  // the collector clearing the link; from then on the pointer is on the caller's stack.
+  Template* target() {
+    return static_cast<Template*>(GC_call_with_alloc_lock(
+        [](void* self) -> void* {
+          GC_hidden_pointer hidden = static_cast<Job*>(self)->templ;
+          return hidden == 0 ? nullptr : GC_REVEAL_POINTER(hidden);
+        },
+        this));
+  }
+};
+
+TierUp::TierUp(Runtime& runtime, size_t capacity) : runtime_(runtime), capacity_(capacity) {
+  thread_ = std::thread([this] { run(); });
+}
+
+TierUp::~TierUp() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    queue_.clear();  // pending work is dropped
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+void TierUp::request(Template* templ) {
+  if (templ->tier_up_requested) return;
+  templ->tier_up_requested = 1;
+  templ->budget = INT64_MAX;  // no more requests from this lambda's entry
+  {
+    std::lock_guard lock(mutex_);
+    if (queue_.size() >= capacity_) {
+      log()->debug("tier-up queue full; a lambda of {} stays in the baseline tier",
+                   write_short(templ->source));
+      return;
+    }
+  }
+  auto job = std::make_unique<Job>(templ);
+  job->unit = std::make_unique<Unit>();
+  job->baseline = templ->entry;
+  const Template* first = templ->siblings[0];
+  try {
+    if (templ->source_kind == kSourceLambda) {
+      analyze_lambda(*job->unit, templ->source, first->name);
+    } else {
+      analyze_thunk(*job->unit, templ->source);
+    }
+  } catch (const Error& e) {
+    log()->warn("tier-up: analyzing the form again failed: {}", e.what());
+    return;
+  }
+  Unit& unit = *job->unit;
+  if (unit.lambdas.size() <= templ->index) {
+    log()->warn("tier-up: the form no longer has lambda {}", templ->index);
+    return;
+  }
+  job->name = fmt::format("lisp:tier-up {}", function_name(unit.lambdas[templ->index]));
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;
+    queue_.push_back(std::move(job));
+    ++requested_;
+  }
+  wake_.notify_all();
+}
+
+void TierUp::hold(bool on) {
+  {
+    std::lock_guard lock(mutex_);
+    held_ = on;
+  }
+  wake_.notify_all();
+}
+
+void TierUp::wait_idle() {
+  std::unique_lock lock(mutex_);
+  idle_.wait(lock, [&] { return stopping_ || (queue_.empty() && !busy_) || held_; });
+}
+
+void TierUp::run() {
+  if (llvm::Error err = runtime_.gc().register_current_thread()) {
+    log()->warn("tier-up thread: {}; no tier-ups", llvm::toString(std::move(err)));
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    idle_.notify_all();
+    return;
+  }
+  for (;;) {
+    std::unique_ptr<Job> job;
+    {
+      std::unique_lock lock(mutex_);
+      idle_.notify_all();
+      wake_.wait(lock, [&] { return stopping_ || (!queue_.empty() && !held_); });
+      if (stopping_) break;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+    }
+    compile(*job);
+    job.reset();
+    std::lock_guard lock(mutex_);
+    busy_ = false;
+  }
+  if (llvm::Error err = runtime_.gc().unregister_current_thread()) {
+    log()->warn("tier-up thread: {}", llvm::toString(std::move(err)));
+  }
+}
+
+void TierUp::compile(Job& job) {
+  Template* templ = job.target();
+  if (templ == nullptr) return;  // dropped while it waited
+  Unit& unit = *job.unit;
+  std::vector<Template*> siblings(templ->siblings, templ->siblings + unit.lambdas.size());
+  // The code embeds the other lambdas' templates (to make their closures): the pool roots them.
+  for (Template* sibling : siblings) {
+    unit.add_literal(to_value(sibling));
+    if (sibling->constant != nullptr) unit.add_literal(to_value(sibling->constant));
+  }
+  const Lambda& lambda = unit.lambdas[templ->index];
+  auto compiled = runtime_.gc().compile(
+      emit_llvm(runtime_, unit, siblings, {int(templ->index)}, job.name), job.name,
+      unit.literals, codeheap::gc::Tier::kOptimized);
+  if (!compiled) {
+    log()->warn("tier-up of {} failed, it stays in the baseline tier: {}", job.name,
+                llvm::toString(compiled.takeError()));
+    return;
+  }
+  auto entry = reinterpret_cast<Entry>(compiled->definitions.lookup(function_name(lambda)));
+  // A global defined as this lambda and redefined meanwhile: the redefinition wins.
+  bool stale = false;
+  if (templ->source_kind == kSourceLambda && templ->index == 0 && is_symbol(templ->name)) {
+    Value now = as<Symbol>(templ->name)->value;
+    stale = !(is_closure(now) && as<Closure>(now)->templ == templ);
+  }
+  Entry expected = job.baseline;
+  bool installed = !stale && std::atomic_ref<Entry>(templ->entry)
+                                 .compare_exchange_strong(expected, entry,
+                                                          std::memory_order_release);
+  if (installed) {
+    // The baseline code object is now unreferenced (unless a sibling still runs there).
+    std::atomic_ref<codeheap::gc::CodeObject*>(templ->code)
+        .store(compiled->code, std::memory_order_release);
+    templ->tier = Tier::kOptimized;
+  }
+  runtime_.gc().note_tier_up(installed);
+  log()->debug("tier-up of {}: {}", job.name, installed ? "installed" : "dropped (stale)");
+}
+
+}  // namespace lisp
