@@ -64,8 +64,10 @@ namespace {
 std::atomic<HandshakeRequest*> g_request{nullptr};
 std::mutex g_scan_mutex;
 
-// Marks the range containing `word`, if any. `ranges` is sorted and disjoint.
-inline void mark(const AddressRange* ranges, size_t count, std::atomic<uint8_t>* hits,
+// Marks the range containing `word`, if any. `ranges` is sorted and disjoint. Runs in the scan
+// signal handler, which may interrupt a sanitizer's runtime while it holds a lock of its own:
+// uninstrumented and inlined into its callers, so the handler never calls back into it.
+__attribute__((no_sanitize("address", "thread"), always_inline)) inline void mark(const AddressRange* ranges, size_t count, std::atomic<uint8_t>* hits,
                  uintptr_t word) {
   size_t lo = 0, hi = count;
   while (lo < hi) {
@@ -93,7 +95,8 @@ __attribute__((no_sanitize("address", "thread"))) size_t scan_words(
   return n;
 }
 
-void scan_context(const ucontext_t* uc, HandshakeRequest* r) {
+__attribute__((no_sanitize("address", "thread"))) void scan_context(const ucontext_t* uc,
+                                                                    HandshakeRequest* r) {
   for (int i = 0; i < NGREG; ++i) {
     mark(r->ranges, r->count, r->hits, uintptr_t(uc->uc_mcontext.gregs[i]));
   }

@@ -19,6 +19,7 @@
 #include "examples/lisp/error.h"
 #include "examples/lisp/lisp_stencils.h"
 #include "examples/lisp/primitives.h"
+#include "jit/visibility.h"
 
 namespace lisp {
 namespace {
@@ -576,7 +577,10 @@ class Compiler {
 }  // namespace
 
 BaselineTier::BaselineTier(codeheap::Heap& heap, const codeheap::jit::HelperTable& helpers)
-    : heap_(heap), helpers_(helpers), builder_(lisp_stencils::library(), helpers) {}
+    : heap_(heap),
+      helpers_(helpers),
+      builder_(lisp_stencils::library(), helpers,
+               codeheap::jit::VisibilityOptions::fromEnvironment().perf_map) {}
 
 BaselineTier::~BaselineTier() = default;
 

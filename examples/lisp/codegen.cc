@@ -415,12 +415,13 @@ llvm::Value* Codegen::emit_call(const Node* node, bool tail) {
   const Node* head = node->kids[0];
   std::vector<llvm::Value*> args;
   if (head->kind == NodeKind::kGlobalRef && (as<Symbol>(head->value)->flags & kGlobalHasCell)) {
-    // Through the global's entry cell: a direct call of its stub, which jumps to whatever the
-    // global holds now. The cell's body supplies the closure.
+    // What the global's entry cell does (baseline code calls the cell), inline: the global is
+    // read after the arguments, checked, and its procedure's current entry called.
     for (size_t i = 1; i < node->kids.size(); ++i) args.push_back(emit(node->kids[i], false));
-    llvm::FunctionCallee cell =
-        module_->getOrInsertFunction(entry_cell_name(head->value), entry_type_);
-    return call_with(cell, llvm::ConstantPointerNull::get(ptr_), args, tail);
+    llvm::Value* procedure = global_value(head->value);
+    llvm::Value* entry = closure_entry(procedure, head->value);
+    return call_with(llvm::FunctionCallee(entry_type_, entry),
+                     b_.CreateIntToPtr(procedure, ptr_), args, tail);
   }
   llvm::Value* procedure = emit(head, false);
   for (size_t i = 1; i < node->kids.size(); ++i) args.push_back(emit(node->kids[i], false));
@@ -597,7 +598,5 @@ llvm::orc::ThreadSafeModule emit_llvm(const Runtime& runtime, Unit& unit,
   codegen.emit_unit(unit, templates, lambdas);
   return codegen.finish(runtime.optimize());
 }
-
-std::string entry_cell_name(Value symbol) { return "lisp:" + std::string(symbol_name(symbol)); }
 
 }  // namespace lisp

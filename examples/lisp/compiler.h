@@ -46,7 +46,4 @@ llvm::orc::ThreadSafeModule emit_llvm(const Runtime& runtime, Unit& unit,
                                       const std::vector<int>& lambdas, const std::string& name);
 std::string function_name(const Lambda& lambda);
 
-// The JIT symbol of `symbol`'s entry cell, which LLVM-compiled callers of the global call.
-std::string entry_cell_name(Value symbol);
-
 }  // namespace lisp

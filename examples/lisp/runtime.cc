@@ -344,11 +344,7 @@ void Runtime::set_global(Value symbol, Value value) {
 
 void Runtime::make_entry_cell(Value symbol) {
   std::string what = "define " + std::string(symbol_name(symbol));
-  uintptr_t cell = with_code_space<uintptr_t>(*this, what, [&] { return baseline_->make_cell(symbol); });
-  // LLVM-compiled callers find the cell by name.
-  if (llvm::Error err = gc_->define_host_symbol(entry_cell_name(symbol), reinterpret_cast<void*>(cell))) {
-    throw Error(what + ": " + llvm::toString(std::move(err)));
-  }
+  with_code_space<uintptr_t>(*this, what, [&] { return baseline_->make_cell(symbol); });
   as<Symbol>(symbol)->flags |= kGlobalHasCell;
 }
 
