@@ -604,15 +604,19 @@ uintptr_t BaselineTier::cell_address(Value symbol) const {
 llvm::Expected<BaselineUnit> BaselineTier::compile(Unit& unit,
                                                    const std::vector<Template*>& templates,
                                                    const std::string& name) {
+  const auto start = std::chrono::steady_clock::now();
   builder_.reset();
   Compiler compiler(*this, unit, templates);
   compiler.emit_unit();
   auto emitted = builder_.emit(heap_, name);
   if (!emitted) return emitted.takeError();
-  BaselineUnit result{std::move(*emitted), {}};
+  BaselineUnit result{std::move(*emitted), {}, 0};
   for (size_t i = 0; i < unit.lambdas.size(); ++i) {
     result.entries.push_back(builder_.labelAddress(compiler.entry(i)));
   }
+  result.compile_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now() - start)
+                          .count();
   return result;
 }
 

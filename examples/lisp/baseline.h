@@ -29,6 +29,7 @@ class BaselineRefused : public Error {
 struct BaselineUnit {
   codeheap::jit::EmittedUnit unit;
   std::vector<uintptr_t> entries;
+  uint64_t compile_ns = 0;  // emission alone (steady clock)
 };
 
 class BaselineTier {

@@ -10,7 +10,6 @@
 // to quarantine and reclaimed once no frame is inside it. A result that lost a race (the
 // global it was defined as now holds another procedure) is dropped unused.
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -31,12 +30,6 @@ namespace {
 const std::shared_ptr<spdlog::logger>& log() {
   static const auto logger = codeheap::logger("lisp");
   return logger;
-}
-
-uint64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
 }
 
 // One Template per lambda of `unit`, rooted by the unit's literal pool.
@@ -87,7 +80,6 @@ Closure* compile_unit(Runtime& runtime, Unit& unit, Value source, uint8_t kind,
   if (threshold == 0) {
     compile_with_llvm(runtime, unit, templates, name);
   } else {
-    const uint64_t start = now_ns();
     std::optional<BaselineUnit> emitted;
     try {
       emitted = runtime.emit_baseline(unit, templates, name);
@@ -97,7 +89,7 @@ Closure* compile_unit(Runtime& runtime, Unit& unit, Value source, uint8_t kind,
       return templates.front()->constant;
     }
     codeheap::gc::CodeObject* code =
-        runtime.adopt_baseline(std::move(emitted->unit), name, unit.literals, now_ns() - start);
+        runtime.adopt_baseline(std::move(emitted->unit), name, unit.literals, emitted->compile_ns);
     for (const Lambda& lambda : unit.lambdas) {
       Template* templ = templates[lambda.index];
       templ->code = code;
