@@ -29,6 +29,7 @@
 
 namespace codeheap {
 
+struct FaultRecord;
 struct OwnerRecord;
 
 struct Block {
@@ -45,6 +46,8 @@ struct Block {
   bool trapped = false;
   // Where a quarantined block sits in the Quarantine's list.
   uint32_t quarantine_slot = 0;
+  // Its record in the heap's FaultMap (code blocks; null otherwise).
+  FaultRecord* fault_record = nullptr;
 };
 
 class BlockTable {

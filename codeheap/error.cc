@@ -16,6 +16,8 @@ const char* to_string(ErrorCode code) {
       return "foreign_address";
     case ErrorCode::kSystemError:
       return "system_error";
+    case ErrorCode::kForkedChild:
+      return "forked_child";
   }
   return "unknown";
 }

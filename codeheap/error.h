@@ -16,6 +16,7 @@ enum class ErrorCode {
   kDoubleRelease,     // the block is already in quarantine
   kForeignAddress,    // address is not the start of a block of this heap
   kSystemError,       // mmap/mremap/mprotect/madvise failed; message carries errno text
+  kForkedChild,       // the heap was made before fork(): its memory is not in this child
 };
 
 const char* to_string(ErrorCode code);

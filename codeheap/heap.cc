@@ -15,6 +15,7 @@
 
 #include "codeheap/block_table.h"
 #include "codeheap/commit_map.h"
+#include "codeheap/fault_map.h"
 #include "codeheap/free_list.h"
 #include "codeheap/log.h"
 #include "codeheap/node_pool.h"
@@ -103,9 +104,10 @@ struct Heap::Impl {
                                BlockTable::Entry** entry = nullptr);
   Result<Block*> releasable_locked(const char* operation, uintptr_t address);
   void quarantine_locked(uintptr_t begin, Block& block, bool trap_now);
-  // Takes a block off the books (traps, accounting, commit map, owner, block table) but leaves
-  // its footprint to the caller to hand to the free list; free_locked does both.
-  void unbook_locked(BlockTable::Handle entry);
+  // Takes a block off the books (traps, accounting, commit map, owner, block table, fault map:
+  // its record stays as a former block unless `forget`) but leaves its footprint to the caller
+  // to hand to the free list; free_locked does both, for a block that never ran.
+  void unbook_locked(BlockTable::Handle entry, bool forget = false);
   void free_locked(uintptr_t begin, const Block& block);
 
   // release, retire and abandon: check the address, then move the block on (or count the
@@ -130,6 +132,7 @@ struct Heap::Impl {
   BlockTable blocks;
   Quarantine quarantine;
   OwnerTable owners;
+  FaultMap faults;  // written under the lock, read without it (describe)
   Counters counters;
   uint64_t next_generation = 1;
 };
@@ -137,6 +140,12 @@ struct Heap::Impl {
 Result<void> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment,
                                          OwnerId owner, OwnerRecord* record, Allocation& out,
                                          BlockTable::Entry** entry) {
+  if (region->inherited()) [[unlikely]] {
+    return make_error(ErrorCode::kForkedChild,
+                      fmt::format("heap '{}' belongs to the parent of this forked process: none "
+                                  "of its memory is mapped here; create a new heap",
+                                  options.name));
+  }
   if (static_cast<size_t>(id) >= arenas.size()) {
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("allocate: unknown arena {}", static_cast<int>(id)));
@@ -146,9 +155,12 @@ Result<void> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment
     return make_error(ErrorCode::kInvalidArgument, "allocate: size must be at least 1 byte");
   }
   if (size > a.end - a.begin) {
+    // Named like the out-of-memory message: requested, free and largest free bytes.
     return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("allocate: {} bytes is more than the whole {} arena ({} bytes)",
-                                  size, to_string(id), a.end - a.begin));
+                      fmt::format("heap '{}': requested {} bytes, more than the whole {} arena "
+                                  "({} bytes; free {} bytes, largest free block {} bytes)",
+                                  options.name, size, to_string(id), a.end - a.begin,
+                                  a.free.free_bytes(), a.free.largest_span()));
   }
   // A power of two; not std::has_single_bit, which without -mpopcnt is a libgcc call.
   const bool power_of_two = alignment != 0 && (alignment & (alignment - 1)) == 0;
@@ -181,6 +193,12 @@ Result<void> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment
   block.owner = owner;
   block.owner_record = record;
   block.arena = id;
+  // Code blocks only: what a crash report names is the code a pc is in (fault_map.h).
+  block.fault_record =
+      id == Arena::kCode
+          ? faults.add_block(*begin, footprint, owner,
+                             record != nullptr ? std::string_view(record->stats.name) : "")
+          : nullptr;
   if (entry != nullptr) *entry = inserted;
   const auto [first, last] = pages(a, *begin, footprint);
   a.commit.acquire(first, last, generation);
@@ -233,6 +251,8 @@ void Heap::Impl::quarantine_locked(uintptr_t begin, Block& block, bool trap_now)
     block.trapped = true;
   }
   block.state = BlockState::kQuarantined;
+  FaultMap::set_state(block.fault_record,
+                      trap_now ? FaultMap::Kind::kReleased : FaultMap::Kind::kQuarantined);
   quarantine.add(begin, block);
   ArenaState& a = arena(block.arena);
   a.used_bytes -= block.footprint;
@@ -242,7 +262,7 @@ void Heap::Impl::quarantine_locked(uintptr_t begin, Block& block, bool trap_now)
   OwnerTable::on_quarantine(block.owner_record, block.footprint);
 }
 
-void Heap::Impl::unbook_locked(BlockTable::Handle entry) {
+void Heap::Impl::unbook_locked(BlockTable::Handle entry, bool forget) {
   const auto& [begin, block] = *entry;
   // Free code that was used holds traps: a jump through a stale pointer into a reused or free
   // range must not find old code still in place. (Constants and data are never executed.)
@@ -262,13 +282,14 @@ void Heap::Impl::unbook_locked(BlockTable::Handle entry) {
   const auto [first, last] = pages(a, begin, block.footprint);
   a.commit.release(first, last);
   owners.on_free(block.owner_record, block.footprint, block.state);
+  faults.remove_block(block.fault_record, forget);
   blocks.erase(entry);  // last: `block` refers into the table
 }
 
 void Heap::Impl::free_locked(uintptr_t begin, const Block& block) {
   ArenaState& a = arena(block.arena);
   const size_t footprint = block.footprint;
-  unbook_locked(blocks.find(begin));
+  unbook_locked(blocks.find(begin), /*forget=*/true);
   a.free.free(begin, footprint);
 }
 
@@ -467,6 +488,7 @@ Result<OwnerId> Heap::allocate_group(std::string name, std::span<const BlockRequ
     for (const BlockRequest& r : requests) {
       if (static_cast<size_t>(r.arena) < h.arenas.size()) h.arena(r.arena).free.prefetch();
     }
+    h.faults.prefetch_next();
     for (size_t i = 0; i < requests.size(); ++i) {
       const BlockRequest& r = requests[i];
       BlockTable::Entry* entry = nullptr;
@@ -568,6 +590,7 @@ Result<void> Heap::Impl::end_owned_group(Exit exit, OwnerId owner,
       const auto& group = record->group;
       for (size_t i = 0; i < count; ++i) __builtin_prefetch(group[i]);
       for (size_t i = 0; i < count; ++i) {
+        if (i + 1 < count) FaultMap::prefetch(group[i + 1]->second.fault_record);
         quarantine_locked(group[i]->first, group[i]->second, /*trap_now=*/exit == Exit::kRelease);
       }
       (exit == Exit::kRelease ? counters.releases : counters.retires) += count;
@@ -740,6 +763,7 @@ ReclaimReport Heap::reclaim(
     for (size_t i = candidates.size(); i-- > 0;) {  // downwards: see free_block
       if (i >= kAhead && found[i - kAhead] != nullptr) {
         __builtin_prefetch(found[i - kAhead]->second.owner_record);
+        FaultMap::prefetch(found[i - kAhead]->second.fault_record);
       }
       const BlockTable::Handle entry = still_candidate(candidates[i], found[i]);
       if (entry == nullptr) continue;
@@ -814,6 +838,47 @@ std::optional<BlockInfo> Heap::find(uintptr_t address) const {
 
 bool Heap::contains(uintptr_t address) const { return impl_->region->contains(address); }
 
+bool Heap::describe(uintptr_t address, AddressInfo& info) const {
+  const Impl& h = *impl_;
+  info = AddressInfo{};
+  // A forked child has none of an inherited heap's memory: a new heap may sit in its range.
+  if (!h.region->contains(address) || h.region->inherited()) return false;
+  info.arena = address < h.region->arena_begin(Arena::kReadOnly) ? Arena::kCode
+               : address < h.region->arena_begin(Arena::kData)   ? Arena::kReadOnly
+                                                                  : Arena::kData;
+  if (info.arena != Arena::kCode) {
+    info.state = AddressInfo::State::kUntracked;
+    return true;
+  }
+  info.state = AddressInfo::State::kFree;
+  h.faults.describe(address, info);
+  return true;
+}
+
+Result<void> Heap::add_symbols(std::span<const SymbolRange> symbols) {
+  Impl& h = *impl_;
+  Result<void> result;
+  {
+    std::lock_guard lock(h.mutex);
+    for (const SymbolRange& symbol : symbols) {
+      const BlockTable::Entry* entry = h.blocks.containing(symbol.address);
+      if (entry != nullptr && entry->second.state == BlockState::kLive &&
+          symbol.address + symbol.size <= entry->first + entry->second.footprint) {
+        h.faults.add_function(entry->second.fault_record, symbol.address, symbol.size,
+                              symbol.name);
+      } else if (result) {
+        result = make_error(ErrorCode::kInvalidArgument,
+                            fmt::format("add_symbols: '{}' [{:#x}, +{}) is not inside a live "
+                                        "block of heap '{}'",
+                                        symbol.name, symbol.address, symbol.size,
+                                        h.options.name));
+      }
+    }
+  }
+  if (!result) h.log->debug("{}", result.error().message);
+  return result;
+}
+
 uint8_t* Heap::writable_alias(uintptr_t address) const {
   return impl_->region->writable(address);
 }
@@ -845,6 +910,35 @@ HeapStats Heap::stats() const {
 std::string Heap::dump_text() const { return format_text(stats()); }
 
 std::string Heap::dump_json() const { return format_json(stats()); }
+
+HeapMap Heap::map() const {
+  const Impl& h = *impl_;
+  HeapMap map;
+  map.arenas.resize(h.arenas.size());
+  std::lock_guard lock(h.mutex);
+  map.stats = h.stats_locked();
+  h.blocks.for_each([&](uintptr_t begin, const Block& block) {
+    map.arenas[static_cast<size_t>(block.arena)].blocks.push_back(
+        {begin, block.footprint, block.owner, block.state == BlockState::kQuarantined});
+  });
+  const size_t page = h.region->page_size();
+  for (size_t i = 0; i < h.arenas.size(); ++i) {
+    const ArenaState& a = h.arenas[i];
+    std::vector<HeapMap::Range>& runs = map.arenas[i].committed;
+    for (size_t p = 0, pages = (a.end - a.begin) / page; p < pages; ++p) {
+      if (!a.commit.committed(p)) continue;
+      const uintptr_t begin = a.begin + p * page;
+      if (!runs.empty() && runs.back().end == begin) {
+        runs.back().end += page;
+      } else {
+        runs.push_back({begin, begin + page});
+      }
+    }
+  }
+  return map;
+}
+
+std::string Heap::dump_svg() const { return format_svg(map()); }
 
 const HeapOptions& Heap::options() const { return impl_->options; }
 

@@ -37,10 +37,19 @@
 // stacks), but it must not call back into `reclaim` on the same heap. The one system call made
 // under the lock is reclaim's trim: when more than `retain_free_bytes` of whole free pages are
 // committed, reclaim returns the excess to the OS (madvise) before unlocking, so that no other
-// thread can be handed those pages meanwhile.
+// thread can be handed those pages meanwhile. `contains` and `describe` take no lock at all,
+// so a signal handler may call them.
 //
 // Memory accounting: a block takes its size rounded up to 16 bytes (the granule; its
 // "footprint") from the arena and is aligned to at least 16. Metadata lives outside the arenas.
+//
+// fork(): a child inherits none of the heap's memory (MADV_DONTFORK, codeheap/region.h), so it
+// can never write, or see, the parent's code pages. In the child, the inherited Heap object is
+// inert: allocate and allocate_group fail with kForkedChild, calling or writing anything in its
+// region faults (SIGSEGV, in the child only; the range reads as zeros), and destroying it
+// unmaps nothing. A child may exec, or create a new Heap and use it (placed elsewhere: the
+// inherited range stays reserved in the child). This holds for fork() through the C library,
+// whose pthread_atfork handlers run; a raw fork system call gets MADV_DONTFORK alone.
 #pragma once
 
 #include <cstddef>
@@ -50,10 +59,12 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "codeheap/error.h"
 #include "codeheap/stats.h"
+#include "codeheap/stats_svg.h"
 
 namespace codeheap {
 
@@ -72,13 +83,15 @@ inline constexpr size_t kMaxGroupByOwner = 6;
 // Validated by Heap::create (kInvalidArgument when out of range).
 struct HeapOptions {
   // Arena sizes; each is rounded up to the page size. The whole reservation must fit in the
-  // low window (with MAP_32BIT Linux only searches 0x40000000-0x80000000, so keep the total
-  // at or below 512 MiB unless `placement_hint` names a free range).
+  // low window: a random base goes anywhere in [256 MiB, 2 GiB), so up to 1.75 GiB in total;
+  // the MAP_32BIT fallback only searches 0x40000000-0x80000000 (1 GiB).
   size_t code_bytes = size_t{256} << 20;
   size_t read_only_bytes = size_t{64} << 20;
   size_t data_bytes = size_t{192} << 20;
-  // 0: let the kernel choose a low range (MAP_32BIT). Otherwise the reservation is placed at
-  // exactly this address with MAP_FIXED_NOREPLACE and must end below 2^31.
+  // 0: a page-aligned base drawn from the OS's random source over the low window (at least 16
+  // bits of entropy; codeheap/region.h), or the kernel's choice (MAP_32BIT) when no random
+  // candidate is free. Otherwise the reservation is placed at exactly this address with
+  // MAP_FIXED_NOREPLACE and must end below 2^31 (for users who need a fixed address).
   uintptr_t placement_hint = 0;
   // Free pages kept committed after reclaim before whole free pages are returned to the OS.
   // 0 returns every whole free page at each reclaim.
@@ -109,6 +122,40 @@ struct BlockInfo {
   Arena arena = Arena::kCode;
   BlockState state = BlockState::kLive;
   OwnerId owner = kNoOwner;
+};
+
+// A named range inside a live block (a JIT function), for Heap::add_symbols.
+struct SymbolRange {
+  uintptr_t address = 0;
+  size_t size = 0;
+  std::string_view name;
+};
+
+// Room for a name in AddressInfo, its terminating NUL included; longer names are truncated.
+inline constexpr size_t kAddressInfoNameBytes = 80;
+
+// What Heap::describe knows about an address: what a crash handler reports.
+struct AddressInfo {
+  enum class State : uint8_t {
+    kOutside,      // not in the heap's reservation
+    kUntracked,    // read-only data or data: describe tracks code blocks only
+    kFree,         // free code memory; `former` says whether the block below is the one last here
+    kLive,
+    kQuarantined,  // retired: the bytes are intact until reclaimed
+    kReleased,     // quarantined and already trap-filled
+  };
+  State state = State::kOutside;
+  Arena arena = Arena::kCode;
+  // False if writers kept changing the address's page during the lookup: no block details.
+  bool consistent = true;
+  bool former = false;
+  uintptr_t block = 0;    // the block containing the address (0: none known)
+  size_t block_size = 0;  // its footprint
+  OwnerId owner = kNoOwner;
+  char owner_name[kAddressInfoNameBytes] = {};  // NUL-terminated; empty without an owner
+  uintptr_t function = 0;  // the named range containing the address, else the nearest below it
+  size_t function_size = 0;
+  char function_name[kAddressInfoNameBytes] = {};
 };
 
 struct ReclaimReport {
@@ -176,10 +223,14 @@ class Heap {
 
   // Move every quarantined block for which `is_referenced(begin, end)` returns false back to
   // the free list, coalescing neighbours. Runs the predicate without holding the heap lock.
-  // [begin, end) is the block's footprint; blocks come in address order. The predicate sees a
-  // snapshot taken when the pass starts: blocks quarantined meanwhile wait for the next pass,
-  // blocks another pass frees meanwhile are skipped. Then trims committed free pages down to
-  // retain_free_bytes (a pass over an empty quarantine only trims).
+  // [begin, end) is the block's footprint; blocks come in address order. A predicate that
+  // scans stacks must count a word equal to `end` as a reference too: a call that is the code's
+  // last instruction (a `noreturn` call) pushes the end of the code as its return address, and
+  // that is `end` when the size is a multiple of 16. (gcglue scans the tighter closed range
+  // [address, address + size] of quarantined(): no code lies past the requested size.)
+  // The predicate sees a snapshot taken when the pass starts: blocks quarantined meanwhile wait
+  // for the next pass, blocks another pass frees meanwhile are skipped. Then trims committed
+  // free pages down to retain_free_bytes (a pass over an empty quarantine only trims).
   ReclaimReport reclaim(const std::function<bool(uintptr_t begin, uintptr_t end)>& is_referenced);
   // The quarantined ranges right now, sorted by address (for a caller that scans stacks).
   std::vector<BlockInfo> quarantined() const;
@@ -188,6 +239,17 @@ class Heap {
   std::optional<BlockInfo> find(uintptr_t address) const;
   // True if `address` lies anywhere in this heap's reservation (any arena).
   bool contains(uintptr_t address) const;
+  // What a crash handler may say about `address`: the code block containing it (live,
+  // quarantined, or the block last there if it is free now), its owner's name and the named
+  // function. In the read-only and data arenas it says only the arena (kUntracked).
+  // Takes no lock and allocates nothing: async-signal-safe, and it never waits for a thread
+  // that holds the heap lock (fault_map.h). Returns false for an address outside the heap (and
+  // for every address in a forked child, where none of the heap is mapped).
+  bool describe(uintptr_t address, AddressInfo& info) const;
+  // Names ranges (JIT functions) inside live blocks for describe(); each range must lie inside
+  // one live block, else it is skipped and kInvalidArgument returned once the others are added.
+  // A name lives as long as its block's record (fault_map.h).
+  Result<void> add_symbols(std::span<const SymbolRange> symbols);
   // Translate an execution address inside kCode/kReadOnly to its writable alias (a kData
   // address is its own alias; nullptr outside the region).
   uint8_t* writable_alias(uintptr_t address) const;
@@ -206,6 +268,11 @@ class Heap {
   HeapStats stats() const;
   std::string dump_text() const;
   std::string dump_json() const;
+  // A picture of the heap, SVG (codeheap/stats_svg.h): arenas as strips, blocks by state and
+  // owner, committed pages, the headline numbers. map() is what it draws, with stats(), taken
+  // in one snapshot (O(blocks + pages) under the lock); rendering happens after unlocking.
+  std::string dump_svg() const;
+  HeapMap map() const;
 
   // The options in effect: arena sizes rounded up to the page size.
   const HeapOptions& options() const;

@@ -1,12 +1,18 @@
 #include "codeheap/region.h"
 
+#include <pthread.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <spdlog/fmt/fmt.h>
 
@@ -30,6 +36,59 @@ size_t round_up(size_t value, size_t alignment) {
 
 Error system_error(const std::string& what) {
   return Error{ErrorCode::kSystemError, fmt::format("{}: {}", what, std::strerror(errno))};
+}
+
+// The PROT_NONE reservation that the views are then mapped over.
+constexpr int kReserveFlags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+
+// Random placement (region.h): the lowest base it draws, and how many occupied candidates it
+// skips before it leaves the choice to the kernel.
+constexpr uintptr_t kRandomFloor = uintptr_t{256} << 20;
+constexpr int kRandomTries = 64;
+
+// The regions of this process, for the fork handlers. Held across fork() and across
+// Region::create, so that a child never inherits a region half made.
+std::mutex g_regions_mutex;
+std::vector<const Region*> g_regions;
+
+// Reserves `total` bytes at a page-aligned base drawn with getrandom() from
+// [kRandomFloor, kLowLimit - total], with MAP_FIXED_NOREPLACE, skipping candidates that overlap
+// a mapping. nullopt when the window is too small, no random bytes came or no candidate was
+// free; the caller then lets the kernel choose.
+std::optional<uintptr_t> reserve_at_random(size_t total, size_t page, const std::string& name) {
+  const uintptr_t lowest = round_up(kRandomFloor, page);
+  if (total > kLowLimit - lowest) {
+    logger()->debug("region '{}': {} bytes leave no room for a random base in [{:#x}, {:#x})",
+                    name, total, lowest, kLowLimit);
+    return std::nullopt;
+  }
+  const uint64_t positions = (kLowLimit - total - lowest) / page + 1;
+  for (int attempt = 1; attempt <= kRandomTries; ++attempt) {
+    uint64_t random = 0;
+    if (getrandom(&random, sizeof random, GRND_NONBLOCK) != sizeof random) {
+      logger()->debug("region '{}': getrandom: {}", name, std::strerror(errno));
+      return std::nullopt;
+    }
+    // The modulo's bias is below 2^-40: positions is at most 2^19.
+    const uintptr_t candidate = lowest + (random % positions) * page;
+    void* base = mmap(reinterpret_cast<void*>(candidate), total, PROT_NONE,
+                      kReserveFlags | MAP_FIXED_NOREPLACE, -1, 0);
+    if (base == reinterpret_cast<void*>(candidate)) {
+      logger()->debug("region '{}': random base {:#x}, one of {} page positions ({:.1f} bits), "
+                      "after {} occupied candidates",
+                      name, candidate, positions, std::log2(double(positions)), attempt - 1);
+      return candidate;
+    }
+    if (base != MAP_FAILED) {
+      munmap(base, total);  // a kernel older than 4.17 takes MAP_FIXED_NOREPLACE for a hint
+    } else if (errno != EEXIST) {
+      logger()->debug("region '{}': mmap at random base {:#x}: {}", name, candidate,
+                      std::strerror(errno));
+      return std::nullopt;
+    }
+  }
+  logger()->debug("region '{}': {} random candidates were all occupied", name, kRandomTries);
+  return std::nullopt;
 }
 
 // Maps over part of the reservation; MAP_FIXED is safe because we own the whole range.
@@ -107,30 +166,45 @@ Result<std::unique_ptr<Region>> Region::create(const HeapOptions& options) {
                     hint, hint, hint + total, kLowLimit));
   }
 
+  // Once per process. Should it fail (ENOMEM), MADV_DONTFORK alone still keeps a child off the
+  // parent's pages.
+  [[maybe_unused]] static const int fork_handlers =
+      pthread_atfork(&lock_for_fork, &unlock_after_fork, &cover_in_forked_child);
   std::unique_ptr<Region> region(new Region);  // its destructor undoes a partial setup
+  std::lock_guard regions_lock(g_regions_mutex);  // released before a failed region is undone
   region->page_size_ = page;
+  region->forks_as_child_ = g_forks_as_child.load(std::memory_order_relaxed);
 
   // 1. The reservation: PROT_NONE, costs nothing, claims the whole low window at once.
   void* base = MAP_FAILED;
-  const int reserve_flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
   if (hint == 0) {
+    if (std::optional<uintptr_t> random = reserve_at_random(total, page, options.name)) {
+      base = reinterpret_cast<void*>(*random);
+    } else {
 #ifdef MAP_32BIT
-    base = mmap(nullptr, total, PROT_NONE, reserve_flags | MAP_32BIT, -1, 0);
-    if (base == MAP_FAILED) {
-      return make_error(
-          ErrorCode::kPlacementFailed,
-          fmt::format("cannot reserve {} ({} bytes) below 2 GiB with MAP_32BIT: {}. Linux only "
-                      "searches 0x40000000-0x80000000 (1 GiB) for MAP_32BIT; use smaller arenas "
-                      "or a placement_hint naming a free low range",
-                      human_bytes(total), total, std::strerror(errno)));
-    }
+      base = mmap(nullptr, total, PROT_NONE, kReserveFlags | MAP_32BIT, -1, 0);
+      if (base == MAP_FAILED) {
+        return make_error(
+            ErrorCode::kPlacementFailed,
+            fmt::format("cannot reserve {} ({} bytes) below 2 GiB: no free random base in "
+                        "[{:#x}, {:#x}) and MAP_32BIT failed: {}. Linux only searches "
+                        "0x40000000-0x80000000 (1 GiB) for MAP_32BIT; use smaller arenas or a "
+                        "placement_hint naming a free low range",
+                        human_bytes(total), total, kRandomFloor, kLowLimit,
+                        std::strerror(errno)));
+      }
+      logger()->debug("region '{}': base {:#x} chosen by the kernel (MAP_32BIT)", options.name,
+                      reinterpret_cast<uintptr_t>(base));
 #else
-    return make_error(ErrorCode::kPlacementFailed,
-                      "MAP_32BIT is x86-64 only: pass HeapOptions::placement_hint");
+      return make_error(ErrorCode::kPlacementFailed,
+                        fmt::format("no free random base for {} bytes in [{:#x}, {:#x}): pass "
+                                    "HeapOptions::placement_hint",
+                                    total, kRandomFloor, kLowLimit));
 #endif
+    }
   } else {
     base = mmap(reinterpret_cast<void*>(hint), total, PROT_NONE,
-                reserve_flags | MAP_FIXED_NOREPLACE, -1, 0);
+                kReserveFlags | MAP_FIXED_NOREPLACE, -1, 0);
     if (base == MAP_FAILED) {
       return make_error(ErrorCode::kPlacementFailed,
                         fmt::format("cannot reserve [{:#x}, {:#x}) at placement_hint: {}", hint,
@@ -178,20 +252,54 @@ Result<std::unique_ptr<Region>> Region::create(const HeapOptions& options) {
   if (mprotect(*alias, shared_bytes, PROT_READ | PROT_WRITE) != 0) {
     return tl::make_unexpected(system_error("mprotect(writable alias)"));
   }
-  if (!map_over(data, sizes[2], PROT_READ | PROT_WRITE, reserve_flags, -1, 0)) {
+  if (!map_over(data, sizes[2], PROT_READ | PROT_WRITE, kReserveFlags, -1, 0)) {
     return tl::make_unexpected(system_error("mmap(data arena)"));
+  }
+
+  // 5. A forked child inherits none of it (region.h), now that every mapping is in place (a
+  // mapping made over a range does not keep the range's advice).
+  if (madvise(reinterpret_cast<void*>(region->begin()), total, MADV_DONTFORK) != 0) {
+    return tl::make_unexpected(system_error("madvise(region, MADV_DONTFORK)"));
+  }
+  if (madvise(*alias, shared_bytes, MADV_DONTFORK) != 0) {
+    return tl::make_unexpected(system_error("madvise(writable alias, MADV_DONTFORK)"));
   }
 
   logger()->debug("region '{}': [{:#x}, {:#x}) code [{:#x}, {:#x}) read_only [{:#x}, {:#x}) "
                   "data [{:#x}, {:#x}), alias {}",
                   options.name, region->begin(), region->end(), code, read_only, read_only, data,
                   data, region->end(), fmt::ptr(*alias));
+  g_regions.push_back(region.get());
   return region;
 }
 
 Region::~Region() {
+  {
+    std::lock_guard lock(g_regions_mutex);
+    std::erase(g_regions, this);
+  }
+  // In a forked child the ranges hold the placeholders, which stay: an unwinder may still read
+  // eh_frames it was given there (region.h).
+  if (inherited()) return;
   if (alias_ != nullptr) munmap(alias_, alias_bytes_);
   if (reserved_) munmap(reinterpret_cast<void*>(begin()), end() - begin());
+}
+
+void Region::lock_for_fork() { g_regions_mutex.lock(); }
+
+void Region::unlock_after_fork() { g_regions_mutex.unlock(); }
+
+// Runs in the child before fork() returns there; mmap is async-signal-safe. NOREPLACE: the
+// ranges are holes now (MADV_DONTFORK), or hold an earlier fork's placeholders already.
+void Region::cover_in_forked_child() {
+  g_forks_as_child.fetch_add(1, std::memory_order_relaxed);
+  constexpr int kFlags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE;
+  for (const Region* region : g_regions) {
+    mmap(reinterpret_cast<void*>(region->begin()), region->end() - region->begin(), PROT_READ,
+         kFlags, -1, 0);
+    mmap(region->alias_, region->alias_bytes_, PROT_NONE, kFlags, -1, 0);
+  }
+  g_regions_mutex.unlock();
 }
 
 Result<void> Region::decommit(Arena arena, uintptr_t begin_address, size_t bytes) {

@@ -1,9 +1,17 @@
 // Region: the address space of one Heap.
 //
-//   base (low, from MAP_32BIT or placement_hint)                          base + total <= 2^31
+//   base (low: random, placement_hint or MAP_32BIT)                       base + total <= 2^31
 //   | code: r-x view of S [0, C) | read_only: r-- view of S [C, C+R) | data: rw- private anon |
 //
 //   alias (anywhere the kernel likes): rw- view of S [0, C+R)
+//
+// Placement: without a placement_hint, the base is drawn page-aligned and uniformly from
+// [256 MiB, 2 GiB - total] with getrandom(), and reserved there with MAP_FIXED_NOREPLACE; a
+// candidate that overlaps a mapping is skipped for another, up to 64 tries. So the code is hard
+// to find: about 18 bits for the default 512 MiB (MAP_32BIT alone gives ~4). The floor keeps
+// clear of a non-PIE executable (loaded at 4 MiB) and its brk heap. Only when no candidate is
+// free (or no random bytes come) does the kernel choose, with MAP_32BIT. The alias is not
+// randomized beyond what ASLR gives the kernel's mmap area (docs/reliability.md).
 //
 // S is one shared anonymous memory object (shmem, as a memfd is, without a file descriptor), so
 // that perf resolves samples in JIT code through /tmp/perf-<pid>.map (jit/visibility.h); the
@@ -19,11 +27,20 @@
 // (MAP_NORESERVE; under vm.overcommit_memory=2 the kernel ignores that and charges C+R at
 // creation).
 //
-// S is MAP_SHARED, so a child made by fork() shares the code pages with its parent (as with any
-// shared mapping); a forked child should not allocate from or write to the heap.
+// fork(): S is MAP_SHARED, so a child would share the code pages, and the alias that writes
+// them, with its parent. So the whole reservation and the alias are MADV_DONTFORK: a child
+// inherits no mapping of them, and the parent's pages are never reachable from it. A
+// pthread_atfork handler then puts placeholders there in the child: private zero pages,
+// read-only, over the reservation (libgcc's unwinder keeps the addresses of registered JIT
+// eh_frames and reads them on every C++ throw: zeros read as an empty table, a hole as
+// SIGSEGV), and PROT_NONE over the alias (so a stale write faults rather than landing in a
+// mapping made there since). So in the child, calling inherited code or writing an inherited
+// block faults, allocating from an inherited heap is an error (kForkedChild), and a new heap
+// goes elsewhere; the placeholders stay for the child's lifetime.
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -35,6 +52,10 @@ namespace codeheap {
 
 // The top of the address range the Small code model can reach with 32-bit absolute addresses.
 inline constexpr uintptr_t kLowLimit = uintptr_t{1} << 31;
+
+// How many times this process has come out of fork() as the child (counted by the
+// pthread_atfork handler that the first Region::create installs).
+inline std::atomic<uint64_t> g_forks_as_child{0};
 
 class Region {
  public:
@@ -63,6 +84,12 @@ class Region {
     return alias_ + (address - begin());
   }
 
+  // True in a child forked after the region was made: its ranges hold the child's placeholders,
+  // none of the memory is this process's.
+  bool inherited() const {
+    return forks_as_child_ != g_forks_as_child.load(std::memory_order_relaxed);
+  }
+
   // Gives the whole pages [begin, begin + bytes) of `arena` back to the OS: they read as zeros
   // afterwards and cost no memory until written again.
   Result<void> decommit(Arena arena, uintptr_t begin, size_t bytes);
@@ -77,6 +104,12 @@ class Region {
   uint8_t* alias_ = nullptr;
   size_t alias_bytes_ = 0;
   bool reserved_ = false;
+  uint64_t forks_as_child_ = 0;  // g_forks_as_child when it was made
+
+  // The pthread_atfork handlers (see fork() above).
+  static void lock_for_fork();
+  static void unlock_after_fork();
+  static void cover_in_forked_child();
 };
 
 }  // namespace codeheap

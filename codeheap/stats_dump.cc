@@ -18,24 +18,41 @@
 #include "codeheap/heap.h"
 #include "codeheap/log.h"
 #include "codeheap/stats_json.h"
+#include "codeheap/stats_svg.h"
 
 namespace codeheap::stats_dump {
 
 namespace {
 
 struct Target {
+  bool stats = false;  // CODEHEAP_STATS is set
   bool to_stderr = false;
   bool json = false;
   std::string path;
+  std::string map_path;  // CODEHEAP_MAP, if set
 };
 
 std::optional<Target> target_from_environment() {
   const char* value = std::getenv("CODEHEAP_STATS");
-  if (value == nullptr || *value == '\0') return std::nullopt;
-  const std::string target(value);
-  if (target == "stderr") return Target{true, false, {}};
-  const bool json = target.ends_with(".json") || target.ends_with(".jsonl");
-  return Target{false, json, target};
+  const char* map = std::getenv("CODEHEAP_MAP");
+  Target target;
+  if (map != nullptr) target.map_path = map;
+  if (value != nullptr && *value != '\0') {
+    const std::string path(value);
+    target.stats = true;
+    target.to_stderr = path == "stderr";
+    target.json = !target.to_stderr && (path.ends_with(".json") || path.ends_with(".jsonl"));
+    if (!target.to_stderr) target.path = path;
+  }
+  if (!target.stats && target.map_path.empty()) return std::nullopt;
+  return target;
+}
+
+// The map is a whole document, so each dump replaces the file's previous content.
+void write_map(const Target& target, const Heap& heap) {
+  if (auto written = write_text_file(target.map_path, heap.dump_svg()); !written) {
+    logger()->warn("CODEHEAP_MAP: heap '{}': {}", heap.options().name, written.error().message);
+  }
 }
 
 struct Watched {
@@ -51,6 +68,8 @@ Watched& watched() {
 }
 
 void write(const Target& target, const Heap& heap, bool at_exit) {
+  if (!target.map_path.empty()) write_map(target, heap);
+  if (!target.stats) return;
   const HeapStats stats = heap.stats();
   std::string record;
   if (target.json) {

@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "codeheap/log.h"
@@ -12,6 +13,10 @@
 
 struct codeheap_runtime {
   std::unique_ptr<codeheap::gc::Runtime> runtime;
+  // The C claim hook, which the runtime's reporter calls through claim_fault; stays in place
+  // until the runtime (and its reporter's watch) is gone.
+  int (*fault_claim)(int, void*, void*, void*) = nullptr;
+  void* fault_claim_data = nullptr;
 };
 
 namespace {
@@ -40,6 +45,13 @@ char* copy_string(const std::string& text) {
   return copy;
 }
 
+// codeheap::gc::FaultClaim over the C hook of `data`, a codeheap_runtime.
+bool claim_fault(int signal, siginfo_t* info, void* context, void* data) {
+  const auto* runtime = static_cast<const codeheap_runtime*>(data);
+  return runtime != nullptr && runtime->fault_claim != nullptr &&
+         runtime->fault_claim(signal, info, context, runtime->fault_claim_data) != 0;
+}
+
 bool set_log_level(const char* name) {
   spdlog::level::level_enum level = spdlog::level::from_str(name);
   // from_str answers "off" for anything it does not know.
@@ -60,6 +72,7 @@ void codeheap_options_init(codeheap_options* options) {
 
 codeheap_runtime* codeheap_init(const codeheap_options* options) {
   clear_error();
+  auto handle = std::make_unique<codeheap_runtime>();
   codeheap::gc::RuntimeOptions runtime_options;
   if (options != nullptr) {
     if (options->code_bytes) runtime_options.heap.code_bytes = options->code_bytes;
@@ -70,10 +83,18 @@ codeheap_runtime* codeheap_init(const codeheap_options* options) {
                       "' (trace, debug, info, warn, error, critical, off)",
                   nullptr);
     }
+    runtime_options.faults.enabled = options->no_fault_reporter == 0;
+    if (options->fault_claim != nullptr) {
+      handle->fault_claim = options->fault_claim;
+      handle->fault_claim_data = options->fault_claim_data;
+      runtime_options.faults.claim = &claim_fault;
+      runtime_options.faults.claim_data = handle.get();
+    }
   }
   auto runtime = codeheap::gc::Runtime::create(runtime_options);
   if (!runtime) return fail("codeheap_init: " + llvm::toString(runtime.takeError()), nullptr);
-  return new codeheap_runtime{std::move(*runtime)};
+  handle->runtime = std::move(*runtime);
+  return handle.release();
 }
 
 void codeheap_shutdown(codeheap_runtime* runtime) {
@@ -212,6 +233,22 @@ char* codeheap_stats_json(codeheap_runtime* runtime) {
   clear_error();
   if (runtime == nullptr) return fail("codeheap_stats_json: runtime is NULL", nullptr);
   return copy_string(runtime->runtime->dump_json());
+}
+
+char* codeheap_map_svg(codeheap_runtime* runtime) {
+  clear_error();
+  if (runtime == nullptr) return fail("codeheap_map_svg: runtime is NULL", nullptr);
+  return copy_string(runtime->runtime->heap().dump_svg());
+}
+
+int codeheap_write_map(codeheap_runtime* runtime, const char* path) {
+  clear_error();
+  if (runtime == nullptr || path == nullptr) {
+    return fail("codeheap_write_map: runtime and path must not be NULL", 1);
+  }
+  auto written = codeheap::write_text_file(path, runtime->runtime->heap().dump_svg());
+  if (!written) return fail("codeheap_write_map: " + written.error().message, 1);
+  return 0;
 }
 
 void codeheap_free_string(char* string) { std::free(string); }

@@ -8,9 +8,21 @@
  * Errors: every call that can fail returns NULL (pointers) or a non-zero int, and leaves a
  * message for the calling thread in codeheap_last_error(). Nothing aborts the process.
  *
+ * A full code heap: codeheap_compile and codeheap_define collect garbage and retry once before
+ * they fail (the message then names the requested, free and largest free bytes).
+ *
+ * Crashes: unless options.no_fault_reporter is set, a SIGSEGV, SIGBUS, SIGILL, SIGTRAP or SIGFPE
+ * in JIT code writes one line naming the code (owner, function, state) to stderr before the
+ * process dies of it; see docs/embedding.md for how it chains with handlers of your own.
+ *
  * Threads: call codeheap_register_thread() on every thread (other than the one that created
  * the runtime) before it runs JIT code or touches GC objects, and
  * codeheap_unregister_thread() before it exits.
+ *
+ * fork(): a child inherits none of a runtime's code memory, so it can never change its parent's
+ * code. In the child, codeheap_compile on an inherited runtime fails ("... parent of this forked
+ * process ..."), and calling its closures crashes the child; leave it alone. The child may exec,
+ * or codeheap_init a new runtime and use it (docs/design.md, "fork()").
  *
  * Calling convention of closures: the entry function takes the environment pointer first,
  * then up to 6 int64_t arguments, and returns int64_t:
@@ -35,6 +47,12 @@ typedef struct codeheap_options {
   size_t read_only_bytes; /* 0 selects the default (64 MiB) */
   size_t data_bytes;      /* 0 selects the default (192 MiB) */
   const char* log_level;  /* "trace".."off" for every codeheap logger; NULL keeps SPDLOG_LEVEL */
+  int no_fault_reporter;  /* non-zero: do not install the fatal-signal reporter */
+  /* If set, sees every fault signal first, in the signal handler (siginfo is a siginfo_t*,
+   * ucontext a ucontext_t*), with fault_claim_data; returns non-zero if it handled the fault,
+   * which then resumes. For a SIGSEGV guard page or safepoint poll of your own in JIT code. */
+  int (*fault_claim)(int signal, void* siginfo, void* ucontext, void* data);
+  void* fault_claim_data;
 } codeheap_options;
 
 typedef struct codeheap_collect_report {
@@ -87,6 +105,13 @@ int codeheap_unregister_thread(codeheap_runtime* runtime);
 /* The heap-stats dump. Free the returned string with codeheap_free_string. NULL on failure. */
 char* codeheap_stats_text(codeheap_runtime* runtime);
 char* codeheap_stats_json(codeheap_runtime* runtime);
+/* The heap map: the code heap as an SVG picture (docs/heap-stats.md). Free the returned string
+ * with codeheap_free_string. NULL on failure. */
+char* codeheap_map_svg(codeheap_runtime* runtime);
+/* Writes the heap map to `path` (created or truncated). 0 on success; on failure (e.g. a path
+ * that cannot be written) the message names the path and the reason, and the heap is as it
+ * was. */
+int codeheap_write_map(codeheap_runtime* runtime, const char* path);
 void codeheap_free_string(char* string);
 
 #ifdef __cplusplus

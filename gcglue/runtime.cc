@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "codeheap/log.h"
+#include "jit/error.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IRReader/IRReader.h"
@@ -85,8 +86,18 @@ struct Runtime::Impl {
     std::function<void()> on_gone;
   };
 
+  // Reports faults in the heap while alive (FaultReporter::watch); declared after `heap`, so it
+  // stops before the heap goes.
+  struct Watch {
+    const Heap* heap = nullptr;
+    ~Watch() {
+      if (heap != nullptr) FaultReporter::unwatch(*heap);
+    }
+  };
+
   RuntimeOptions options;
   std::unique_ptr<Heap> heap;
+  Watch watch;
   std::unique_ptr<jit::Engine> engine;
   std::unique_ptr<ThreadRegistry> registry;
   std::shared_ptr<spdlog::logger> log = codeheap::logger("gc");
@@ -166,8 +177,15 @@ struct Runtime::Impl {
       return llvm::Error::success();
     });
     if (renamed) return renamed;
-    auto linked = engine->linkModule(std::move(module), name);
-    if (!linked) return linked.takeError();
+    jit::CompiledModule kept;  // the object code, if the heap is full
+    auto linked = engine->linkModule(std::move(module), name, &kept);
+    if (!linked) {
+      llvm::Error err = linked.takeError();
+      const std::string what = "compile '" + name.str() + "'";
+      if (!kept || !collect_for_room(err, what)) return err;
+      linked = engine->linkModule(std::move(kept));
+      if (!linked) return still_full(linked.takeError(), what);
+    }
 
     Compiled compiled;
     const std::string suffix = private_name("", id);
@@ -190,6 +208,75 @@ struct Runtime::Impl {
   }
 
   ReclaimReport reclaim_pass();
+
+  size_t safepoint() {
+    std::lock_guard lock(mutex);
+    // Other finalizers of the process run here too; ours only queue ids, counted when retired.
+    if (GC_should_invoke_finalizers()) GC_invoke_finalizers();
+    return retire_pending();
+  }
+
+  ReclaimReport reclaim() {
+    // The pass runs on a thread of its own that runs no JIT code and is not registered: the
+    // caller, if registered, is then interrupted and scanned like every other thread, and the
+    // block addresses the pass handles never sit in the caller's frames, where the scan would
+    // find them. Waiting in join() also lets a TSan build deliver the handshake signal at once.
+    ReclaimReport report;
+    std::thread reclaimer([&] { report = reclaim_pass(); });
+    reclaimer.join();
+    return report;
+  }
+
+  CollectReport collect() {
+    GC_gcollect();
+    CollectReport report;
+    uint64_t before;
+    {
+      std::lock_guard lock(mutex);
+      before = counters.code_objects_finalized;
+      ++counters.collections;
+    }
+    report.modules_retired = safepoint();
+    {
+      std::lock_guard lock(mutex);
+      report.finalized = counters.code_objects_finalized - before;
+    }
+    report.reclaim = reclaim();
+    return report;
+  }
+
+  // If `error` says the code heap is full and the calling thread can collect (Boehm knows it),
+  // collects, consumes `error` and returns true: try once more. Otherwise returns false, with
+  // `error` as it was (and a note if the heap is full but this thread cannot collect).
+  bool collect_for_room(llvm::Error& error, const llvm::Twine& what) {
+    if (!jit::isOutOfMemory(error)) return false;
+    if (!GC_thread_is_registered()) {
+      error = llvm::joinErrors(
+          make_error(what.str() + ": the code heap is full, and this thread cannot collect "
+                                  "garbage to make room (it is not registered)"),
+          std::move(error));
+      return false;
+    }
+    log->info("{}: the code heap is full; collecting and retrying", what.str());
+    llvm::consumeError(std::move(error));
+    {
+      std::lock_guard lock(mutex);
+      ++counters.full_heap_collections;
+    }
+    const CollectReport report = collect();
+    log->debug("{}: the collection finalized {} code objects and reclaimed {} bytes", what.str(),
+               report.finalized, report.reclaim.reclaimed_bytes);
+    return true;
+  }
+
+  // The error of the attempt after collect_for_room, saying so if the heap is still full.
+  static llvm::Error still_full(llvm::Error error, const llvm::Twine& what) {
+    if (!jit::isOutOfMemory(error)) return error;
+    return llvm::joinErrors(
+        make_error(what.str() + ": the code heap is full even after collecting garbage and "
+                                "reclaiming"),
+        std::move(error));
+  }
 
   // Retires the units of the code objects whose finalizers ran. Called with `mutex` held.
   size_t retire_pending() {
@@ -255,6 +342,10 @@ llvm::Expected<std::unique_ptr<Runtime>> Runtime::create(RuntimeOptions options)
   auto heap = Heap::create(options.heap);
   if (!heap) return make_error("runtime: creating the code heap: " + heap.error().message);
   impl->heap = std::move(*heap);
+  if (options.faults.enabled) {
+    if (llvm::Error err = FaultReporter::watch(*impl->heap, options.faults)) return err;
+    impl->watch.heap = impl->heap.get();
+  }
   // Removal must keep bytes intact: a thread may still run a collected closure's code.
   options.engine.retire_mode = jit::RetireMode::kKeepRunning;
   auto engine = jit::Engine::create(*impl->heap, options.engine);
@@ -266,6 +357,12 @@ llvm::Expected<std::unique_ptr<Runtime>> Runtime::create(RuntimeOptions options)
   if (!registry) return registry.takeError();
   impl->registry = std::move(*registry);
   if (llvm::Error err = impl->registry->register_current_thread()) return err;
+  if (options.faults.enabled) {
+    if (llvm::Error err = FaultReporter::attach_current_thread(options.faults.alt_stack_bytes)) {
+      llvm::consumeError(impl->registry->unregister_current_thread());
+      return err;
+    }
+  }
   return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
 }
 
@@ -286,6 +383,7 @@ Runtime::~Runtime() {
   impl_->engine.reset();  // removes every module
   if (impl_->registry->is_current_thread_registered()) {
     llvm::consumeError(impl_->registry->unregister_current_thread());
+    if (impl_->options.faults.enabled) FaultReporter::detach_current_thread();
   }
 }
 
@@ -370,9 +468,22 @@ llvm::ArrayRef<void*> Runtime::literals(const CodeObject* code) const {
 }
 
 llvm::Expected<void*> Runtime::define_function(llvm::StringRef name, llvm::StringRef ir) {
-  auto stub = impl_->engine->defineFunction(name, ir);
-  if (!stub) return stub.takeError();
-  return stub->toPtr<void*>();
+  void* stub = nullptr;
+  llvm::Error err = with_code_space("define '" + name + "'", [&]() -> llvm::Error {
+    auto defined = impl_->engine->defineFunction(name, ir);
+    if (!defined) return defined.takeError();
+    stub = defined->toPtr<void*>();
+    return llvm::Error::success();
+  });
+  if (err) return err;
+  return stub;
+}
+
+llvm::Error Runtime::with_code_space(const llvm::Twine& what,
+                                     llvm::function_ref<llvm::Error()> attempt) {
+  llvm::Error err = attempt();
+  if (!err || !impl_->collect_for_room(err, what)) return err;
+  return Impl::still_full(attempt(), what);
 }
 
 llvm::Error Runtime::define_host_symbol(llvm::StringRef name, void* address) {
@@ -393,11 +504,19 @@ llvm::Error Runtime::register_current_thread() {
                         std::to_string(rc) + ")");
     }
   }
-  return impl_->registry->register_current_thread();
+  if (llvm::Error err = impl_->registry->register_current_thread()) return err;
+  if (!impl_->options.faults.enabled) return llvm::Error::success();
+  if (llvm::Error err =
+          FaultReporter::attach_current_thread(impl_->options.faults.alt_stack_bytes)) {
+    llvm::consumeError(impl_->registry->unregister_current_thread());
+    return err;
+  }
+  return llvm::Error::success();
 }
 
 llvm::Error Runtime::unregister_current_thread() {
   if (llvm::Error err = impl_->registry->unregister_current_thread()) return err;
+  if (impl_->options.faults.enabled) FaultReporter::detach_current_thread();
   // The main thread stays known to Boehm (GC_INIT registered it, and it must stay so).
   if (getpid() != pid_t(syscall(SYS_gettid))) GC_unregister_my_thread();
   return llvm::Error::success();
@@ -411,29 +530,18 @@ void Runtime::note_tier_up(bool installed) {
 const std::string& Runtime::target_triple() const { return impl_->target_triple; }
 const std::string& Runtime::data_layout() const { return impl_->data_layout; }
 
-size_t Runtime::safepoint() {
-  std::lock_guard lock(impl_->mutex);
-  // Other finalizers of the process run here too; ours only queue ids, counted when retired.
-  if (GC_should_invoke_finalizers()) GC_invoke_finalizers();
-  return impl_->retire_pending();
-}
+size_t Runtime::safepoint() { return impl_->safepoint(); }
 
-ReclaimReport Runtime::reclaim() {
-  // The pass runs on a thread of its own that runs no JIT code and is not registered: the
-  // caller, if registered, is then interrupted and scanned like every other thread, and the
-  // block addresses the pass handles never sit in the caller's frames, where the scan would
-  // find them. Waiting in join() also lets a TSan build deliver the handshake signal at once.
-  ReclaimReport report;
-  std::thread reclaimer([&] { report = impl_->reclaim_pass(); });
-  reclaimer.join();
-  return report;
-}
+ReclaimReport Runtime::reclaim() { return impl_->reclaim(); }
 
 ReclaimReport Runtime::Impl::reclaim_pass() {
   std::lock_guard reclaim_lock(reclaim_mutex);
   std::vector<BlockInfo> blocks = heap->quarantined();
   std::vector<AddressRange> ranges;
   ranges.reserve(blocks.size());
+  // The requested end, not the footprint's: no code lies past it (a JITLink segment's size is
+  // the end of its last block), so it is the highest return address the block can hold, and
+  // the scan counts a word equal to it as a reference (AddressRange).
   for (const BlockInfo& block : blocks) {
     ranges.push_back({block.address, block.address + block.size});
   }
@@ -455,23 +563,7 @@ ReclaimReport Runtime::Impl::reclaim_pass() {
   return report;
 }
 
-CollectReport Runtime::collect() {
-  GC_gcollect();
-  CollectReport report;
-  uint64_t before;
-  {
-    std::lock_guard lock(impl_->mutex);
-    before = impl_->counters.code_objects_finalized;
-    ++impl_->counters.collections;
-  }
-  report.modules_retired = safepoint();
-  {
-    std::lock_guard lock(impl_->mutex);
-    report.finalized = impl_->counters.code_objects_finalized - before;
-  }
-  report.reclaim = reclaim();
-  return report;
-}
+CollectReport Runtime::collect() { return impl_->collect(); }
 
 size_t Runtime::live_code_objects() const {
   std::lock_guard lock(impl_->mutex);
@@ -497,6 +589,7 @@ nlohmann::json to_json(const GcCounters& c, size_t live) {
           {"blocks_kept_referenced", c.blocks_kept_referenced},
           {"threads_timed_out", c.threads_timed_out},
           {"retire_failures", c.retire_failures},
+          {"full_heap_collections", c.full_heap_collections},
           {"scan_ns_total", c.scan_ns_total},
           {"scan_ns_last", c.scan_ns_last}};
 }
@@ -528,11 +621,12 @@ std::string Runtime::dump_text() const {
   std::string text = impl_->heap->dump_text();
   text += fmt::format(
       "gc: {} live code objects ({} created, {} finalized), {} closures created\n"
-      "    {} modules retired, {} collections, {} reclaim passes ({} blocks kept referenced, "
-      "{} thread timeouts)\n"
+      "    {} modules retired, {} collections ({} for a full code heap), {} reclaim passes ({} "
+      "blocks kept referenced, {} thread timeouts)\n"
       "    stack scans: last {:.3f} ms, total {:.3f} ms; {} registered threads\n",
       live_code_objects(), c.code_objects_created, c.code_objects_finalized,
-      c.closures_created, c.modules_retired, c.collections, c.reclaim_passes,
+      c.closures_created, c.modules_retired, c.collections, c.full_heap_collections,
+      c.reclaim_passes,
       c.blocks_kept_referenced, c.threads_timed_out, c.scan_ns_last / 1e6,
       c.scan_ns_total / 1e6, impl_->registry->registered_threads());
   for (Tier tier : {Tier::kBaseline, Tier::kOptimized}) {

@@ -35,6 +35,25 @@
 // and reclaim() on other threads; the live table and the counters are kept under one lock, which
 // is never held while allocating GC memory or linking.
 //
+// A full code heap is the runtime's problem first: when compile(), define_function() or
+// with_code_space() cannot place code (jit::HeapError with ErrorCode::kOutOfMemory), the
+// runtime collects (collect(): GC, safepoint, reclaim) on the calling thread and tries once
+// more; only then does the request fail, with the heap's message naming the requested, free and
+// largest free bytes, and the heap as it was but for its error counters. A request larger than
+// a whole arena fails at once (kInvalidArgument, with the same numbers): no collection can place
+// it. The calling thread must be registered (it is then stopped and scanned like the others),
+// and must hold no lock that a collection or a finalizer takes; compile and define_function hold
+// none of the runtime's while they collect, so any registered thread, a background compiler
+// included, may run into a full heap.
+//
+// Crashes: unless RuntimeOptions::faults says otherwise, the runtime installs the fatal-signal
+// reporter (gcglue/fault_reporter.h, which documents the order of signal handlers) and watches
+// its heap: a SIGSEGV, SIGBUS, SIGILL, SIGTRAP or SIGFPE whose pc or fault address lies in the
+// heap writes one line naming the signal, the block's state, its owner (the name given to
+// compile) and the JIT function, then the process dies of the same signal. The creating thread
+// and every thread registered through the runtime get an alternate signal stack, so a stack
+// overflow in JIT code is reported too.
+//
 // Names: compile() renames every externally visible definition of the module (not local, not a
 // declaration, not appending like llvm.used) from `<name>` to its private name `<name>.co<id>`,
 // <id> being the code object's id, so two code objects may define the same names; a module
@@ -53,11 +72,14 @@
 #include <string>
 
 #include "codeheap/heap.h"
+#include "gcglue/fault_reporter.h"
 #include "gcglue/thread_registry.h"
 #include "jit/engine.h"
 #include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringRef.h"
+#include "llvm/ADT/Twine.h"
 #include "llvm/ExecutionEngine/Orc/ThreadSafeModule.h"
 #include "llvm/Support/Error.h"
 
@@ -86,6 +108,8 @@ struct RuntimeOptions {
   // environment variable GC_MARKERS wins. Takes effect only when the first runtime of the
   // process starts the collector.
   unsigned gc_markers = 0;
+  // The fatal-signal reporter (on by default; gcglue/fault_reporter.h).
+  FaultReporterOptions faults;
 };
 
 struct CollectReport {
@@ -116,6 +140,7 @@ struct GcCounters {
   uint64_t blocks_kept_referenced = 0;  // quarantined blocks a scan found referenced
   uint64_t threads_timed_out = 0;
   uint64_t retire_failures = 0;         // units the engine or heap refused to retire (logged)
+  uint64_t full_heap_collections = 0;   // collections made because the code heap was full
   uint64_t scan_ns_total = 0;
   uint64_t scan_ns_last = 0;
   std::array<TierCounters, kTierCount> tiers{};  // indexed by Tier
@@ -147,7 +172,9 @@ class Runtime {
   // Compiles and links `module` (its identifier becomes `name`, for errors, logs and the heap
   // dump) into a new code object that keeps `literals` alive, counted in `tier`. The module is
   // renamed as described above; a module without a target triple or data layout gets the
-  // engine's (target_triple(), data_layout()). May run on any registered thread.
+  // engine's (target_triple(), data_layout()). May run on any registered thread. A full heap
+  // is collected and the link retried (see above) with the object code the first attempt kept
+  // (jit::CompiledModule): the module is compiled once.
   llvm::Expected<Compiled> compile(llvm::orc::ThreadSafeModule module, llvm::StringRef name,
                                    llvm::ArrayRef<void*> literals = {},
                                    Tier tier = Tier::kOptimized);
@@ -179,6 +206,13 @@ class Runtime {
   // Defines or redefines the global function `name` (an entry cell; see jit/engine.h). The old
   // body is retired like a collected code object. Returns the stable stub address.
   llvm::Expected<void*> define_function(llvm::StringRef name, llvm::StringRef ir);
+
+  // Runs `attempt`, which allocates in the code heap itself (say, an emitter writing a stencil
+  // unit with jit::CodeUnitBuilder before adopt()); if it fails because the heap is full
+  // (jit::isOutOfMemory), collects and runs it once more, as compile() does (see above). `what`
+  // names the request in the log and in the error of a second failure. The attempt must leave
+  // the heap as it was when it fails.
+  llvm::Error with_code_space(const llvm::Twine& what, llvm::function_ref<llvm::Error()> attempt);
   // Makes host functions or data visible to compiled code under `name`.
   llvm::Error define_host_symbol(llvm::StringRef name, void* address);
 

@@ -64,22 +64,27 @@ namespace {
 std::atomic<HandshakeRequest*> g_request{nullptr};
 std::mutex g_scan_mutex;
 
-// Marks the range containing `word`, if any. `ranges` is sorted and disjoint. Runs in the scan
-// signal handler, which may interrupt a sanitizer's runtime while it holds a lock of its own:
-// uninstrumented and inlined into its callers, so the handler never calls back into it.
-__attribute__((no_sanitize("address", "thread"), always_inline)) inline void mark(const AddressRange* ranges, size_t count, std::atomic<uint8_t>* hits,
-                 uintptr_t word) {
+// Marks the ranges containing `word`, if any. `ranges` is sorted and disjoint, and a range
+// contains its end (AddressRange): a word equal to the end of one range and the begin of the
+// next marks both. Runs in the scan signal handler, which may interrupt a sanitizer's runtime
+// while it holds a lock of its own: uninstrumented and inlined into its callers, so the handler
+// never calls back into it.
+__attribute__((no_sanitize("address", "thread"), always_inline)) inline void mark(
+    const AddressRange* ranges, size_t count, std::atomic<uint8_t>* hits, uintptr_t word) {
+  // The first range that does not end below `word` (the ends are sorted too).
   size_t lo = 0, hi = count;
   while (lo < hi) {
     size_t mid = (lo + hi) / 2;
-    if (word < ranges[mid].begin) {
-      hi = mid;
-    } else if (word >= ranges[mid].end) {
+    if (ranges[mid].end < word) {
       lo = mid + 1;
     } else {
-      hits[mid].store(1, std::memory_order_relaxed);
-      return;
+      hi = mid;
     }
+  }
+  if (lo == count || word < ranges[lo].begin) return;
+  hits[lo].store(1, std::memory_order_relaxed);
+  if (word == ranges[lo].end && lo + 1 < count && ranges[lo + 1].begin == word) {
+    hits[lo + 1].store(1, std::memory_order_relaxed);
   }
 }
 

@@ -30,9 +30,13 @@
 
 namespace codeheap::gc {
 
+// The bytes [begin, end) of a code block, where a scanned word equal to `end` counts as
+// inside too: a call that is a function's last instruction (a `noreturn` call, which LLVM emits
+// with no trap after it on ELF) pushes exactly that return address. Where one range ends at
+// the next one's begin, such a word references both.
 struct AddressRange {
   uintptr_t begin = 0;
-  uintptr_t end = 0;  // exclusive
+  uintptr_t end = 0;  // one past the last byte; a word equal to it is a reference
 };
 
 struct ScanOptions {
@@ -47,7 +51,8 @@ struct ScanOptions {
 };
 
 struct ScanReport {
-  // referenced[i] is true when some thread's pc, registers or stack point into ranges[i].
+  // referenced[i] is true when some thread's pc, registers or stack point into ranges[i]
+  // (its end included, see AddressRange).
   std::vector<bool> referenced;
   size_t threads_scanned = 0;
   size_t threads_timed_out = 0;

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -10,6 +11,8 @@
 #include "codeheap/log.h"
 #include "jit/eh_frame_plugin.h"
 #include "jit/entry_cell.h"
+#include "jit/error.h"
+#include "jit/link_plugin.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/AsmParser/Parser.h"
 #include "llvm/ExecutionEngine/Orc/Core.h"
@@ -19,6 +22,7 @@
 #include "llvm/IR/Constants.h"
 #include "llvm/IR/GlobalVariable.h"
 #include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Metadata.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/Verifier.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -35,6 +39,9 @@ using llvm::Expected;
 using llvm::StringRef;
 using llvm::orc::ExecutorAddr;
 using llvm::orc::ThreadSafeModule;
+
+// MemProt's bitwise operators live in namespace llvm; this pulls them in.
+LLVM_ENABLE_BITMASK_ENUMS_IN_NAMESPACE();
 
 namespace {
 
@@ -74,16 +81,70 @@ class ReportedErrors {
 
 thread_local ReportedErrors* ReportedErrors::current_ = nullptr;
 
+// Object code that linkModule keeps for a second link (CompiledModule), by a token. The module
+// carries its token as named metadata from linkModule to the compiler, which may run on another
+// thread (the one whose lookup materializes the module first); the compiler removes it before
+// generating code and puts a copy of the object here.
+class ObjectKeeper {
+ public:
+  static constexpr const char* kMetadata = "codeheap.keep_object";
+
+  uint64_t expect() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const uint64_t token = next_++;
+    objects_[token] = nullptr;
+    return token;
+  }
+  void put(uint64_t token, std::unique_ptr<llvm::MemoryBuffer> object) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = objects_.find(token);
+    if (it != objects_.end()) it->second = std::move(object);
+  }
+  std::unique_ptr<llvm::MemoryBuffer> take(uint64_t token) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = objects_.find(token);
+    if (it == objects_.end()) return nullptr;
+    std::unique_ptr<llvm::MemoryBuffer> object = std::move(it->second);
+    objects_.erase(it);
+    return object;
+  }
+
+  static void tag(llvm::Module& module, uint64_t token) {
+    llvm::LLVMContext& context = module.getContext();
+    module.getOrInsertNamedMetadata(kMetadata)->addOperand(
+        llvm::MDNode::get(context, llvm::MDString::get(context, std::to_string(token))));
+  }
+  // The module's token (0: none), removed from the module.
+  static uint64_t untag(llvm::Module& module) {
+    llvm::NamedMDNode* tag = module.getNamedMetadata(kMetadata);
+    if (tag == nullptr) return 0;
+    uint64_t token = 0;
+    if (tag->getNumOperands() == 1 && tag->getOperand(0)->getNumOperands() == 1) {
+      if (auto* text = llvm::dyn_cast<llvm::MDString>(tag->getOperand(0)->getOperand(0))) {
+        if (text->getString().getAsInteger(10, token)) token = 0;
+      }
+    }
+    module.eraseNamedMetadata(tag);
+    return token;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<uint64_t, std::unique_ptr<llvm::MemoryBuffer>> objects_;
+  uint64_t next_ = 1;
+};
+
 // Compiles on the calling thread with a TargetMachine taken from a pool. A TargetMachine is not
 // thread-safe, and building one per compilation (ConcurrentIRCompiler) costs about a fifth of
 // compiling a small closure; the pool holds at most one per thread that ever compiled at once.
 class PooledIRCompiler : public llvm::orc::IRCompileLayer::IRCompiler {
  public:
-  explicit PooledIRCompiler(llvm::orc::JITTargetMachineBuilder builder)
+  PooledIRCompiler(llvm::orc::JITTargetMachineBuilder builder, ObjectKeeper& keeper)
       : IRCompiler(llvm::orc::irManglingOptionsFromTargetOptions(builder.getOptions())),
-        builder_(std::move(builder)) {}
+        builder_(std::move(builder)), keeper_(keeper) {}
 
   Expected<std::unique_ptr<llvm::MemoryBuffer>> operator()(llvm::Module& module) override {
+    const uint64_t token = ObjectKeeper::untag(module);
     std::unique_ptr<llvm::TargetMachine> machine;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -98,6 +159,10 @@ class PooledIRCompiler : public llvm::orc::IRCompileLayer::IRCompiler {
       machine = std::move(*made);
     }
     auto object = llvm::orc::SimpleCompiler(*machine)(module);
+    if (token != 0 && object) {
+      keeper_.put(token, llvm::MemoryBuffer::getMemBufferCopy((*object)->getBuffer(),
+                                                              (*object)->getBufferIdentifier()));
+    }
     std::lock_guard<std::mutex> lock(mutex_);
     idle_.push_back(std::move(machine));
     return object;
@@ -105,6 +170,7 @@ class PooledIRCompiler : public llvm::orc::IRCompileLayer::IRCompiler {
 
  private:
   llvm::orc::JITTargetMachineBuilder builder_;
+  ObjectKeeper& keeper_;
   std::mutex mutex_;
   std::vector<std::unique_ptr<llvm::TargetMachine>> idle_;
 };
@@ -249,12 +315,54 @@ class HeapBytesRecorder final : public llvm::orc::ObjectLinkingLayer::Plugin {
   llvm::DenseMap<llvm::orc::ResourceKey, uint64_t> bytes_;
 };
 
+// Names every function of each linked graph in the heap (Heap::add_symbols) once its addresses
+// are assigned, so that Heap::describe (a crash report) can say which JIT function a pc is in
+// without a lock. The names go with their blocks.
+class FunctionNamer final : public StatelessLinkPlugin {
+ public:
+  explicit FunctionNamer(Heap& heap) : heap_(heap) {}
+
+  void modifyPassConfig(llvm::orc::MaterializationResponsibility&, llvm::jitlink::LinkGraph&,
+                        llvm::jitlink::PassConfiguration& config) override {
+    config.PostAllocationPasses.push_back([this](llvm::jitlink::LinkGraph& graph) {
+      name(graph);
+      return Error::success();
+    });
+  }
+
+ private:
+  void name(llvm::jitlink::LinkGraph& graph) {
+    llvm::SmallVector<SymbolRange, 8> functions;
+    for (const llvm::jitlink::Symbol* symbol : graph.defined_symbols()) {
+      const llvm::jitlink::Section& section = symbol->getBlock().getSection();
+      if (!symbol->hasName() || !symbol->isCallable() ||
+          section.getMemLifetime() != llvm::orc::MemLifetime::Standard ||
+          (section.getMemProt() & llvm::orc::MemProt::Exec) == llvm::orc::MemProt::None)
+        continue;
+      functions.push_back(
+          {symbol->getAddress().getValue(), symbol->getSize(), symbol->getName()});
+    }
+    // A refusal only costs a crash report the function's name; the link goes on.
+    if (auto added = heap_.add_symbols(functions); !added)
+      logger("jit")->debug("graph '{}': {}", graph.getName(), added.error().message);
+  }
+
+  Heap& heap_;
+};
+
 // After this many removals the session's symbol string pool drops the names no longer used:
 // ORC keeps dead entries until told, which a runtime that compiles and drops closures for ever
 // would otherwise accumulate. Sweeping walks the whole pool, hence not on every removal.
 constexpr size_t kRemovalsPerPoolSweep = 256;
 
 }  // namespace
+
+struct CompiledModule::State {
+  std::string name;
+  std::unique_ptr<llvm::MemoryBuffer> object;
+  llvm::orc::SymbolLookupSet definitions;
+  llvm::DenseMap<llvm::orc::SymbolStringPtr, std::string> ir_names;
+};
 
 Expected<llvm::orc::JITTargetMachineBuilder> targetMachineBuilder(const EngineOptions& options) {
   static const bool native_target_missing = [] {
@@ -294,6 +402,7 @@ struct Engine::Impl {
     // Frames stay registered until the heap reclaims a removed module (eh_frame_plugin.h).
     layer->addPlugin(std::make_unique<DeferredEHFramePlugin>());
     layer->addPlugin(heap_bytes);
+    layer->addPlugin(std::make_unique<FunctionNamer>(heap));
     if (Error err = addVisibilityPlugins(*layer, session, options.visibility))
       return err;
     for (const auto& plugin : options.plugins) layer->addPlugin(plugin);
@@ -302,9 +411,10 @@ struct Engine::Impl {
 
   llvm::orc::JITDylib& main() { return jit->getMainJITDylib(); }
 
-  // Adds and links `module`; fills `report` (handle, definitions, heap bytes) if given.
+  // Adds and links `module`; fills `report` (handle, definitions, heap bytes) if given, and
+  // `keep` (see Engine::linkModule) if given and the heap is full.
   Expected<ModuleHandle> add(ThreadSafeModule module, StringRef name,
-                             LinkedModule* report = nullptr) {
+                             LinkedModule* report = nullptr, CompiledModule* keep = nullptr) {
     auto context = [&] { return makeError("cannot add module '" + name + "'"); };
     llvm::orc::SymbolLookupSet definitions;
     // For `report`: the IR names of the definitions whose linker names differ (none on ELF, where
@@ -331,16 +441,45 @@ struct Engine::Impl {
       return Error::success();
     });
     if (prepared) return llvm::joinErrors(context(), std::move(prepared));
+    uint64_t token = 0;
+    if (keep != nullptr) {
+      token = objects.expect();
+      module.withModuleDo([&](llvm::Module& m) { ObjectKeeper::tag(m, token); });
+    }
+    return link(name, std::move(definitions), std::move(ir_names), report, keep, token,
+                [&](const llvm::orc::ResourceTrackerSP& tracker) {
+                  return jit->addIRModule(tracker, std::move(module));
+                });
+  }
 
+  // Links what `add_to` adds to a new resource tracker (a module, or a kept module's object):
+  // looks up `definitions` and reports them under their IR names. `token` names the object that
+  // `keep` receives when the heap is full (0: none).
+  using IRNames = llvm::DenseMap<llvm::orc::SymbolStringPtr, std::string>;
+  Expected<ModuleHandle> link(StringRef name, llvm::orc::SymbolLookupSet definitions,
+                              IRNames ir_names, LinkedModule* report, CompiledModule* keep,
+                              uint64_t token,
+                              llvm::function_ref<Error(const llvm::orc::ResourceTrackerSP&)> add_to) {
+    auto context = [&] { return makeError("cannot add module '" + name + "'"); };
     llvm::orc::ResourceTrackerSP tracker = main().createResourceTracker();
     // The recorder's entry must exist before anyone can materialize the module.
     const llvm::orc::ResourceKey key = tracker->getKeyUnsafe();
     if (report != nullptr) heap_bytes->expect(key);
+    std::optional<llvm::orc::SymbolLookupSet> kept_definitions;
+    if (keep != nullptr) {
+      *keep = CompiledModule();
+      kept_definitions = definitions;
+    }
     auto fail = [&](Error err) -> Error {
       if (report != nullptr) heap_bytes->take(key);
+      std::unique_ptr<llvm::MemoryBuffer> object = token != 0 ? objects.take(token) : nullptr;
+      if (object != nullptr && isOutOfMemory(err)) {
+        keep->state_ = std::make_unique<CompiledModule::State>(CompiledModule::State{
+            name.str(), std::move(object), std::move(*kept_definitions), std::move(ir_names)});
+      }
       return llvm::joinErrors(llvm::joinErrors(context(), std::move(err)), tracker->remove());
     };
-    if (Error err = jit->addIRModule(tracker, std::move(module))) return fail(std::move(err));
+    if (Error err = add_to(tracker)) return fail(std::move(err));
 
     // Link now (see engine.h): looking up every definition materializes the whole module.
     llvm::orc::SymbolMap addresses;
@@ -363,6 +502,7 @@ struct Engine::Impl {
       if (causes) log->warn("module '{}' linked, but: {}", name.str(), llvm::toString(std::move(causes)));
       addresses = std::move(*linked);
     }
+    if (token != 0) objects.take(token);
     if (report != nullptr) {
       report->heap_bytes = heap_bytes->take(key);
       report->definitions.clear();
@@ -417,6 +557,7 @@ struct Engine::Impl {
   Heap& heap;
   EngineOptions options;
   std::shared_ptr<spdlog::logger> log;
+  ObjectKeeper objects;             // used by `jit`'s compiler
   HeapJITLinkMemoryManager memory;  // outlives `jit`, whose allocations it holds
   std::shared_ptr<HeapBytesRecorder> heap_bytes;  // one of the linking layer's plugins
   std::unique_ptr<llvm::orc::LLJIT> jit;
@@ -461,9 +602,9 @@ Expected<std::unique_ptr<Engine>> Engine::create(Heap& heap, EngineOptions optio
       // Each caller compiles on its own thread (see engine.h), with a pooled TargetMachine. Not
       // LLJIT's SupportConcurrentCompilation, which would also move linking to a thread pool
       // and so separate a failed link's errors from the thread that asked.
-      .setCompileFunctionCreator([](llvm::orc::JITTargetMachineBuilder machine)
+      .setCompileFunctionCreator([state](llvm::orc::JITTargetMachineBuilder machine)
                                      -> Expected<std::unique_ptr<llvm::orc::IRCompileLayer::IRCompiler>> {
-        return std::make_unique<PooledIRCompiler>(std::move(machine));
+        return std::make_unique<PooledIRCompiler>(std::move(machine), state->objects);
       });
   if (state->options.link_process_symbols) {
     // In-process dlsym: the default would go through the ExecutorProcessControl's wrapper
@@ -490,6 +631,17 @@ Expected<std::unique_ptr<Engine>> Engine::create(Heap& heap, EngineOptions optio
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
+CompiledModule::CompiledModule() = default;
+CompiledModule::~CompiledModule() = default;
+CompiledModule::CompiledModule(CompiledModule&&) noexcept = default;
+CompiledModule& CompiledModule::operator=(CompiledModule&&) noexcept = default;
+
+StringRef CompiledModule::name() const { return state_ ? StringRef(state_->name) : StringRef(); }
+
+size_t CompiledModule::objectBytes() const {
+  return state_ && state_->object ? state_->object->getBufferSize() : 0;
+}
+
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Engine::~Engine() = default;
@@ -504,10 +656,31 @@ Expected<ModuleHandle> Engine::addModule(StringRef ir_text, StringRef name) {
   return impl_->add(std::move(*module), name);
 }
 
-Expected<LinkedModule> Engine::linkModule(ThreadSafeModule module, StringRef name) {
+Expected<LinkedModule> Engine::linkModule(ThreadSafeModule module, StringRef name,
+                                          CompiledModule* keep_if_out_of_memory) {
   LinkedModule linked;
-  if (auto handle = impl_->add(std::move(module), name, &linked); !handle)
+  if (auto handle = impl_->add(std::move(module), name, &linked, keep_if_out_of_memory); !handle)
     return handle.takeError();
+  return linked;
+}
+
+Expected<LinkedModule> Engine::linkModule(CompiledModule compiled,
+                                          CompiledModule* keep_if_out_of_memory) {
+  if (!compiled) return makeError("linkModule: the CompiledModule is empty");
+  CompiledModule::State& kept = *compiled.state_;
+  uint64_t token = 0;
+  if (keep_if_out_of_memory != nullptr) {
+    token = impl_->objects.expect();
+    impl_->objects.put(token, llvm::MemoryBuffer::getMemBufferCopy(
+                                  kept.object->getBuffer(), kept.object->getBufferIdentifier()));
+  }
+  LinkedModule linked;
+  auto handle = impl_->link(kept.name, std::move(kept.definitions), std::move(kept.ir_names),
+                            &linked, keep_if_out_of_memory, token,
+                            [&](const llvm::orc::ResourceTrackerSP& tracker) {
+                              return impl_->jit->addObjectFile(tracker, std::move(kept.object));
+                            });
+  if (!handle) return handle.takeError();
   return linked;
 }
 

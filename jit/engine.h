@@ -36,7 +36,11 @@
 // Errors: every fallible member returns llvm::Error / Expected with a message naming the module
 // or symbol. A failed addModule or defineFunction leaves the heap statistics (counters aside)
 // as they were. Heap failures arrive as jit::HeapError (jit/error.h), so a caller can collect
-// garbage, reclaim and retry on ErrorCode::kOutOfMemory.
+// garbage, reclaim and retry on ErrorCode::kOutOfMemory (isOutOfMemory). linkModule can keep a
+// module's object code for that retry (CompiledModule), so the module is not compiled twice.
+//
+// Function names: every function a link defines is named in the heap (Heap::add_symbols), so
+// Heap::describe (a crash report) can say which JIT function an address is in.
 //
 // Threading: all members may be called from any thread concurrently. Compilation happens on the
 // calling thread. defineFunction calls are serialized with each other (not with addModule or
@@ -96,6 +100,28 @@ struct ModuleHandle {
   friend bool operator==(ModuleHandle, ModuleHandle) = default;
 };
 
+// The object code of a module that Engine::linkModule compiled but could not link for lack of
+// heap space, with what its link needs: linkModule(CompiledModule) links it as the failed call
+// would have, without compiling. Empty unless such a failure filled it. Must not outlive the
+// Engine that made it.
+class CompiledModule {
+ public:
+  CompiledModule();
+  ~CompiledModule();
+  CompiledModule(CompiledModule&&) noexcept;
+  CompiledModule& operator=(CompiledModule&&) noexcept;
+
+  explicit operator bool() const { return state_ != nullptr; }
+  // The module's name as given to linkModule, and the bytes of object code kept.
+  llvm::StringRef name() const;
+  size_t objectBytes() const;
+
+ private:
+  friend class Engine;
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
 // What Engine::linkModule reports of one module's link.
 struct LinkedModule {
   ModuleHandle handle;
@@ -126,8 +152,18 @@ class Engine {
   // them: the addresses are those of the one session lookup that links the module, the bytes
   // are summed by a link pass keyed by the module's resource tracker (so it finds them whichever
   // thread materializes the module). No lookup per definition afterwards.
+  // With `keep_if_out_of_memory`: when the link fails because the heap is full (isOutOfMemory),
+  // *keep_if_out_of_memory receives the module's object code (it is left empty otherwise), so
+  // the caller can make room and link it again without compiling it again. That costs a copy of
+  // the object code (a few KiB for a closure) on every link, against one compilation saved when
+  // the heap is full: the module itself is consumed by compilation and cannot be kept cheaply.
   llvm::Expected<LinkedModule> linkModule(llvm::orc::ThreadSafeModule module,
-                                          llvm::StringRef name);
+                                          llvm::StringRef name,
+                                          CompiledModule* keep_if_out_of_memory = nullptr);
+  // Links a module that a failed linkModule kept, as that call would have; fails for an empty
+  // CompiledModule. `keep_if_out_of_memory` as above.
+  llvm::Expected<LinkedModule> linkModule(CompiledModule compiled,
+                                          CompiledModule* keep_if_out_of_memory = nullptr);
 
   // Removes a module added with addModule; its code goes to the heap's quarantine. Fails for a
   // handle this engine never returned or already removed.

@@ -47,6 +47,10 @@ inline llvm::Error toLLVMError(codeheap::Result<void> result) {
   return toLLVMError(std::move(result.error()));
 }
 
+// True if `error` holds a HeapError with ErrorCode::kOutOfMemory (alone or in an ErrorList):
+// the heap had no room, and collecting garbage may make some. `error` keeps every error it held.
+bool isOutOfMemory(llvm::Error& error);
+
 template <typename T>
 llvm::Expected<T> toExpected(codeheap::Result<T> result) {
   if (result) return std::move(*result);

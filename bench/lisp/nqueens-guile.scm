@@ -1,5 +1,6 @@
 ;; Guile version of nqueens.scm (same algorithm); timed inside the program.
 (include "common-guile.scm")
+(define reps 300)
 (define (ok? row dist placed)
   (or (null? placed)
       (and (not (= (car placed) (+ row dist)))
@@ -16,4 +17,4 @@
                   (if (ok? row 1 placed)
                       (+ count (try (+ col 1) n (cons row placed)))
                       count))))))
-(bench 300 (lambda () (try 0 8 '())))
+(bench "nqueens" reps (lambda () (try 0 8 '())))

@@ -1,6 +1,7 @@
 ;; SBCL version of nqueens.scm (same algorithm, no type declarations); timed inside the program.
 (load (merge-pathnames "common.lisp" *load-truename*))
 (declaim (optimize (speed 3) (safety 1)))
+(defparameter *reps* 300)
 (defun ok-p (row dist placed)
   (or (null placed)
       (and (not (= (car placed) (+ row dist)))
@@ -18,4 +19,4 @@
                                (+ count (try-col (+ col 1) n (cons row placed)))
                                count)))))
         (next 1 0))))
-(bench 300 (lambda () (try-col 0 8 '())))
+(bench "nqueens" *reps* (lambda () (try-col 0 8 '())))

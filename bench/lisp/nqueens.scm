@@ -1,5 +1,8 @@
 ;; Counts all solutions of 8 queens, `reps` times (timed as in fib.scm). Placements are lists.
 (define reps 300)
+(define (report name n ns result)
+  (display "measure ") (display name) (display " ") (display n) (display " ") (display ns)
+  (display " ") (display result) (newline))
 (define (ok? row dist placed)
   (or (null? placed)
       (and (not (= (car placed) (+ row dist)))
@@ -17,5 +20,6 @@
                       (+ count (try (+ col 1) n (cons row placed)))
                       count))))))
 (define (bench i r) (if (= i reps) r (bench (+ i 1) (try 0 8 '()))))
-(define result (bench 0 0))
-(when (> reps 0) (display "result ") (display result) (newline))
+(let* ((start (current-time-ns))
+       (result (bench 0 0)))
+  (report "nqueens" reps (- (current-time-ns) start) result))

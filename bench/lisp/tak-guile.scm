@@ -1,7 +1,8 @@
 ;; Guile version of tak.scm (same algorithm); timed inside the program.
 (include "common-guile.scm")
+(define reps 1000)
 (define (tak x y z)
   (if (not (< y x))
       z
       (tak (tak (- x 1) y z) (tak (- y 1) z x) (tak (- z 1) x y))))
-(bench 1000 (lambda () (tak 18 12 6)))
+(bench "tak" reps (lambda () (tak 18 12 6)))

@@ -582,7 +582,10 @@ BaselineTier::BaselineTier(codeheap::Heap& heap, const codeheap::jit::HelperTabl
       builder_(lisp_stencils::library(), helpers,
                codeheap::jit::VisibilityOptions::fromEnvironment().perf_map) {}
 
-BaselineTier::~BaselineTier() = default;
+// The cells' unwind info is deregistered when the heap reclaims them, or when it is destroyed.
+BaselineTier::~BaselineTier() {
+  for (auto& [symbol, cell] : cells_) llvm::consumeError(codeheap::jit::retireUnit(heap_, cell));
+}
 
 uintptr_t BaselineTier::primitive_target(const Primitive& prim) {
   auto [it, added] = primitive_targets_.try_emplace(&prim, 0);

@@ -1,5 +1,6 @@
-;;; The codeheap demo: a small Lisp whose every lambda is compiled through LLVM into the
-;;; garbage-collected code heap. Run it with ./bazelw run //:demo
+;;; The codeheap demo: a small Lisp whose every lambda is compiled into the garbage-collected
+;;; code heap, first by copy-and-patch stencils, then, when it is called often, by LLVM on a
+;;; background thread. Run it with ./bazelw run //:demo
 
 (define (section title)
   (newline) (display "== ") (display title) (newline))
@@ -23,9 +24,17 @@
 ;; greet is compiled once, here; it calls greeting through greeting's entry cell.
 (define (greet name) (string-append (greeting) ", " name))
 (display (greet "world")) (newline)
-;; A new body for greeting: its cell now jumps there, and greet (not recompiled) follows.
+;; A new greeting: its cell now jumps there, and greet (not recompiled) follows.
 (define (greeting) "bonjour")
 (display (greet "world")) (newline)
+
+(section "two tiers")
+(define (count-up n acc) (if (= n 0) acc (count-up (- n 1) (+ acc 1))))
+(display "count-up starts as ") (display (procedure-tier count-up)) (display " code") (newline)
+(display "(count-up 100000 0) = ") (display (count-up 100000 0)) (newline)
+(tier-up-wait)
+(display "after that many calls it runs ") (display (procedure-tier count-up))
+(display " code (LISP_TIER_UP=never keeps it baseline)") (newline)
 
 (section "a burst of generated code")
 (define (report label)

@@ -1,4 +1,4 @@
-// lisp: the Lisp compiled through LLVM into the garbage-collected code heap (see repl.h).
+// lisp: the Lisp compiled into the garbage-collected code heap in two tiers (see repl.h).
 #include <string>
 #include <vector>
 

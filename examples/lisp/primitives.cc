@@ -405,6 +405,14 @@ Value heap_stats() {
   return kUnspecified;
 }
 
+// (heap-map "file.svg"): the heap map (docs/heap-stats.md), a picture of the code heap.
+Value heap_map(Value path) {
+  const std::string file(text("heap-map", path));
+  auto written = codeheap::write_text_file(file, Runtime::current().gc().heap().dump_svg());
+  if (!written) throw Error(fmt::format("heap-map: {}", written.error().message));
+  return kUnspecified;
+}
+
 // (heap-stat 'key): one number from the statistics, for programs that report on themselves.
 Value heap_stat(Value key) {
   if (!is_symbol(key)) wrong_type("heap-stat", "a symbol", key);
@@ -430,12 +438,25 @@ Value heap_stat(Value key) {
     n = counters.code_objects_created;
   } else if (k == "code-objects-finalized") {
     n = counters.code_objects_finalized;
-  } else if (k == "baseline-units") {
-    n = counters.tier(codeheap::gc::Tier::kBaseline).code_objects_created;
-  } else if (k == "baseline-live-units") {
-    n = counters.tier(codeheap::gc::Tier::kBaseline).live();
-  } else if (k == "llvm-units") {
-    n = counters.tier(codeheap::gc::Tier::kOptimized).code_objects_created;
+  } else if (k.starts_with("baseline-") || k.starts_with("llvm-")) {
+    // Per tier: units (created), live-units, bytes (of the live units), compile-ns (total).
+    const bool baseline = k.starts_with("baseline-");
+    const codeheap::gc::TierCounters& tier = counters.tier(
+        baseline ? codeheap::gc::Tier::kBaseline : codeheap::gc::Tier::kOptimized);
+    std::string_view what = k.substr(baseline ? 9 : 5);
+    if (what == "units") {
+      n = tier.code_objects_created;
+    } else if (what == "live-units") {
+      n = tier.live();
+    } else if (what == "bytes") {
+      n = tier.code_bytes_live;
+    } else if (what == "compile-ns") {
+      n = tier.compile_ns_total;
+    } else {
+      throw Error(fmt::format("heap-stat: unknown key {} (baseline-/llvm- units, live-units, "
+                              "bytes, compile-ns)",
+                              k));
+    }
   } else if (k == "tier-ups") {
     n = counters.tier_ups;
   } else if (k == "tier-ups-discarded") {
@@ -444,7 +465,8 @@ Value heap_stat(Value key) {
     throw Error(
         fmt::format("heap-stat: unknown key {} (code-used, code-committed, code-quarantined, used, "
                     "committed, live-code-objects, code-objects-created, code-objects-finalized, "
-                    "baseline-units, baseline-live-units, llvm-units, tier-ups, tier-ups-discarded)",
+                    "baseline-units, baseline-live-units, baseline-bytes, baseline-compile-ns, the same for "
+                    "llvm-, tier-ups, tier-ups-discarded)",
                     k));
   }
   return make_fixnum(static_cast<int64_t>(n));
@@ -565,6 +587,7 @@ const Primitive kPrimitives[] = {
     {"gc", 0, 0, fn(gc), OpenCode::kNone},
     {"heap-stats", 0, 0, fn(heap_stats), OpenCode::kNone},
     {"heap-stat", 1, 1, fn(heap_stat), OpenCode::kNone},
+    {"heap-map", 1, 1, fn(heap_map), OpenCode::kNone},
     {"current-time-ns", 0, 0, fn(current_time_ns), OpenCode::kNone},
     {"procedure-tier", 1, 1, fn(procedure_tier), OpenCode::kNone},
     {"tier-up-wait", 0, 0, fn(tier_up_wait), OpenCode::kNone},

@@ -2,6 +2,8 @@
 
 #include <pthread.h>
 
+#include <optional>
+
 #include <spdlog/fmt/fmt.h>
 
 #include "codeheap/log.h"
@@ -13,7 +15,6 @@
 #include "examples/lisp/error.h"
 #include "examples/lisp/primitives.h"
 #include "examples/lisp/tiers.h"
-#include "jit/error.h"
 #include "jit/stencil_emitter.h"
 
 namespace lisp {
@@ -143,26 +144,20 @@ void helper_tier_up(Template* templ) {
       "too deeply)");
 }
 
-// Runs `attempt`; when the code heap is full, collects once and tries again.
+// Runs `attempt`, which allocates in the code heap itself (a baseline unit, an entry cell: not
+// through gc::Runtime::compile, which makes room on its own), with the runtime's collect and
+// retry when the heap is full (gc::Runtime::with_code_space); throws when it still fails.
 template <typename T, typename F>
 T with_code_space(Runtime& runtime, const std::string& what, F attempt) {
-  for (int tries = 0;; ++tries) {
+  std::optional<T> value;
+  llvm::Error err = runtime.gc().with_code_space(what, [&]() -> llvm::Error {
     llvm::Expected<T> result = attempt();
-    if (result) return *result;
-    bool full = false;
-    llvm::Error rest = llvm::handleErrors(
-        result.takeError(), [&](const codeheap::jit::HeapError& e) -> llvm::Error {
-          if (e.code() != codeheap::ErrorCode::kOutOfMemory) {
-            return llvm::make_error<codeheap::jit::HeapError>(e.error());
-          }
-          full = true;
-          return llvm::Error::success();
-        });
-    std::string message = rest ? llvm::toString(std::move(rest)) : "the code heap is full";
-    if (!full || tries > 0) throw Error(what + ": " + message);
-    log()->info("{}: the code heap is full; collecting and retrying", what);
-    runtime.collect();
-  }
+    if (!result) return result.takeError();
+    value.emplace(std::move(*result));
+    return llvm::Error::success();
+  });
+  if (err) throw Error(what + ": " + llvm::toString(std::move(err)));
+  return std::move(*value);
 }
 
 }  // namespace
@@ -357,9 +352,11 @@ void Runtime::before_compile() {
 codeheap::gc::Runtime::Compiled Runtime::link(const std::function<llvm::orc::ThreadSafeModule()>& module,
                                      const std::string& name, llvm::ArrayRef<void*> literals) {
   before_compile();
-  return with_code_space<codeheap::gc::Runtime::Compiled>(*this, "compile " + name, [&] {
-    return gc_->compile(module(), name, literals, codeheap::gc::Tier::kOptimized);
-  });
+  // A full code heap: compile collects and links again the object code it kept, so `module`
+  // is called once.
+  auto compiled = gc_->compile(module(), name, literals, codeheap::gc::Tier::kOptimized);
+  if (!compiled) throw Error("compile " + name + ": " + llvm::toString(compiled.takeError()));
+  return std::move(*compiled);
 }
 
 BaselineUnit Runtime::emit_baseline(Unit& unit, const std::vector<Template*>& templates,

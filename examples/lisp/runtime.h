@@ -97,8 +97,8 @@ class Runtime {
   void set_global(Value symbol, Value value);
 
   // The tiers' way into the code heap. Each collects first when due, and once more if the code
-  // heap is full, and throws lisp::Error when it still fails.
-  // `module` makes the module (again, for the retry after a collection).
+  // heap is full (gc::Runtime does that), and throws lisp::Error when it still fails.
+  // `module` makes the module (once: gc::Runtime::compile keeps its object code for a retry).
   codeheap::gc::Runtime::Compiled link(const std::function<llvm::orc::ThreadSafeModule()>& module,
                               const std::string& name, llvm::ArrayRef<void*> literals);
   BaselineUnit emit_baseline(Unit& unit, const std::vector<Template*>& templates,

@@ -178,7 +178,7 @@ void TierUp::request(Template* templ) {
     } else {
       analyze_thunk(*job->unit, templ->source);
     }
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {
     log()->warn("tier-up: analyzing the form again failed: {}", e.what());
     return;
   }
@@ -229,7 +229,11 @@ void TierUp::run() {
       queue_.pop_front();
       busy_ = true;
     }
-    compile(*job);
+    try {
+      compile(*job);
+    } catch (const std::exception& e) {  // e.g. an internal compiler error: stay baseline
+      log()->warn("tier-up of {} failed, it stays in the baseline tier: {}", job->name, e.what());
+    }
     job.reset();
     std::lock_guard lock(mutex_);
     busy_ = false;

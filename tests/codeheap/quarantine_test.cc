@@ -141,7 +141,16 @@ TEST_F(QuarantineTest, AddressOrderHoldsAcrossArenasAndPasses) {
   }
 }
 
-using QuarantineDeathTest = QuarantineTest;
+// The dying child re-runs the test from its start ("threadsafe" style) rather than being forked
+// from this one: a forked child inherits no mapping of the heap (MADV_DONTFORK), so the code it
+// calls must be in a heap of its own.
+class QuarantineDeathTest : public QuarantineTest {
+ protected:
+  void SetUp() override {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    QuarantineTest::SetUp();
+  }
+};
 
 TEST_F(QuarantineDeathTest, CallingReleasedCodeDiesWithSigtrap) {
   const Allocation a = code42();

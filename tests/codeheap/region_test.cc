@@ -6,17 +6,24 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
+#include <csignal>
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <iterator>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "codeheap/heap.h"
@@ -33,7 +40,7 @@ constexpr uintptr_t k2GiB = uintptr_t{1} << 31;
 class RegionTest : public HeapTest {};
 
 TEST_F(RegionTest, DefaultHeapIsLowAndCodeRunsThroughTheExecuteView) {
-  auto heap = make_heap(HeapOptions{});  // the defaults: 512 MiB in total, MAP_32BIT
+  auto heap = make_heap(HeapOptions{});  // the defaults: 512 MiB in total, a random base
   ASSERT_NE(heap, nullptr);
   EXPECT_NO_WX_MAPPINGS();
   for (Arena arena : {Arena::kCode, Arena::kReadOnly, Arena::kData}) {
@@ -178,13 +185,209 @@ TEST_F(RegionTest, PlacementHintMustLieBelow2GiB) {
   }
 }
 
-TEST_F(RegionTest, Map32BitWindowLimitIsAClearPlacementError) {
+TEST_F(RegionTest, ARandomBaseLeavesRoomForAGibibyte) {
   HeapOptions options = small_options();
-  options.code_bytes = size_t{1} << 30;  // with the other arenas: more than the 1 GiB window
+  options.code_bytes = size_t{1} << 30;  // more than MAP_32BIT's 1 GiB window with the others
+  auto heap = make_heap(options);
+  ASSERT_NE(heap, nullptr);
+  EXPECT_LE(heap->stats().arenas.back().end, k2GiB);
+}
+
+TEST_F(RegionTest, MoreThanTheLowWindowIsAClearPlacementError) {
+  HeapOptions options = small_options();
+  options.code_bytes = size_t{1900} << 20;  // valid (below 2 GiB), but above the random window
   auto heap = Heap::create(options);
   ASSERT_FALSE(heap);
   EXPECT_EQ(heap.error().code, ErrorCode::kPlacementFailed);
   EXPECT_THAT(heap.error().message, HasSubstr("MAP_32BIT"));
+}
+
+// Occupies every unmapped page of [begin, end) but [hole, hole + hole_bytes), PROT_NONE, for
+// its lifetime.
+class Occupied {
+ public:
+  Occupied(uintptr_t begin, uintptr_t end, uintptr_t hole = 0, size_t hole_bytes = 0) {
+    auto occupy = [this](uintptr_t from, uintptr_t to) {
+      if (from >= to) return;
+      void* p = mmap(reinterpret_cast<void*>(from), to - from, PROT_NONE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+      ASSERT_EQ(p, reinterpret_cast<void*>(from)) << std::strerror(errno);
+      ranges_.emplace_back(from, to);
+    };
+    uintptr_t at = begin;
+    for (const Mapping& m : mappings()) {  // in address order
+      if (m.end <= at || m.begin >= end) continue;
+      occupy_except_hole(occupy, at, std::min(m.begin, end), hole, hole_bytes);
+      at = std::max(at, m.end);
+    }
+    occupy_except_hole(occupy, at, end, hole, hole_bytes);
+  }
+  ~Occupied() {
+    for (auto [from, to] : ranges_) munmap(reinterpret_cast<void*>(from), to - from);
+  }
+  Occupied(const Occupied&) = delete;
+  Occupied& operator=(const Occupied&) = delete;
+
+ private:
+  template <typename F>
+  static void occupy_except_hole(F& occupy, uintptr_t from, uintptr_t to, uintptr_t hole,
+                                 size_t hole_bytes) {
+    if (hole_bytes == 0 || hole + hole_bytes <= from || hole >= to) return occupy(from, to);
+    occupy(from, hole);
+    occupy(hole + hole_bytes, to);
+  }
+
+  std::vector<std::pair<uintptr_t, uintptr_t>> ranges_;
+};
+
+constexpr uintptr_t kOneMiB = uintptr_t{1} << 20;
+
+TEST_F(RegionTest, OccupiedCandidatesAreSkipped) {
+  // Everything below 1.75 GiB is taken: about six random candidates in seven are occupied.
+  constexpr uintptr_t kFree = 0x70000000;
+  Occupied occupied(kOneMiB, kFree);
+  for (int i = 0; i < 8; ++i) {
+    auto heap = make_heap();
+    ASSERT_NE(heap, nullptr);
+    const HeapStats stats = heap->stats();
+    EXPECT_GE(stats.arenas.front().begin, kFree) << i;
+    EXPECT_LE(stats.arenas.back().end, k2GiB) << i;
+  }
+}
+
+TEST_F(RegionTest, TheKernelChoosesWhenNoRandomCandidateIsFree) {
+  // One hole of exactly the heap's size, inside MAP_32BIT's window: random candidates (one in
+  // some 400,000 hits it) give way to MAP_32BIT, which finds it.
+  const HeapOptions options = small_options();
+  const size_t total = options.code_bytes + options.read_only_bytes + options.data_bytes;
+  constexpr uintptr_t kHole = 0x5a000000;
+  Occupied occupied(kOneMiB, k2GiB, kHole, total);
+  auto heap = make_heap(options);
+  ASSERT_NE(heap, nullptr);
+  EXPECT_EQ(heap->stats().arenas.front().begin, kHole);
+}
+
+// The bases of heaps made with `options` in `children` child processes, one each (the children
+// report through a pipe, a few at a time so that it never fills).
+std::vector<uint64_t> bases_in_children(int children, const HeapOptions& options) {
+  constexpr int kBatch = 64;  // 512 bytes in flight at most
+  std::vector<uint64_t> bases;
+  int fds[2];
+  if (pipe(fds) != 0) {
+    ADD_FAILURE() << "pipe: " << std::strerror(errno);
+    return bases;
+  }
+  for (int first = 0; first < children; first += kBatch) {
+    std::vector<pid_t> batch;
+    for (int i = first; i < std::min(children, first + kBatch); ++i) {
+      const pid_t pid = fork();
+      if (pid < 0) {
+        ADD_FAILURE() << "fork: " << std::strerror(errno);
+        break;
+      }
+      if (pid == 0) {
+        auto heap = Heap::create(options);
+        if (!heap) std::_Exit(2);
+        const uint64_t base = (*heap)->stats().arenas.front().begin;
+        std::_Exit(write(fds[1], &base, sizeof base) == sizeof base ? 0 : 3);
+      }
+      batch.push_back(pid);
+    }
+    for (pid_t pid : batch) {
+      int status = 0;
+      EXPECT_EQ(waitpid(pid, &status, 0), pid);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+      uint64_t base = 0;
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+          read(fds[0], &base, sizeof base) == sizeof base) {
+        bases.push_back(base);
+      }
+    }
+  }
+  close(fds[0]);
+  close(fds[1]);
+  return bases;
+}
+
+TEST_F(RegionTest, BasesAreRandomAcrossProcesses) {
+  const std::vector<uint64_t> bases = bases_in_children(32, small_options("child"));
+  ASSERT_EQ(bases.size(), 32u);
+  for (uint64_t base : bases) EXPECT_LT(base, k2GiB);
+  const std::set<uint64_t> distinct(bases.begin(), bases.end());
+  EXPECT_GE(distinct.size(), 28u) << ::testing::PrintToString(bases);
+}
+
+// The measurement in docs/reliability.md (run with --gtest_also_run_disabled_tests): default
+// heaps in many processes, the collision entropy estimated from the pairs of equal bases.
+TEST_F(RegionTest, DISABLED_MeasureBaseEntropy) {
+  constexpr int kChildren = 8192;
+  std::vector<uint64_t> bases = bases_in_children(kChildren, HeapOptions{});
+  ASSERT_EQ(bases.size(), size_t{kChildren});
+  std::sort(bases.begin(), bases.end());
+  double equal_pairs = 0;
+  for (size_t i = 0, run = 1; i < bases.size(); ++i, ++run) {
+    if (i + 1 == bases.size() || bases[i + 1] != bases[i]) {
+      equal_pairs += run * (run - 1) / 2.0;
+      run = 0;
+    }
+  }
+  const double pairs = kChildren * (kChildren - 1) / 2.0;
+  const std::set<uint64_t> distinct(bases.begin(), bases.end());
+  std::printf("%d heaps: %zu distinct bases in [%#lx, %#lx], %.0f equal pairs: collision "
+              "entropy ~%.1f bits\n",
+              kChildren, distinct.size(), static_cast<unsigned long>(bases.front()),
+              static_cast<unsigned long>(bases.back()), equal_pairs,
+              equal_pairs > 0 ? std::log2(pairs / equal_pairs) : std::log2(pairs));
+}
+
+// x86-64: mov eax, 7; ret
+constexpr std::array<uint8_t, 6> kReturn7 = {0xB8, 0x07, 0x00, 0x00, 0x00, 0xC3};
+
+// In a child forked after `inherited` was made and `code` written into it: the region reads as
+// zeros there (a read-only placeholder, not the parent's pages), the old heap refuses to
+// allocate, and a new heap goes elsewhere and runs code; destroying the old heap leaves the
+// placeholder. Exits 0 if so, with the number of the failed step if not.
+[[noreturn]] void use_a_new_heap_after_fork(std::unique_ptr<Heap> inherited, uintptr_t code) {
+  const uintptr_t alias = reinterpret_cast<uintptr_t>(inherited->writable_alias(code));
+  if (mapping_of(code).perms != "r--p" || !all_bytes(code, kReturn42.size(), 0)) std::_Exit(2);
+  if (mapping_of(alias).perms != "---p") std::_Exit(3);
+  auto refused = inherited->allocate(Arena::kCode, 16, 16);
+  if (refused || refused.error().code != ErrorCode::kForkedChild ||
+      refused.error().message.find("fork") == std::string::npos) {
+    std::_Exit(4);
+  }
+  auto heap = Heap::create(small_options("child"));
+  if (!heap) std::_Exit(5);
+  auto block = (*heap)->allocate(Arena::kCode, kReturn7.size(), 16);
+  if (!block) std::_Exit(6);
+  write_code(*block, kReturn7.data(), kReturn7.size());
+  if (call(block->address) != 7) std::_Exit(7);
+  inherited.reset();
+  if (call(block->address) != 7 || mapping_of(code).perms != "r--p") std::_Exit(8);
+  std::_Exit(0);
+}
+
+TEST_F(RegionTest, AForkedChildInheritsNothingAndCannotTouchTheParentsCode) {
+  auto heap = make_heap(small_options("parent"));
+  ASSERT_NE(heap, nullptr);
+  auto code = heap->allocate(Arena::kCode, kReturn42.size(), 16);
+  ASSERT_TRUE(code);
+  write_return42(*code);
+  ASSERT_EQ(call(code->address), 42);
+
+  const pid_t child = fork();
+  ASSERT_GE(child, 0) << std::strerror(errno);
+  if (child == 0) use_a_new_heap_after_fork(std::move(heap), code->address);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  // Inherited code is not there to call: the child dies, alone.
+  EXPECT_EXIT(call(code->address), ::testing::KilledBySignal(SIGSEGV), "");
+  EXPECT_EQ(call(code->address), 42);
+  auto more = heap->allocate(Arena::kCode, kReturn42.size(), 16);
+  ASSERT_TRUE(more) << more.error().message;
+  write_return42(*more);
+  EXPECT_EQ(call(more->address), 42);
 }
 
 TEST_F(RegionTest, InvalidOptionsAreRejected) {

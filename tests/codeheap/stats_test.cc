@@ -1,4 +1,5 @@
-// Stats, the text and JSON dumps, and the CODEHEAP_STATS dump at exit and on destruction.
+// Stats, the text and JSON dumps, the heap map, and the CODEHEAP_STATS and CODEHEAP_MAP dumps at
+// exit and on destruction.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -220,11 +221,19 @@ TEST(StatsDumpDeathTest, DumpsJsonLinesToAFileAtExit) {
   }
 }
 
+// A heap created while `variable` (CODEHEAP_STATS or CODEHEAP_MAP) is `value`, which is then
+// unset again.
+std::unique_ptr<Heap> make_watched_heap(const char* variable, const std::string& value,
+                                        const std::string& name) {
+  setenv(variable, value.c_str(), 1);
+  auto heap = make_heap(small_options(name));
+  unsetenv(variable);
+  return heap;
+}
+
 TEST(StatsDumpTest, DumpsTextToAFileWhenAHeapIsDestroyed) {
   const std::string path = temp_path("codeheap_destroy_dump.txt");
-  setenv("CODEHEAP_STATS", path.c_str(), 1);
-  auto heap = make_heap(small_options("destroyed-heap"));
-  unsetenv("CODEHEAP_STATS");
+  auto heap = make_watched_heap("CODEHEAP_STATS", path, "destroyed-heap");
   ASSERT_NE(heap, nullptr);
   auto unwatched = make_heap(small_options("unwatched-heap"));
   ASSERT_NE(unwatched, nullptr);
@@ -234,6 +243,84 @@ TEST(StatsDumpTest, DumpsTextToAFileWhenAHeapIsDestroyed) {
   EXPECT_THAT(text, HasSubstr("heap-stats when destroyed"));
   EXPECT_THAT(text, HasSubstr("heap-stats \"destroyed-heap\""));
   EXPECT_THAT(text, Not(HasSubstr("unwatched-heap")));
+}
+
+// The heap map (stats_svg.h). heap_map_test.py parses maps with an XML parser and checks that
+// they add up; these check the snapshot behind them, the names in them, and CODEHEAP_MAP.
+TEST_F(StatsTest, MapIsTheSnapshotOfItsStats) {
+  const HeapMap map = heap_->map();
+  EXPECT_EQ(map.stats, heap_->stats());
+  ASSERT_EQ(map.arenas.size(), map.stats.arenas.size());
+  for (size_t i = 0; i < map.arenas.size(); ++i) {
+    const ArenaStats& arena = map.stats.arenas[i];
+    size_t quarantined = 0, committed = 0;
+    for (const HeapMap::Block& block : map.arenas[i].blocks) quarantined += block.quarantined;
+    for (const HeapMap::Range& range : map.arenas[i].committed) {
+      committed += range.end - range.begin;
+    }
+    EXPECT_EQ(map.arenas[i].blocks.size(), arena.live_blocks + arena.quarantined_blocks);
+    EXPECT_EQ(quarantined, arena.quarantined_blocks);
+    EXPECT_EQ(committed, arena.committed_bytes);
+  }
+}
+
+TEST_F(StatsTest, MapKeepsNamesThatAreNotXmlWellFormed) {
+  const OwnerId odd = heap_->register_owner("odd \xff\xfe <name> \x01");
+  ASSERT_TRUE(heap_->allocate(Arena::kData, 64, 16, odd));
+  const HeapStats before = heap_->stats();
+  const std::string svg = heap_->dump_svg();
+  EXPECT_EQ(heap_->stats(), before) << "drawing changed the heap";
+  EXPECT_THAT(svg, HasSubstr("odd ?? &lt;name&gt; ?"));
+  EXPECT_THAT(svg, Not(HasSubstr("\xff")));
+  EXPECT_THAT(svg, Not(HasSubstr("\x01")));
+  EXPECT_THAT(svg, HasSubstr("lisp:fact (old)"));
+}
+
+TEST(WriteTextFileTest, AnUnwritablePathIsAnErrorNamingIt) {
+  auto written = write_text_file("/nonexistent-dir/map.svg", "<svg/>");
+  ASSERT_FALSE(written);
+  EXPECT_EQ(written.error().code, ErrorCode::kSystemError);
+  EXPECT_THAT(written.error().message, HasSubstr("'/nonexistent-dir/map.svg'"));
+  EXPECT_THAT(written.error().message, HasSubstr("No such file or directory"));
+  written = write_text_file("", "<svg/>");
+  ASSERT_FALSE(written);
+  EXPECT_EQ(written.error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST(StatsDumpTest, WritesTheMapWhenAHeapIsDestroyed) {
+  const std::string path = temp_path("codeheap_destroy_map.svg");
+  auto heap = make_watched_heap("CODEHEAP_MAP", path, "mapped-heap");
+  ASSERT_NE(heap, nullptr);
+  ASSERT_TRUE(heap->allocate(Arena::kCode, 100, 16, heap->register_owner("mapped-owner")));
+  heap.reset();
+  const std::string svg = read_file(path);
+  EXPECT_THAT(svg, ::testing::StartsWith("<?xml"));
+  EXPECT_THAT(svg, HasSubstr("heap map \u201cmapped-heap\u201d"));
+  EXPECT_THAT(svg, HasSubstr("mapped-owner (owner 1): live"));
+  EXPECT_THAT(svg, ::testing::EndsWith("</svg>\n"));
+}
+
+TEST(StatsDumpTest, AnUnwritableMapIsLogged) {
+  auto heap = make_watched_heap("CODEHEAP_MAP", "/nonexistent-dir/map.svg", "unmappable-heap");
+  ASSERT_NE(heap, nullptr);
+  LogCapture log;
+  heap.reset();
+  EXPECT_TRUE(log.contains("CODEHEAP_MAP: heap 'unmappable-heap': cannot open "
+                           "'/nonexistent-dir/map.svg' for writing"));
+}
+
+TEST(StatsDumpDeathTest, WritesTheMapOfALiveHeapAtExit) {
+  const std::string path = temp_path("codeheap_exit_map.svg");
+  EXPECT_EXIT(
+      {
+        setenv("CODEHEAP_MAP", path.c_str(), 1);
+        leak_a_heap("exit-map");
+        std::exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
+  const std::string svg = read_file(path);
+  EXPECT_THAT(svg, HasSubstr("heap map \u201cexit-map\u201d"));
+  EXPECT_THAT(svg, HasSubstr("leaked-owner"));
 }
 
 }  // namespace

@@ -18,7 +18,7 @@ namespace codeheap::test {
 // x86-64: mov eax, 42; ret
 inline constexpr std::array<uint8_t, 6> kReturn42 = {0xB8, 0x2A, 0x00, 0x00, 0x00, 0xC3};
 
-// Small arenas keep tests fast, and MAP_32BIT's window holds only 1 GiB for all live heaps.
+// Small arenas keep tests fast, and the low window holds only 1.75 GiB for all live heaps.
 HeapOptions small_options(const std::string& name = "test");
 
 // Creates a heap or fails the calling test (ASSERT_NO_FATAL_FAILURE-friendly).

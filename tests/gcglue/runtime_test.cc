@@ -6,11 +6,15 @@
 #define GC_NO_THREAD_REDIRECTS  // threads register explicitly (Runtime::register_current_thread)
 #include <gc/gc.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -395,6 +399,145 @@ TEST_F(RuntimeTest, CodeStaysQuarantinedUnderDeepRecursion) {
   EXPECT_EQ(depth, 5000);
   collect();
   EXPECT_FALSE(runtime_->heap().find(entry).has_value());
+}
+
+// dies(env, fail): calls fail(), which never returns, so the call is the function's last
+// instruction (no trap after it on ELF) and pushes the end of the code as its return address.
+// The frame pointer keeps the prologue from pushing a scratch register (which may hold the
+// function's own address) to align the stack.
+constexpr const char* kDies = R"(
+define void @dies(ptr %env, ptr %fail) "frame-pointer"="all" {
+  call void %fail() noreturn
+  unreachable
+}
+)";
+
+struct Released {};
+std::atomic<uintptr_t> g_fail_return{0};
+
+// What dies() calls: records its return address, parks, then leaves by throwing through the JIT
+// frame (which needs its eh_frame, still registered while the block is quarantined).
+[[noreturn]] void park_then_throw() {
+  g_fail_return = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
+  park();
+  throw Released{};
+}
+
+TEST_F(RuntimeTest, AReturnAddressAtTheVeryEndOfABlockKeepsIt) {
+  uintptr_t entry = garbage_code_entry(*runtime_, kDies, "dies");
+  ASSERT_NE(entry, 0u);
+  const std::optional<BlockInfo> block = runtime_->heap().find(entry);
+  ASSERT_TRUE(block.has_value());
+  const uintptr_t end = block->address + block->size;
+  // A registry of the test's own, to show that nothing but that return address points into
+  // the block, so that the case is not decided by some other reference.
+  auto own = ThreadRegistry::create();
+  ASSERT_TRUE(bool(own)) << llvm::toString(own.takeError());
+  std::unique_ptr<ThreadRegistry> registry = std::move(*own);
+  g_fail_return = 0;
+  g_parked = false;
+  g_release = false;
+  std::atomic<bool> unwound{false};
+  std::thread worker([&] {
+    testing::run_on_fresh_stack([&] {  // no stale copies of block addresses below the frames
+      ASSERT_TRUE(ok(runtime_->register_current_thread()));
+      ASSERT_TRUE(ok(registry->register_current_thread()));
+      try {
+        reinterpret_cast<void (*)(void*, void (*)())>(entry)(nullptr, &park_then_throw);
+      } catch (const Released&) {
+        unwound = true;
+      }
+      EXPECT_TRUE(ok(registry->unregister_current_thread()));
+      EXPECT_TRUE(ok(runtime_->unregister_current_thread()));
+    });
+  });
+  while (!g_parked) std::this_thread::yield();
+  EXPECT_EQ(g_fail_return, end) << "the call to fail() is not the last instruction of the "
+                                   "block [" << std::hex << block->address << ", " << end
+                                << "): the test would prove nothing";
+  ScanReport others;
+  testing::run_on_fresh_stack([&] { others = registry->scan({{block->address, end - 1}}); });
+  EXPECT_EQ(others.threads_scanned, 1u);
+  EXPECT_FALSE(others.referenced.at(0)) << "something else points into the block";
+
+  for (int cycle = 0; cycle < 6; ++cycle) {
+    collect();
+    if (cycle >= 2) {  // finalized by now: retired, but kept by the parked frame
+      auto now = runtime_->heap().find(entry);
+      ASSERT_TRUE(now.has_value()) << "cycle " << cycle;
+      EXPECT_EQ(now->state, BlockState::kQuarantined) << "cycle " << cycle;
+    }
+  }
+  EXPECT_EQ(runtime_->live_code_objects(), 0u);
+  g_release = true;
+  worker.join();
+  EXPECT_TRUE(unwound);
+  collect();
+  EXPECT_FALSE(runtime_->heap().find(entry).has_value());
+}
+
+// calls(env, f): calls f() in a frame of its own (the add keeps it from being a tail call).
+constexpr const char* kCalls = R"(
+define i64 @calls(ptr %env, ptr %f) {
+  %r = call i64 %f()
+  %s = add i64 %r, 1
+  ret i64 %s
+}
+)";
+
+[[noreturn]] int64_t throw_released() { throw Released{}; }
+
+// Whether calls(nullptr, throw_released) at `entry` unwinds back here.
+bool unwinds_through(void* entry) {
+  try {
+    reinterpret_cast<int64_t (*)(void*, int64_t (*)())>(entry)(nullptr, &throw_released);
+  } catch (const Released&) {
+    return true;
+  }
+  return false;
+}
+
+// In a child forked after `inherited` registered eh_frames (which the child's unwinder still
+// holds, over zero placeholders): C++ exceptions work, the inherited runtime refuses to compile,
+// and a new runtime compiles code that exceptions unwind through. Exits 0 if so, with the number
+// of the failed step if not.
+[[noreturn]] void use_a_new_runtime_after_fork(Runtime& inherited) {
+  try {
+    throw Released{};
+  } catch (const Released&) {
+  }
+  auto refused = inherited.compile(kCalls, "in-child");
+  if (refused || llvm::toString(refused.takeError()).find("fork") == std::string::npos) {
+    std::_Exit(2);
+  }
+  auto runtime = Runtime::create(small_options());
+  if (!runtime) std::_Exit(3);
+  auto code = (*runtime)->compile(kCalls, "child");
+  if (!code) std::_Exit(4);
+  auto entry = (*runtime)->symbol(*code, "calls");
+  if (!entry || !unwinds_through(*entry)) std::_Exit(5);
+  std::_Exit(0);
+}
+
+TEST_F(RuntimeTest, AForkedChildThrowsAndCompilesInANewRuntime) {
+  auto** box = static_cast<CodeObject**>(GC_MALLOC(sizeof(CodeObject*)));
+  ASSERT_NE(box, nullptr);
+  box[0] = take(runtime_->compile(kCalls, "parent"));
+  ASSERT_NE(box[0], nullptr);
+  void* entry = take(runtime_->symbol(box[0], "calls"));
+  ASSERT_TRUE(unwinds_through(entry));  // the unwinder has seen the module's eh_frame
+  const pid_t child = fork();
+  ASSERT_GE(child, 0) << std::strerror(errno);
+  if (child == 0) use_a_new_runtime_after_fork(*runtime_);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  EXPECT_TRUE(unwinds_through(entry));
+  EXPECT_EQ(reinterpret_cast<int64_t (*)(void*, int64_t (*)())>(entry)(nullptr, [] {
+              return int64_t{41};
+            }),
+            42);
+  EXPECT_NE(take(runtime_->compile(kCalls, "after-fork")), nullptr);
 }
 
 std::atomic<int> g_strings_collected{0};

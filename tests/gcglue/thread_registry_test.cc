@@ -115,6 +115,36 @@ TEST_F(ThreadRegistryTest, SeesReturnAddressesOfDeepRecursion) {
   EXPECT_FALSE(referenced(nest));
 }
 
+// A range contains its end: a call that ends a function pushes the block's end as its return
+// address. The ranges here are numbers far from any address or small integer a stack holds.
+constexpr uintptr_t kHeld = 0x5eedc0de12340000;
+
+TEST_F(ThreadRegistryTest, AWordEqualToARangesEndIsInsideItAndInTheNextRange) {
+  std::atomic<bool> holding{false};
+  std::atomic<bool> done{false};
+  std::thread worker([&] {
+    ASSERT_TRUE(ok(registry_->register_current_thread()));
+    volatile uintptr_t held = kHeld;  // in this frame until `done`
+    holding = true;
+    while (!done) std::this_thread::yield();
+    EXPECT_EQ(held, kHeld);
+    ASSERT_TRUE(ok(registry_->unregister_current_thread()));
+  });
+  while (!holding) std::this_thread::yield();
+  // Adjacent ranges around the word, in no particular order (scan sorts them).
+  const AddressRange before{kHeld - 64, kHeld - 32}, ending{kHeld - 32, kHeld},
+      beginning{kHeld, kHeld + 32}, after{kHeld + 32, kHeld + 64};
+  ScanReport report = scan({after, ending, before, beginning});
+  EXPECT_EQ(report.threads_timed_out, 0u);
+  EXPECT_EQ(report.referenced, (std::vector<bool>{false, true, false, true}));
+  // Alone, the range that ends at the word; then ranges that just miss it on either side.
+  EXPECT_TRUE(referenced(ending));
+  report = scan({{kHeld - 32, kHeld - 1}, {kHeld + 1, kHeld + 33}});
+  EXPECT_EQ(report.referenced, (std::vector<bool>{false, false}));
+  done = true;
+  worker.join();
+}
+
 TEST_F(ThreadRegistryTest, UnregisteredThreadIsNotScanned) {
   AddressRange spin = install(kSpin, sizeof kSpin);
   std::atomic<uint8_t> flag{1};

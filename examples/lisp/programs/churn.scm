@@ -18,7 +18,7 @@
 (display (churn 200 0))
 (newline)
 
-;; Redefinitions churn too: each define re-points the entry cell and retires the old body.
+;; Redefinitions churn too: each define compiles a new procedure; the old one is collected.
 (define (redefine-many n)
   (when (> n 0)
     (eval (list 'define '(generated) n))
