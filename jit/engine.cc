@@ -456,10 +456,10 @@ struct Engine::Impl {
   // looks up `definitions` and reports them under their IR names. `token` names the object that
   // `keep` receives when the heap is full (0: none).
   using IRNames = llvm::DenseMap<llvm::orc::SymbolStringPtr, std::string>;
+  using AddTo = llvm::function_ref<Error(const llvm::orc::ResourceTrackerSP&)>;
   Expected<ModuleHandle> link(StringRef name, llvm::orc::SymbolLookupSet definitions,
                               IRNames ir_names, LinkedModule* report, CompiledModule* keep,
-                              uint64_t token,
-                              llvm::function_ref<Error(const llvm::orc::ResourceTrackerSP&)> add_to) {
+                              uint64_t token, AddTo add_to) {
     auto context = [&] { return makeError("cannot add module '" + name + "'"); };
     llvm::orc::ResourceTrackerSP tracker = main().createResourceTracker();
     // The recorder's entry must exist before anyone can materialize the module.

@@ -23,11 +23,6 @@ const auto kNothingReferenced = [](uintptr_t, uintptr_t) { return false; };
 
 class DescribeTest : public HeapTest {
  protected:
-  void SetUp() override {
-    heap_ = make_heap(small_options("describe"));
-    ASSERT_NE(heap_, nullptr);
-  }
-
   AddressInfo describe(uintptr_t address) {
     AddressInfo info;
     EXPECT_TRUE(heap_->describe(address, info)) << std::hex << address;
@@ -44,7 +39,7 @@ class DescribeTest : public HeapTest {
     return block[0];
   }
 
-  std::unique_ptr<Heap> heap_;
+  std::unique_ptr<Heap> heap_ = make_heap(small_options("describe"));  // fails the test if null
 };
 
 TEST_F(DescribeTest, AddressesOutsideTheHeapFreeMemoryAndDataNameNoBlock) {

@@ -2,13 +2,9 @@
 // process still dies of the same signal, and faults elsewhere go to the handlers they went to.
 #include "gcglue/fault_reporter.h"
 
-#define GC_THREADS
-#define GC_NO_THREAD_REDIRECTS  // threads register explicitly (Runtime::register_current_thread)
-#include <gc/gc.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <pthread.h>
-#include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -16,11 +12,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <string>
 
 #include "gcglue/runtime.h"
 #include "jit/engine.h"
-#include "llvm/Support/FormatVariadic.h"
 #include "tests/gcglue/fresh_stack.h"
 
 namespace codeheap::gc {
@@ -28,7 +22,6 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::KilledBySignal;
-using ::testing::Not;
 
 constexpr const char* kTrap = R"(
 declare void @llvm.trap()
@@ -133,7 +126,7 @@ TEST_F(FaultReporterDeathTest, WithTheReporterOffATrapDiesSilently) {
             must_symbol(*runtime, kTrap, "trap_module", "boom"));
         boom(nullptr);
       },
-      KilledBySignal(SIGILL), Not(HasSubstr("codeheap: fatal")));
+      KilledBySignal(SIGILL), ::testing::Not(HasSubstr("codeheap: fatal")));
 }
 
 // An engine that releases removed code at once (trap bytes), on a heap the reporter watches: a
