@@ -23,6 +23,11 @@
 #include "examples/lisp/compiler.h"
 #include "examples/lisp/error.h"
 #include "examples/lisp/tiers.h"
+#include "jit/engine.h"
+#include "llvm/ExecutionEngine/Orc/CompileUtils.h"
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
 
 namespace lisp {
 namespace {
@@ -210,7 +215,35 @@ void TierUp::wait_idle() {
   idle_.wait(lock, [&] { return stopping_ || (queue_.empty() && !busy_) || held_; });
 }
 
+namespace {
+
+// The first LLVM compilation of a process costs ~50 ms more than the next ones (static
+// initialization, the first touch of libLLVM's code generator). Paid here, on the compile
+// thread at startup, it overlaps the program instead of delaying its first tier-up, during
+// which the lambda would run baseline code. Compiles a one-function module to an object in
+// memory; nothing reaches the heap.
+void warm_up(const codeheap::jit::EngineOptions& options) {
+  auto builder = codeheap::jit::targetMachineBuilder(options);
+  if (!builder) return llvm::consumeError(builder.takeError());
+  auto machine = builder->createTargetMachine();
+  if (!machine) return llvm::consumeError(machine.takeError());
+  llvm::LLVMContext context;
+  llvm::Module module("lisp:warm-up", context);
+  module.setDataLayout((*machine)->createDataLayout());
+  module.setTargetTriple((*machine)->getTargetTriple().str());
+  llvm::IRBuilder<> b(context);
+  auto* f = llvm::Function::Create(llvm::FunctionType::get(b.getInt64Ty(), {b.getInt64Ty()}, false),
+                                   llvm::GlobalValue::ExternalLinkage, "warm_up", module);
+  b.SetInsertPoint(llvm::BasicBlock::Create(context, "entry", f));
+  b.CreateRet(b.CreateAdd(f->getArg(0), b.getInt64(1)));
+  auto object = llvm::orc::SimpleCompiler(**machine)(module);
+  if (!object) llvm::consumeError(object.takeError());
+}
+
+}  // namespace
+
 void TierUp::run() {
+  warm_up(runtime_.options().gc.engine);
   if (llvm::Error err = runtime_.gc().register_current_thread()) {
     log()->warn("tier-up thread: {}; no tier-ups", llvm::toString(std::move(err)));
     std::lock_guard lock(mutex_);
