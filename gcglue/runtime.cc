@@ -10,7 +10,6 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -330,9 +329,6 @@ llvm::Expected<std::unique_ptr<Runtime>> Runtime::create(RuntimeOptions options)
   // SIGPIPE is one TSan delivers at once. Only takes effect before the collector starts.
   GC_set_suspend_signal(SIGPIPE);
 #endif
-  if (options.gc_markers != 0 && std::getenv("GC_MARKERS") == nullptr && !GC_is_init_called()) {
-    GC_set_markers_count(options.gc_markers);
-  }
   GC_INIT();
   GC_allow_register_threads();
   GC_set_finalize_on_demand(1);

@@ -104,10 +104,6 @@ struct RuntimeOptions {
   HeapOptions heap;
   jit::EngineOptions engine;
   ScanOptions scan;
-  // Boehm's marker threads; 0 leaves it to Boehm (GC_MARKERS, else one per core). The
-  // environment variable GC_MARKERS wins. Takes effect only when the first runtime of the
-  // process starts the collector.
-  unsigned gc_markers = 0;
   // The fatal-signal reporter (on by default; gcglue/fault_reporter.h).
   FaultReporterOptions faults;
 };

@@ -197,7 +197,6 @@ void TierUp::request(Template* templ) {
     std::lock_guard lock(mutex_);
     if (stopping_) return;
     queue_.push_back(std::move(job));
-    ++requested_;
   }
   wake_.notify_all();
 }

@@ -32,7 +32,6 @@ class TierUp {
   // Tests: hold the queue (requests wait), and wait until the queue is empty and idle.
   void hold(bool on);
   void wait_idle();
-  uint64_t requested() const { return requested_; }
 
  private:
   struct Job;
@@ -48,7 +47,6 @@ class TierUp {
   bool stopping_ = false;
   bool held_ = false;
   bool busy_ = false;
-  uint64_t requested_ = 0;
   std::thread thread_;
 };
 
