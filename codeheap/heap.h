@@ -12,8 +12,10 @@
 // 32-bit absolute references (jump tables) resolve between any two blocks of the heap.
 //
 // Lifecycle of a block:  allocate -> (live) -> release|retire -> quarantine -> reclaim -> free.
-// A quarantined block is not reused until a reclaim pass is told, by a caller-supplied
-// predicate, that nothing references it any more (the caller scans thread stacks; see gcglue/).
+// A quarantined block is not reused until a reclaim pass is told, by a ReferenceScanner (e.g.
+// scan::ThreadRegistry, which scans the stacks of registered threads) or a caller-supplied
+// predicate, that nothing references it any more. Passes run when the caller asks, or on their
+// own under a ReclaimPolicy (set_reclaim_policy).
 // Two ways in:
 //   release  revokes the code now: the block is filled with trap bytes (0xCC, `int3` on x86-64)
 //            at once, so a stale pointer that still jumps into it traps instead of running
@@ -32,9 +34,12 @@
 // until they are handed out again.
 //
 // Thread safety: every public member function may be called from any thread. A single mutex
-// guards the heap's metadata; no system call is made under it in steady state. The predicate
-// given to `reclaim` runs WITHOUT the lock held, so it may take time (stop threads, scan
-// stacks), but it must not call back into `reclaim` on the same heap. The one system call made
+// guards the heap's metadata; no system call is made under it in steady state. The scanner (or
+// predicate) of `reclaim` runs WITHOUT the lock held, so it may take time (stop threads, scan
+// stacks), but it must not call back into `reclaim` on the same heap. Under a ReclaimPolicy,
+// release, retire, the *_group calls, allocate and allocate_group may run a whole pass before
+// they return (on_gone callbacks included), so call them holding no lock that those callbacks
+// or the scanner's threads need. The one system call made
 // under the lock is reclaim's trim: when more than `retain_free_bytes` of whole free pages are
 // committed, reclaim returns the excess to the OS (madvise) before unlocking, so that no other
 // thread can be handed those pages meanwhile. `contains` and `describe` take no lock at all,
@@ -158,12 +163,55 @@ struct AddressInfo {
   char function_name[kAddressInfoNameBytes] = {};
 };
 
+// A quarantined block's footprint as a reclaim pass hands it to a scanner. A word equal to
+// `end` counts as inside: a call that is the code's last instruction (a `noreturn` call, which
+// LLVM emits with no trap after it on ELF) pushes exactly that return address. Where one range
+// ends at the next one's begin, such a word is inside both.
+struct AddressRange {
+  uintptr_t begin = 0;
+  uintptr_t end = 0;  // one past the last byte; a word equal to it is a reference
+};
+
+// What a scanner looked at in one scan.
+struct ScanReport {
+  size_t threads_scanned = 0;
+  size_t threads_timed_out = 0;  // counted as referencing every range
+  size_t stack_words_scanned = 0;
+  uint64_t duration_ns = 0;
+};
+
+// Proves quarantined code unreferenced for Heap::reclaim.
+class ReferenceScanner {
+ public:
+  virtual ~ReferenceScanner() = default;
+  // Sets referenced[i] to 1 for every ranges[i] that something (a thread's program counter,
+  // registers or stack) may still point into, the range's end included (AddressRange).
+  // `ranges` are sorted by address and do not overlap; `referenced` has one element per range
+  // and comes zeroed. Called once per pass, without the heap lock.
+  virtual ScanReport scan(std::span<const AddressRange> ranges, std::span<uint8_t> referenced) = 0;
+  // Runs one reclaim pass, `pass`, which calls scan() once. A scanner that must see the
+  // calling thread's own frames records them here, before the pass's frames (which hold the
+  // very addresses looked for) exist. The default just runs it.
+  virtual void run_pass(const std::function<void()>& pass) { pass(); }
+};
+
+// When a heap reclaims on its own (Heap::set_reclaim_policy). A pass runs on the thread whose
+// call triggered it, after the heap lock is released: a release or retire that grows the
+// quarantine by `quarantined_bytes` past what the last pass left, or an allocation that finds
+// no room (which then tries once more). The scanner must outlive the policy.
+struct ReclaimPolicy {
+  ReferenceScanner* scanner = nullptr;  // null: no automatic reclamation (the default)
+  size_t quarantined_bytes = size_t{1} << 20;  // 0: only when an allocation fails
+  bool on_allocation_failure = true;
+};
+
 struct ReclaimReport {
   size_t examined_blocks = 0;
   size_t reclaimed_blocks = 0;
   size_t reclaimed_bytes = 0;
   size_t still_referenced_blocks = 0;
   uint64_t duration_ns = 0;
+  ScanReport scan;  // what the scanner reported (zero for a predicate)
 };
 
 class Heap {
@@ -221,17 +269,22 @@ class Heap {
   Result<void> retire_group(OwnerId owner, std::function<void()> on_gone = {});
   Result<void> release_group(OwnerId owner, std::function<void()> on_gone = {});
 
-  // Move every quarantined block for which `is_referenced(begin, end)` returns false back to
-  // the free list, coalescing neighbours. Runs the predicate without holding the heap lock.
-  // [begin, end) is the block's footprint; blocks come in address order. A predicate that
-  // scans stacks must count a word equal to `end` as a reference too: a call that is the code's
-  // last instruction (a `noreturn` call) pushes the end of the code as its return address, and
-  // that is `end` when the size is a multiple of 16. (gcglue scans the tighter closed range
-  // [address, address + size] of quarantined(): no code lies past the requested size.)
-  // The predicate sees a snapshot taken when the pass starts: blocks quarantined meanwhile wait
-  // for the next pass, blocks another pass frees meanwhile are skipped. Then trims committed
-  // free pages down to retain_free_bytes (a pass over an empty quarantine only trims).
+  // One reclaim pass (codeheap/reclaim.cc): snapshots the quarantine, hands the footprints of
+  // its blocks, sorted by address, to `scanner` once (without the heap lock: it may stop
+  // threads and scan stacks, and those threads may be inside allocate or release right now),
+  // moves every block it did not mark back to the free list (code trap-filled, neighbours
+  // coalesced), runs the on_gone callbacks of owners thus emptied, and trims committed free
+  // pages down to retain_free_bytes (a pass over an empty quarantine only trims). Blocks
+  // quarantined meanwhile wait for the next pass; blocks another pass frees meanwhile are
+  // skipped. The scanner must not call back into reclaim on the same heap.
+  ReclaimReport reclaim(ReferenceScanner& scanner);
+  // The same with a predicate per block for simple users: `is_referenced(begin, end)` for each
+  // footprint [begin, end), in address order. A predicate that scans stacks must count a word
+  // equal to `end` as a reference too (AddressRange).
   ReclaimReport reclaim(const std::function<bool(uintptr_t begin, uintptr_t end)>& is_referenced);
+  // Reclaims on its own from now on as `policy` says (ReclaimPolicy); a policy without a
+  // scanner turns that off. Waits for an automatic pass under way to finish.
+  void set_reclaim_policy(const ReclaimPolicy& policy);
   // The quarantined ranges right now, sorted by address (for a caller that scans stacks).
   std::vector<BlockInfo> quarantined() const;
 
@@ -266,6 +319,8 @@ class Heap {
   void retire_owner(OwnerId owner, std::function<void()> on_gone = {});
 
   HeapStats stats() const;
+  // The counters of stats() alone, in O(1).
+  Counters counters() const;
   std::string dump_text() const;
   std::string dump_json() const;
   // A picture of the heap, SVG (codeheap/stats_svg.h): arenas as strips, blocks by state and

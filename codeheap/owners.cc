@@ -44,7 +44,15 @@ bool OwnerTable::retire(OwnerId owner, std::function<void()> on_gone) {
 void OwnerTable::retire(OwnerRecord& record, std::function<void()> on_gone) {
   record.stats.retired = true;
   record.group_size = 0;  // a retired owner's blocks are retired one by one, if at all
-  if (on_gone) record.on_gone = std::move(on_gone);
+  if (on_gone && record.on_gone) {
+    // Retired again: the first callback still runs (it may deregister unwind tables), then this.
+    record.on_gone = [first = std::move(record.on_gone), then = std::move(on_gone)] {
+      first();
+      then();
+    };
+  } else if (on_gone) {
+    record.on_gone = std::move(on_gone);
+  }
   erase_if_gone(record);
 }
 

@@ -51,7 +51,8 @@ class OwnerTable {
   // Forgets an owner that has no block (a failed group allocation): as if never registered.
   void remove(OwnerId owner);
   // Marks the owner retired; false if it is unknown. Idempotent. `on_gone` (if any) becomes
-  // ready once the owner has no live or quarantined block left (maybe at once).
+  // ready once the owner has no live or quarantined block left (maybe at once); retired again
+  // with another, both run, in order.
   bool retire(OwnerId owner, std::function<void()> on_gone = {});
   // The same for a record in hand (registered, not yet retired).
   void retire(OwnerRecord& record, std::function<void()> on_gone);

@@ -139,6 +139,7 @@ void render_counters(std::string& out, const Counters& c) {
   count("abandons", c.abandons);
   count("release errors", c.release_errors);
   count("reclaim passes", c.reclaim_passes);
+  count("  automatic", c.automatic_reclaim_passes);
   count("blocks reclaimed", c.blocks_reclaimed);
   table.row({"bytes reclaimed", size_cell(c.bytes_reclaimed)});
   table.row({"reclaim time, total", duration_cell(c.reclaim_ns_total)});
@@ -182,6 +183,10 @@ std::string format_text(const HeapStats& stats) {
   return out;
 }
 
-std::string format_json(const HeapStats& stats) { return nlohmann::json(stats).dump(2); }
+// Owner names come from embedders and may be any bytes: invalid UTF-8 is replaced (U+FFFD), as
+// nlohmann would otherwise throw from the dump.
+std::string format_json(const HeapStats& stats) {
+  return nlohmann::json(stats).dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 }  // namespace codeheap

@@ -51,6 +51,7 @@ struct Counters {
   uint64_t abandons = 0;
   uint64_t release_errors = 0;     // double releases and foreign addresses
   uint64_t reclaim_passes = 0;
+  uint64_t automatic_reclaim_passes = 0;  // of those, started by a ReclaimPolicy
   uint64_t blocks_reclaimed = 0;
   uint64_t bytes_reclaimed = 0;
   uint64_t reclaim_ns_total = 0;

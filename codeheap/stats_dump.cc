@@ -76,7 +76,7 @@ void write(const Target& target, const Heap& heap, bool at_exit) {
     nlohmann::json j = stats;
     j["event"] = at_exit ? "exit" : "destroy";
     j["pid"] = getpid();
-    record = j.dump() + "\n";
+    record = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   } else {
     record = fmt::format("codeheap: heap-stats {} (pid {})\n{}\n",
                          at_exit ? "at exit" : "when destroyed", getpid(), format_text(stats));

@@ -23,7 +23,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Counters, allocations, allocation_failures, r
                                    abandons,
                                    release_errors, reclaim_passes, blocks_reclaimed,
                                    bytes_reclaimed, reclaim_ns_total, reclaim_ns_last,
-                                   decommitted_bytes)
+                                   decommitted_bytes, automatic_reclaim_passes)
 
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HeapStats, name, reserved_bytes, committed_bytes, used_bytes,
                                    quarantined_bytes, free_bytes, largest_free_block, arenas,

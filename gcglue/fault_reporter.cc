@@ -278,7 +278,7 @@ class AltStack {
     if (!(current.ss_flags & SS_DISABLE)) return llvm::Error::success();  // the thread has one
     const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
     const long minimum = sysconf(_SC_SIGSTKSZ);
-    bytes = std::max(bytes, minimum > 0 ? static_cast<size_t>(minimum) : size_t{SIGSTKSZ});
+    bytes = std::max(bytes, static_cast<size_t>(minimum > 0 ? minimum : SIGSTKSZ));
     bytes = (bytes + page - 1) / page * page;
     // A guard page below, so that a handler overflowing it faults instead of writing over
     // whatever lies there.

@@ -12,7 +12,6 @@
 #include <csignal>
 #include <cstring>
 #include <mutex>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -98,7 +97,7 @@ struct Runtime::Impl {
   std::unique_ptr<Heap> heap;
   Watch watch;
   std::unique_ptr<jit::Engine> engine;
-  std::unique_ptr<ThreadRegistry> registry;
+  std::unique_ptr<scan::ThreadRegistry> registry;
   std::shared_ptr<spdlog::logger> log = codeheap::logger("gc");
   std::string target_triple;
   std::string data_layout;
@@ -109,8 +108,6 @@ struct Runtime::Impl {
   // memory (a collection stops the threads, one of which may wait for it) nor during a stack
   // scan, so a compiling thread never waits for one.
   mutable std::mutex mutex;
-  // Serializes reclaim passes.
-  std::mutex reclaim_mutex;
   std::unordered_map<uint64_t, Unit> units;  // code objects whose unit is not retired yet
   GcCounters counters;
 
@@ -206,8 +203,6 @@ struct Runtime::Impl {
     return compiled;
   }
 
-  ReclaimReport reclaim_pass();
-
   size_t safepoint() {
     std::lock_guard lock(mutex);
     // Other finalizers of the process run here too; ours only queue ids, counted when retired.
@@ -215,14 +210,16 @@ struct Runtime::Impl {
     return retire_pending();
   }
 
+  // On the calling thread: the registry reads a registered caller's own stack from where the
+  // pass began (ThreadRegistry::run_pass) and interrupts the others, so no helper thread is
+  // needed (one was started per pass before, only so that the caller could be interrupted).
   ReclaimReport reclaim() {
-    // The pass runs on a thread of its own that runs no JIT code and is not registered: the
-    // caller, if registered, is then interrupted and scanned like every other thread, and the
-    // block addresses the pass handles never sit in the caller's frames, where the scan would
-    // find them. Waiting in join() also lets a TSan build deliver the handshake signal at once.
-    ReclaimReport report;
-    std::thread reclaimer([&] { report = reclaim_pass(); });
-    reclaimer.join();
+    const ReclaimReport report = heap->reclaim(*registry);
+    std::lock_guard lock(mutex);
+    counters.threads_timed_out += report.scan.threads_timed_out;
+    counters.scan_ns_last = report.scan.duration_ns;
+    counters.scan_ns_total += report.scan.duration_ns;
+    counters.blocks_kept_referenced += report.still_referenced_blocks;
     return report;
   }
 
@@ -332,6 +329,11 @@ llvm::Expected<std::unique_ptr<Runtime>> Runtime::create(RuntimeOptions options)
   GC_INIT();
   GC_allow_register_threads();
   GC_set_finalize_on_demand(1);
+  if (size_t have = GC_get_heap_size(); options.initial_collector_heap_bytes > have &&
+                                         !GC_expand_hp(options.initial_collector_heap_bytes - have)) {
+    return make_error("runtime: growing the collector's heap to " +
+                      std::to_string(options.initial_collector_heap_bytes) + " bytes failed");
+  }
 
   auto impl = std::make_unique<Impl>();
   impl->options = options;
@@ -349,7 +351,7 @@ llvm::Expected<std::unique_ptr<Runtime>> Runtime::create(RuntimeOptions options)
   impl->engine = std::move(*engine);
   impl->target_triple = impl->engine->targetTriple().str();
   impl->data_layout = impl->engine->dataLayout().getStringRepresentation();
-  auto registry = ThreadRegistry::create(options.scan);
+  auto registry = scan::ThreadRegistry::create(options.scan);
   if (!registry) return registry.takeError();
   impl->registry = std::move(*registry);
   if (llvm::Error err = impl->registry->register_current_thread()) return err;
@@ -530,35 +532,6 @@ size_t Runtime::safepoint() { return impl_->safepoint(); }
 
 ReclaimReport Runtime::reclaim() { return impl_->reclaim(); }
 
-ReclaimReport Runtime::Impl::reclaim_pass() {
-  std::lock_guard reclaim_lock(reclaim_mutex);
-  std::vector<BlockInfo> blocks = heap->quarantined();
-  std::vector<AddressRange> ranges;
-  ranges.reserve(blocks.size());
-  // The requested end, not the footprint's: no code lies past it (a JITLink segment's size is
-  // the end of its last block), so it is the highest return address the block can hold, and
-  // the scan counts a word equal to it as a reference (AddressRange).
-  for (const BlockInfo& block : blocks) {
-    ranges.push_back({block.address, block.address + block.size});
-  }
-  ScanReport scan = registry->scan(ranges);
-  std::unordered_map<uintptr_t, bool> referenced;
-  for (size_t i = 0; i < blocks.size(); ++i) referenced[blocks[i].address] = scan.referenced[i];
-  // Blocks quarantined after the snapshot were not scanned: keep them for the next pass.
-  ReclaimReport report = heap->reclaim([&](uintptr_t begin, uintptr_t) {
-    auto it = referenced.find(begin);
-    return it == referenced.end() || it->second;
-  });
-  std::lock_guard lock(mutex);
-  GcCounters& c = counters;
-  ++c.reclaim_passes;
-  c.threads_timed_out += scan.threads_timed_out;
-  c.scan_ns_last = scan.duration_ns;
-  c.scan_ns_total += scan.duration_ns;
-  for (bool hit : scan.referenced) c.blocks_kept_referenced += hit;
-  return report;
-}
-
 CollectReport Runtime::collect() { return impl_->collect(); }
 
 size_t Runtime::live_code_objects() const {
@@ -569,8 +542,11 @@ size_t Runtime::live_code_objects() const {
 }
 
 GcCounters Runtime::counters() const {
+  const uint64_t reclaim_passes = impl_->heap->counters().reclaim_passes;
   std::lock_guard lock(impl_->mutex);
-  return impl_->counters;
+  GcCounters c = impl_->counters;
+  c.reclaim_passes = reclaim_passes;
+  return c;
 }
 
 namespace {

@@ -18,9 +18,10 @@
 // engine, an adopted unit's owner is retired (Heap::retire_group), and either way the blocks are
 // *retired* to the heap's quarantine with their bytes intact, because a thread may still be
 // running them: Boehm sees no reference from a return address into the code region. A
-// reclamation pass then stops every registered thread in turn (ThreadRegistry), scans its
-// registers and stack, and frees only the quarantined blocks that nothing points into. So code
-// is never freed under a running thread.
+// reclamation pass (Heap::reclaim with the runtime's scan::ThreadRegistry) then stops every
+// registered thread in turn, scans its registers and stack (the calling thread's directly),
+// and frees only the quarantined blocks that nothing points into. So code is never freed under
+// a running thread.
 //
 // Finalization is on demand (GC_set_finalize_on_demand): Boehm never runs our finalizers in
 // the middle of an allocation, which could be inside the engine's or the heap's locks.
@@ -73,8 +74,8 @@
 
 #include "codeheap/heap.h"
 #include "gcglue/fault_reporter.h"
-#include "gcglue/thread_registry.h"
 #include "jit/engine.h"
+#include "scan/thread_registry.h"
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/ADT/StringMap.h"
@@ -103,9 +104,14 @@ struct Closure {
 struct RuntimeOptions {
   HeapOptions heap;
   jit::EngineOptions engine;
-  ScanOptions scan;
+  scan::ScanOptions scan;
   // The fatal-signal reporter (on by default; gcglue/fault_reporter.h).
   FaultReporterOptions faults;
+  // Grow Boehm's heap to at least this many bytes at start (0: Boehm's default, 64 KiB, or
+  // GC_INITIAL_HEAP_SIZE). Boehm collects once about a third of its heap has been allocated,
+  // so a runtime allocating briskly from a tiny heap collects hundreds of times a second
+  // (docs/lisp-benchmarks.md). The heap is process-wide: the largest request wins.
+  size_t initial_collector_heap_bytes = 0;
 };
 
 struct CollectReport {
@@ -132,7 +138,7 @@ struct GcCounters {
   uint64_t closures_created = 0;
   uint64_t modules_retired = 0;         // code units retired into quarantine, adopted ones too
   uint64_t collections = 0;
-  uint64_t reclaim_passes = 0;
+  uint64_t reclaim_passes = 0;          // the heap's count (Heap::counters), passes of any caller
   uint64_t blocks_kept_referenced = 0;  // quarantined blocks a scan found referenced
   uint64_t threads_timed_out = 0;
   uint64_t retire_failures = 0;         // units the engine or heap refused to retire (logged)

@@ -16,8 +16,10 @@ using llvm::orc::shared::WrapperFunctionCall;
 void DeferredEHFramePlugin::modifyPassConfig(llvm::orc::MaterializationResponsibility&,
                                              llvm::jitlink::LinkGraph&,
                                              llvm::jitlink::PassConfiguration& config) {
-  // After fixups the section's final address is known and its content is in place.
-  config.PostFixupPasses.push_back([](llvm::jitlink::LinkGraph& graph) -> llvm::Error {
+  // After fixups the section's final address is known and its content is in place. Built in
+  // place: moving a unique_function that holds a lambda inline makes gcc warn that its unused
+  // out-of-line storage may be uninitialized.
+  config.PostFixupPasses.emplace_back([](llvm::jitlink::LinkGraph& graph) -> llvm::Error {
     llvm::jitlink::Section* section = graph.findSectionByName(".eh_frame");
     if (section == nullptr) return llvm::Error::success();
     llvm::jitlink::SectionRange range(*section);

@@ -30,6 +30,13 @@
 // heap statistics are as they were. `deallocate` moves the blocks to the heap's quarantine; they
 // reach the free list only through a reclaim pass, and only then do the dealloc actions run
 // (eh_frame deregistration), so a thread still inside retired code can unwind through it.
+// Without a runtime that reclaims, let the heap do it: register every thread that runs JIT code
+// with a scan::ThreadRegistry (scan/thread_registry.h) and give it to the heap as the scanner of
+// a ReclaimPolicy; passes then run inside deallocate (the quarantine grew past the threshold)
+// and allocate (no room):
+//
+//   auto registry = codeheap::scan::ThreadRegistry::create();  // then register the threads
+//   heap.set_reclaim_policy({.scanner = registry->get()});      // 1 MiB threshold by default
 //
 // Thread safety: all members may be called concurrently (JITLink may link on several threads);
 // the only shared state is the heap, which is thread-safe.

@@ -18,15 +18,22 @@ RtdyldMemoryManager::RtdyldMemoryManager(Heap& heap, std::string name)
     : heap_(heap), name_(std::move(name)) {}
 
 RtdyldMemoryManager::~RtdyldMemoryManager() {
-  for (const Block& block : blocks_) {
-    auto result = block.failed_object ? heap_.abandon(block.address) : heap_.retire(block.address);
-    if (!result)
-      logger("jit")->error("rtdyld '{}': giving back block {:#x}: {}", name_, block.address,
-                           result.error().message);
-  }
-  // A thread may still be running the retired code, so its frames stay registered until the
-  // heap reclaims the owner's blocks, and are deregistered then, before any byte is reused.
+  // One heap call per object retires its blocks and its owner together (Heap::retire_group): a
+  // reclaim pass may run inside any heap call (a ReclaimPolicy), and must not free an object's
+  // code before the deregistration of its frames is attached to the owner. A thread may still
+  // be running the retired code, so the frames stay registered until the heap reclaims the
+  // blocks, and are deregistered then, before any byte is reused.
   for (OwnerId owner : owners_) {
+    std::vector<uintptr_t> retired;
+    for (const Block& block : blocks_) {
+      if (block.owner != owner) continue;
+      if (!block.failed_object) {
+        retired.push_back(block.address);
+      } else if (auto result = heap_.abandon(block.address); !result) {
+        logger("jit")->error("rtdyld '{}': giving back block {:#x}: {}", name_, block.address,
+                             result.error().message);
+      }
+    }
     std::vector<EHFrame> frames;
     for (const EHFrame& frame : frames_)
       if (frame.owner == owner) frames.push_back(frame);
@@ -36,7 +43,10 @@ RtdyldMemoryManager::~RtdyldMemoryManager() {
         for (const EHFrame& frame : frames) deregisterEHFramesInProcess(frame.address, frame.size);
       };
     }
-    heap_.retire_owner(owner, std::move(on_gone));
+    if (auto result = heap_.retire_group(owner, retired, std::move(on_gone)); !result) {
+      logger("jit")->error("rtdyld '{}': retiring the blocks of owner {}: {}", name_, owner,
+                           result.error().message);
+    }
   }
 }
 
@@ -91,7 +101,7 @@ void RtdyldMemoryManager::reserveAllocationSpace(uintptr_t code_size, llvm::Alig
                            block.error().message);
       continue;
     }
-    blocks_.push_back({block->address, false});
+    blocks_.push_back({block->address, current_owner_, false});
     reservations_[i] = {block->address, block->writable, size, 0};
   }
 }
@@ -116,7 +126,7 @@ uint8_t* RtdyldMemoryManager::allocate(Arena arena, uintptr_t size, unsigned ali
       fail(arena, size, alignment, name, std::move(block.error()));
       return allocateScratch(size, alignment);
     }
-    blocks_.push_back({block->address, false});
+    blocks_.push_back({block->address, current_owner_, false});
     address = block->address;
     writable = block->writable;
   }

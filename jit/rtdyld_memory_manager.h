@@ -19,12 +19,13 @@
 // Ownership: RuntimeDyld users own the manager (MCJIT via EngineBuilder::setMCJITMemoryManager,
 // RTDyldObjectLinkingLayer via its GetMemoryManager callback, one manager per object). Each
 // object loaded through the manager gets its own heap owner, named after the manager, so the
-// heap dump names the code. Destroying the manager retires every block (Heap::retire: into
-// quarantine with its bytes intact, so an activation still running the code, e.g. of a closure
-// the GC finalized, finishes normally; the block is reused only after a reclaim pass proves no
-// thread references it) and the owners. Each object's eh_frames stay registered until then:
-// deregisterEHFrames, which MCJIT and RTDyldObjectLinkingLayer call just before dropping the
-// manager, does nothing, and the heap deregisters the frames when it reclaims the object's
+// heap dump names the code. Destroying the manager retires every block with its owner, one
+// heap call per object (Heap::retire_group: into quarantine with its bytes intact, so an
+// activation still running the code, e.g. of a closure the GC finalized, finishes normally; the
+// block is reused only after a reclaim pass, the caller's or the heap's own under a
+// ReclaimPolicy, proves no thread references it). Each object's eh_frames stay registered until
+// then: deregisterEHFrames, which MCJIT and RTDyldObjectLinkingLayer call just before dropping
+// the manager, does nothing, and the heap deregisters the frames when it reclaims the object's
 // blocks (an owner's on_gone), so a thread still inside the code can unwind through it.
 //
 // Errors: when the heap cannot place a section, LLVM 19's RuntimeDyld would abort the process
@@ -115,6 +116,7 @@ class RtdyldMemoryManager : public llvm::RTDyldMemoryManager {
   };
   struct Block {
     uintptr_t address;
+    OwnerId owner;
     bool failed_object;  // never ran: abandon instead of retire
   };
   // Registered frames, by the owner whose reclaim deregisters them.

@@ -176,6 +176,8 @@ llvm::Function* Codegen::new_function(const std::string& name) {
   // Unwind tables: errors thrown by host helpers unwind through this frame.
   f->setUWTableKind(llvm::UWTableKind::Async);
   f->addFnAttr("frame-pointer", "all");  // perf and gdb can walk Lisp frames
+  // A cache line: fib(30) ran 3-7% slower in some runs when its code began mid-line.
+  f->setAlignment(llvm::Align(64));
   return f;
 }
 

@@ -3,6 +3,8 @@
 #include <charconv>
 #include <cstdio>
 #include <ctime>
+#include <utility>
+#include <vector>
 
 #include <spdlog/fmt/fmt.h>
 
@@ -262,14 +264,21 @@ Value for_each(int64_t argc, const Value* argv) { return map_lists("for-each", a
 
 // --- Equivalence and types ---
 
+// Without recursion (the cdrs still to compare wait in a vector): data built at run time can
+// nest as deep as memory allows. No allocation here, so no collection can free what waits.
 bool equal(Value a, Value b) {
-  while (a != b) {
-    if (is_pair(a) && is_pair(b)) {
-      if (!equal(car(a), car(b))) return false;
-      a = cdr(a);
-      b = cdr(b);
-    } else {
-      return is_string(a) && is_string(b) && string_view_of(a) == string_view_of(b);
+  std::vector<std::pair<Value, Value>> pending{{a, b}};
+  while (!pending.empty()) {
+    auto [x, y] = pending.back();
+    pending.pop_back();
+    while (x != y) {
+      if (!is_pair(x) || !is_pair(y)) {
+        if (is_string(x) && is_string(y) && string_view_of(x) == string_view_of(y)) break;
+        return false;
+      }
+      pending.emplace_back(cdr(x), cdr(y));
+      x = car(x);
+      y = car(y);
     }
   }
   return true;

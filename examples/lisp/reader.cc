@@ -68,6 +68,12 @@ std::optional<Value> Reader::next() {
 Value Reader::read() {
   skip_whitespace();
   if (at_end()) fail("unexpected end of input", /*incomplete=*/true);
+  if (depth_ == kMaxNesting) fail(fmt::format("data nested more than {} deep", kMaxNesting));
+  struct Nested {
+    int& depth;
+    explicit Nested(int& d) : depth(++d) {}
+    ~Nested() { --depth; }
+  } nested(depth_);
   char c = peek();
   switch (c) {
     case '(': {

@@ -16,6 +16,10 @@ namespace lisp {
 
 class Reader {
  public:
+  // Lists and quotes nested deeper are a syntax error: reading (and compiling) them recurses,
+  // and hostile input must get an error, not a stack overflow.
+  static constexpr int kMaxNesting = 1000;
+
   // `text` must outlive the reader. `source` names the input in error messages.
   Reader(std::string_view text, std::string source);
 
@@ -45,6 +49,7 @@ class Reader {
   int line_ = 1;
   int column_ = 1;
   int last_line_ = 1;
+  int depth_ = 0;  // data being read around the current one
 };
 
 }  // namespace lisp

@@ -172,13 +172,7 @@ std::unique_ptr<Runtime> Runtime::create(RuntimeOptions options) {
   runtime_created = true;
   auto gc = codeheap::gc::Runtime::create(options.gc);
   if (!gc) throw Error("cannot create the code heap runtime: " + llvm::toString(gc.takeError()));
-  auto target = codeheap::jit::targetMachineBuilder(options.gc.engine);
-  if (!target) throw Error("no JIT target: " + llvm::toString(target.takeError()));
-  auto layout = target->getDefaultDataLayoutForTarget();
-  if (!layout) throw Error("no JIT data layout: " + llvm::toString(layout.takeError()));
   std::unique_ptr<Runtime> runtime(new Runtime(std::move(options), std::move(*gc)));
-  runtime->triple_ = target->getTargetTriple().str();
-  runtime->data_layout_ = layout->getStringRepresentation();
   auto helpers = codeheap::jit::HelperTable::create(runtime->gc_->heap());
   if (!helpers) throw Error("cannot create the helper table: " + llvm::toString(helpers.takeError()));
   runtime->helpers_ = std::move(*helpers);

@@ -11,6 +11,7 @@
 #include "examples/lisp/compiler.h"
 #include "examples/lisp/error.h"
 #include "examples/lisp/primitives.h"
+#include "examples/lisp/reader.h"
 
 namespace lisp {
 namespace {
@@ -115,6 +116,7 @@ class Analyzer {
 
   Unit& unit_;
   const Keywords& k_;
+  int depth_ = 0;  // expressions being analyzed around the current one
 };
 
 Var* Analyzer::new_var(Value name, Scope* scope) {
@@ -177,6 +179,16 @@ Lambda* Analyzer::thunk(Value expr) {
 }
 
 Node* Analyzer::expr(Value x, Scope* scope, Value name) {
+  // Bounded as the reader bounds data: the analysis and both tiers' code generators recurse on
+  // nesting, and data built at run time (for eval) can nest as deep as memory allows.
+  if (depth_ == Reader::kMaxNesting) {
+    throw Error(fmt::format("bad syntax: expressions nested more than {} deep", depth_));
+  }
+  struct Nested {
+    int& depth;
+    explicit Nested(int& d) : depth(++d) {}
+    ~Nested() { --depth; }
+  } nested(depth_);
   if (is_symbol(x)) {
     if (Var* var = lookup(x, scope)) return local_ref(var);
     Node* n = unit_.node(NodeKind::kGlobalRef);

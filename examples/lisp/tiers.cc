@@ -10,6 +10,7 @@
 // to quarantine and reclaimed once no frame is inside it. A result that lost a race (the
 // global it was defined as now holds another procedure) is dropped unused.
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -22,6 +23,7 @@
 #include "examples/lisp/baseline.h"
 #include "examples/lisp/compiler.h"
 #include "examples/lisp/error.h"
+#include "examples/lisp/reader.h"
 #include "examples/lisp/tiers.h"
 #include "jit/engine.h"
 #include "llvm/ExecutionEngine/Orc/CompileUtils.h"
@@ -122,6 +124,33 @@ Closure* compile_thunk(Runtime& runtime, Value expr, const std::string& unit_nam
 
 // --- The compile thread ---
 
+namespace {
+
+// The first LLVM compilation of a process costs ~50 ms more than the next ones (static
+// initialization, the first touch of libLLVM's passes and code generator). Paid here, on the
+// compile thread at startup, it overlaps the program instead of delaying its first tier-up,
+// during which the lambda would run baseline code. A lambda like the hot ones (a branch, fixnum
+// arithmetic, a call of a global) goes through the LLVM tier's own IR passes and code
+// generator, to an object in memory: compiling a one-instruction function instead left the
+// first real tier-up ~30 ms slower than the next. Nothing reaches the code heap.
+constexpr std::string_view kWarmUpForm =
+    "(lambda (n) (if (< n 2) n (lisp:warm-up (- n 1))))";
+
+void warm_up(const Runtime& runtime, Unit& unit) {
+  auto builder = codeheap::jit::targetMachineBuilder(runtime.options().gc.engine);
+  if (!builder) return llvm::consumeError(builder.takeError());
+  auto machine = builder->createTargetMachine();
+  if (!machine) return llvm::consumeError(machine.takeError());
+  llvm::orc::ThreadSafeModule module =
+      emit_llvm(runtime, unit, {nullptr}, {0}, "lisp:warm-up");
+  module.withModuleDo([&](llvm::Module& m) {
+    auto object = llvm::orc::SimpleCompiler(**machine)(m);
+    if (!object) llvm::consumeError(object.takeError());
+  });
+}
+
+}  // namespace
+
 // A queued tier-up holds its Template weakly (a Boehm disappearing link, cleared when the
 // template becomes unreachable), so a lambda dropped while its request waits is collected and
 // its job skipped. The AST's constants are rooted by the unit; none of them reaches a template.
@@ -148,6 +177,9 @@ struct TierUp::Job {
 };
 
 TierUp::TierUp(Runtime& runtime, size_t capacity) : runtime_(runtime), capacity_(capacity) {
+  // Analyzed here, on the Lisp thread: the analyzer interns symbols.
+  warm_up_ = std::make_unique<Unit>();
+  analyze_lambda(*warm_up_, Reader(kWarmUpForm, "warm-up").next().value(), kFalse);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -199,6 +231,7 @@ void TierUp::request(Template* templ) {
     queue_.push_back(std::move(job));
   }
   wake_.notify_all();
+  log()->debug("tier-up of {} queued", write_short(templ->source));
 }
 
 void TierUp::hold(bool on) {
@@ -214,35 +247,7 @@ void TierUp::wait_idle() {
   idle_.wait(lock, [&] { return stopping_ || (queue_.empty() && !busy_) || held_; });
 }
 
-namespace {
-
-// The first LLVM compilation of a process costs ~50 ms more than the next ones (static
-// initialization, the first touch of libLLVM's code generator). Paid here, on the compile
-// thread at startup, it overlaps the program instead of delaying its first tier-up, during
-// which the lambda would run baseline code. Compiles a one-function module to an object in
-// memory; nothing reaches the heap.
-void warm_up(const codeheap::jit::EngineOptions& options) {
-  auto builder = codeheap::jit::targetMachineBuilder(options);
-  if (!builder) return llvm::consumeError(builder.takeError());
-  auto machine = builder->createTargetMachine();
-  if (!machine) return llvm::consumeError(machine.takeError());
-  llvm::LLVMContext context;
-  llvm::Module module("lisp:warm-up", context);
-  module.setDataLayout((*machine)->createDataLayout());
-  module.setTargetTriple((*machine)->getTargetTriple().str());
-  llvm::IRBuilder<> b(context);
-  auto* f = llvm::Function::Create(llvm::FunctionType::get(b.getInt64Ty(), {b.getInt64Ty()}, false),
-                                   llvm::GlobalValue::ExternalLinkage, "warm_up", module);
-  b.SetInsertPoint(llvm::BasicBlock::Create(context, "entry", f));
-  b.CreateRet(b.CreateAdd(f->getArg(0), b.getInt64(1)));
-  auto object = llvm::orc::SimpleCompiler(**machine)(module);
-  if (!object) llvm::consumeError(object.takeError());
-}
-
-}  // namespace
-
 void TierUp::run() {
-  warm_up(runtime_.options().gc.engine);
   if (llvm::Error err = runtime_.gc().register_current_thread()) {
     log()->warn("tier-up thread: {}; no tier-ups", llvm::toString(std::move(err)));
     std::lock_guard lock(mutex_);
@@ -250,17 +255,38 @@ void TierUp::run() {
     idle_.notify_all();
     return;
   }
+  try {
+    warm_up(runtime_, *warm_up_);
+  } catch (const std::exception& e) {
+    log()->warn("tier-up thread: warming LLVM up failed: {}", e.what());
+  }
+  warm_up_.reset();
+  log()->debug("tier-up thread: LLVM warmed up");
   for (;;) {
-    std::unique_ptr<Job> job;
-    {
-      std::unique_lock lock(mutex_);
-      idle_.notify_all();
-      wake_.wait(lock, [&] { return stopping_ || (!queue_.empty() && !held_); });
-      if (stopping_) break;
-      job = std::move(queue_.front());
-      queue_.pop_front();
-      busy_ = true;
-    }
+    // Waiting, the thread is "blocked" for Boehm: collections scan its stack as it was when it
+    // began to wait instead of stopping it with a signal, which a program that allocates
+    // briskly would otherwise pay for at every collection. Nothing here touches the GC heap.
+    struct Wait {
+      TierUp* self;
+      std::unique_ptr<Job> job;
+    } wait{this, nullptr};
+    GC_do_blocking(
+        [](void* arg) -> void* {
+          auto& wait = *static_cast<Wait*>(arg);
+          TierUp& self = *wait.self;
+          std::unique_lock lock(self.mutex_);
+          self.idle_.notify_all();
+          self.wake_.wait(lock,
+                          [&] { return self.stopping_ || (!self.queue_.empty() && !self.held_); });
+          if (self.stopping_) return nullptr;
+          wait.job = std::move(self.queue_.front());
+          self.queue_.pop_front();
+          self.busy_ = true;
+          return nullptr;
+        },
+        &wait);
+    std::unique_ptr<Job> job = std::move(wait.job);
+    if (job == nullptr) break;
     try {
       compile(*job);
     } catch (const std::exception& e) {  // e.g. an internal compiler error: stay baseline
@@ -286,6 +312,7 @@ void TierUp::compile(Job& job) {
     if (sibling->constant != nullptr) unit.add_literal(to_value(sibling->constant));
   }
   const Lambda& lambda = unit.lambdas[templ->index];
+  const auto start = std::chrono::steady_clock::now();
   auto compiled = runtime_.gc().compile(
       emit_llvm(runtime_, unit, siblings, {int(templ->index)}, job.name), job.name,
       unit.literals, codeheap::gc::Tier::kOptimized);
@@ -295,6 +322,8 @@ void TierUp::compile(Job& job) {
     return;
   }
   auto entry = reinterpret_cast<Entry>(compiled->definitions.lookup(function_name(lambda)));
+  const auto took = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - start);
   // A global defined as this lambda and redefined meanwhile: the redefinition wins.
   bool stale = false;
   if (templ->source_kind == kSourceLambda && templ->index == 0 && is_symbol(templ->name)) {
@@ -312,7 +341,8 @@ void TierUp::compile(Job& job) {
     templ->tier = Tier::kOptimized;
   }
   runtime_.gc().note_tier_up(installed);
-  log()->debug("tier-up of {}: {}", job.name, installed ? "installed" : "dropped (stale)");
+  log()->debug("tier-up of {}: {} ({} us to compile)", job.name,
+               installed ? "installed" : "dropped (stale)", took.count());
 }
 
 }  // namespace lisp

@@ -15,6 +15,7 @@
 namespace lisp {
 
 class Runtime;
+struct Unit;
 
 class TierUp {
  public:
@@ -44,6 +45,7 @@ class TierUp {
   std::condition_variable wake_;
   std::condition_variable idle_;
   std::deque<std::unique_ptr<Job>> queue_;
+  std::unique_ptr<Unit> warm_up_;  // compiled, never installed, by the thread at its start
   bool stopping_ = false;
   bool held_ = false;
   bool busy_ = false;

@@ -71,24 +71,32 @@ void grow(SymbolTable* table) {
   table->capacity = capacity;
 }
 
-void write_to(std::string& out, Value v, bool display);
+void write_to(std::string& out, Value v, bool display, int depth = 0);
 
-void write_list(std::string& out, Value v, bool display) {
+// Lists nested deeper are written as "(...)": writing recurses, and data built at run time can
+// nest as deep as memory allows.
+constexpr int kMaxWriteDepth = 1000;
+
+void write_list(std::string& out, Value v, bool display, int depth) {
   static const Value quote = intern("quote");
+  if (++depth > kMaxWriteDepth) {
+    out += "(...)";
+    return;
+  }
   if (car(v) == quote && is_pair(cdr(v)) && cdr(cdr(v)) == kNil) {
     out += '\'';
-    write_to(out, car(cdr(v)), display);
+    write_to(out, car(cdr(v)), display, depth);
     return;
   }
   out += '(';
-  write_to(out, car(v), display);
+  write_to(out, car(v), display, depth);
   for (v = cdr(v); is_pair(v); v = cdr(v)) {
     out += ' ';
-    write_to(out, car(v), display);
+    write_to(out, car(v), display, depth);
   }
   if (v != kNil) {
     out += " . ";
-    write_to(out, v, display);
+    write_to(out, v, display, depth);
   }
   out += ')';
 }
@@ -120,7 +128,7 @@ void write_char(std::string& out, uint32_t code, bool display) {
   }
 }
 
-void write_to(std::string& out, Value v, bool display) {
+void write_to(std::string& out, Value v, bool display, int depth) {
   if (is_fixnum(v)) {
     out += std::to_string(fixnum_value(v));
     return;
@@ -139,7 +147,7 @@ void write_to(std::string& out, Value v, bool display) {
     return;
   }
   switch (type_of(as<Object>(v))) {
-    case Type::kPair: return write_list(out, v, display);
+    case Type::kPair: return write_list(out, v, display, depth);
     case Type::kString:
       if (display) {
         out += string_view_of(v);

@@ -128,7 +128,8 @@ TEST_F(StatsTest, JsonDumpHasTheDocumentedFieldsAndRoundTrips) {
             (std::set<std::string>{"allocations", "allocation_failures", "releases", "retires",
                                    "abandons", "release_errors", "reclaim_passes",
                                    "blocks_reclaimed", "bytes_reclaimed", "reclaim_ns_total",
-                                   "reclaim_ns_last", "decommitted_bytes"}));
+                                   "reclaim_ns_last", "decommitted_bytes",
+                                   "automatic_reclaim_passes"}));
   EXPECT_EQ(j["owners"][0]["name"], "lisp:fact");
   EXPECT_EQ(j["arenas"][1]["name"], "read_only");
   EXPECT_EQ(j.get<HeapStats>(), heap_->stats());

@@ -29,7 +29,8 @@
 #include "llvm/IR/Module.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/SourceMgr.h"
-#include "tests/gcglue/fresh_stack.h"
+#include "tests/gcglue/lambda_ir.h"
+#include "tests/scan/fresh_stack.h"
 
 namespace codeheap::gc {
 namespace {
@@ -48,45 +49,8 @@ T take(llvm::Expected<T> value) {
   return std::move(*value);
 }
 
-// lambda_<k>(env, x) = x + env[0] + k, through a dense switch so each body is a few hundred
-// bytes of code (enough that page rounding does not dominate the churn numbers).
-std::string lambda_ir(int k) {
-  std::string cases, blocks;
-  for (int i = 0; i < 16; ++i) {
-    cases += llvm::formatv("    i64 {0}, label %c{0}\n", i).str();
-    blocks += llvm::formatv(
-                  "c{0}:\n  %m{0} = mul i64 %sum, {1}\n  %r{0} = add i64 %m{0}, {2}\n"
-                  "  br label %done\n",
-                  i, i + 1, k + i)
-                  .str();
-  }
-  std::string phis;
-  for (int i = 0; i < 16; ++i) phis += llvm::formatv("[%r{0}, %c{0}], ", i).str();
-  phis += "[%sum, %entry]";
-  return llvm::formatv(R"(
-define i64 @lambda(ptr %env, i64 %x) {{
-entry:
-  %k = load i64, ptr %env
-  %sum = add i64 %x, %k
-  %sel = and i64 %x, 31
-  switch i64 %sel, label %done [
-{0}  ]
-{1}
-done:
-  %res = phi i64 {2}
-  ret i64 %res
-}
-)",
-                       cases, blocks, phis)
-      .str();
-}
-
-// What lambda_ir(k) computes.
-int64_t lambda_value(int k, int64_t env, int64_t x) {
-  int64_t sum = x + env;
-  int64_t sel = x & 31;
-  return sel < 16 ? sum * (sel + 1) + k + sel : sum;
-}
+using codeheap::testing::lambda_ir;
+using codeheap::testing::lambda_value;
 
 int64_t call(Closure* closure, int64_t x) {
   return reinterpret_cast<int64_t (*)(void*, int64_t)>(closure->entry)(closure->env, x);
@@ -431,9 +395,9 @@ TEST_F(RuntimeTest, AReturnAddressAtTheVeryEndOfABlockKeepsIt) {
   const uintptr_t end = block->address + block->size;
   // A registry of the test's own, to show that nothing but that return address points into
   // the block, so that the case is not decided by some other reference.
-  auto own = ThreadRegistry::create();
+  auto own = scan::ThreadRegistry::create();
   ASSERT_TRUE(bool(own)) << llvm::toString(own.takeError());
-  std::unique_ptr<ThreadRegistry> registry = std::move(*own);
+  std::unique_ptr<scan::ThreadRegistry> registry = std::move(*own);
   g_fail_return = 0;
   g_parked = false;
   g_release = false;
@@ -455,10 +419,12 @@ TEST_F(RuntimeTest, AReturnAddressAtTheVeryEndOfABlockKeepsIt) {
   EXPECT_EQ(g_fail_return, end) << "the call to fail() is not the last instruction of the "
                                    "block [" << std::hex << block->address << ", " << end
                                 << "): the test would prove nothing";
+  const AddressRange all_but_the_end[] = {{block->address, end - 1}};
+  uint8_t hit[1] = {};
   ScanReport others;
-  testing::run_on_fresh_stack([&] { others = registry->scan({{block->address, end - 1}}); });
+  testing::run_on_fresh_stack([&] { others = registry->scan(all_but_the_end, hit); });
   EXPECT_EQ(others.threads_scanned, 1u);
-  EXPECT_FALSE(others.referenced.at(0)) << "something else points into the block";
+  EXPECT_EQ(hit[0], 0) << "something else points into the block";
 
   for (int cycle = 0; cycle < 6; ++cycle) {
     collect();
@@ -1124,6 +1090,25 @@ TEST_F(RuntimeTest, BackgroundCompilesWhileTheMainThreadCollectsAndAdopts) {
     EXPECT_EQ(arena.used_bytes + arena.quarantined_bytes + arena.free_bytes, arena.reserved_bytes)
         << arena.name;
   }
+}
+
+// Boehm's heap is process-wide: a larger request grows it at create, a smaller one changes
+// nothing.
+TEST(RuntimeOptionsTest, InitialCollectorHeapGrowsBoehmsHeapAtCreate) {
+  RuntimeOptions options = small_options();
+  GC_INIT();
+  const size_t before = GC_get_heap_size();
+  options.initial_collector_heap_bytes = before + (8 << 20);
+  {
+    auto runtime = Runtime::create(options);
+    ASSERT_TRUE(bool(runtime)) << llvm::toString(runtime.takeError());
+    EXPECT_GE(GC_get_heap_size(), before + (8 << 20));
+  }
+  const size_t grown = GC_get_heap_size();
+  options.initial_collector_heap_bytes = 1 << 20;
+  auto runtime = Runtime::create(options);
+  ASSERT_TRUE(bool(runtime)) << llvm::toString(runtime.takeError());
+  EXPECT_EQ(GC_get_heap_size(), grown);
 }
 
 }  // namespace

@@ -28,6 +28,7 @@
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
+#include "tests/jit/ir_fixture_support.h"
 #include "tests/jit/orc_support.h"
 #include "tests/jit/process_maps.h"
 
@@ -52,98 +53,9 @@ using ::testing::HasSubstr;
 
 using orc_testing::k2GiB;
 
-// Six closures (code + environment pointer), a dense six-way switch over them and a
-// self-recursive function.
-constexpr const char* kClosuresIr = R"IR(
-%env = type { i64, i64 }
-
-define i64 @add_a(ptr %env, i64 %x) {
-  %p = getelementptr %env, ptr %env, i32 0, i32 0
-  %a = load i64, ptr %p
-  %r = add i64 %a, %x
-  ret i64 %r
-}
-define i64 @mul_b(ptr %env, i64 %x) {
-  %p = getelementptr %env, ptr %env, i32 0, i32 1
-  %b = load i64, ptr %p
-  %r = mul i64 %b, %x
-  ret i64 %r
-}
-define i64 @sub_a(ptr %env, i64 %x) {
-  %p = getelementptr %env, ptr %env, i32 0, i32 0
-  %a = load i64, ptr %p
-  %r = sub i64 %x, %a
-  ret i64 %r
-}
-define i64 @xor_b(ptr %env, i64 %x) {
-  %p = getelementptr %env, ptr %env, i32 0, i32 1
-  %b = load i64, ptr %p
-  %r = xor i64 %b, %x
-  ret i64 %r
-}
-define i64 @sum_ab(ptr %env, i64 %x) {
-  %pa = getelementptr %env, ptr %env, i32 0, i32 0
-  %pb = getelementptr %env, ptr %env, i32 0, i32 1
-  %a = load i64, ptr %pa
-  %b = load i64, ptr %pb
-  %s = add i64 %a, %b
-  %r = add i64 %s, %x
-  ret i64 %r
-}
-define i64 @shl_a(ptr %env, i64 %x) {
-  %p = getelementptr %env, ptr %env, i32 0, i32 0
-  %a = load i64, ptr %p
-  %r = shl i64 %x, %a
-  ret i64 %r
-}
-
-define i64 @dispatch(i64 %which, ptr %env, i64 %x) {
-entry:
-  switch i64 %which, label %other [
-    i64 0, label %c0
-    i64 1, label %c1
-    i64 2, label %c2
-    i64 3, label %c3
-    i64 4, label %c4
-    i64 5, label %c5
-  ]
-c0:
-  %r0 = call i64 @add_a(ptr %env, i64 %x)
-  ret i64 %r0
-c1:
-  %r1 = call i64 @mul_b(ptr %env, i64 %x)
-  ret i64 %r1
-c2:
-  %r2 = call i64 @sub_a(ptr %env, i64 %x)
-  ret i64 %r2
-c3:
-  %r3 = call i64 @xor_b(ptr %env, i64 %x)
-  ret i64 %r3
-c4:
-  %r4 = call i64 @sum_ab(ptr %env, i64 %x)
-  ret i64 %r4
-c5:
-  %r5 = call i64 @shl_a(ptr %env, i64 %x)
-  ret i64 %r5
-other:
-  ret i64 -1
-}
-
-define i64 @fib(i64 %n) {
-entry:
-  %small = icmp slt i64 %n, 2
-  br i1 %small, label %base, label %recurse
-base:
-  ret i64 %n
-recurse:
-  %n1 = sub i64 %n, 1
-  %f1 = call i64 @fib(i64 %n1)
-  %n2 = sub i64 %n, 2
-  %f2 = call i64 @fib(i64 %n2)
-  %s = add i64 %f1, %f2
-  ret i64 %s
-}
-)IR";
+// Six closures over a struct environment, a dense six-way switch over them (a jump table)
+// and a self-recursive function.
+std::string closuresIr() { return testdata::ir("struct_env_closures") + testdata::ir("fib"); }
 
 struct Env {
   int64_t a;
@@ -184,7 +96,7 @@ size_t expectAllBlocksInHeap(const GraphRecorder& recorder, const Heap& heap) {
 }
 
 // The assembly `ir` compiles to with the engine's target configuration for `options`.
-std::string compileToAssembly(const char* ir, const EngineOptions& options) {
+std::string compileToAssembly(const std::string& ir, const EngineOptions& options) {
   auto builder = targetMachineBuilder(options);
   if (!builder) return "targetMachineBuilder: " + errorText(builder.takeError());
   auto machine = builder->createTargetMachine();
@@ -236,12 +148,13 @@ TEST_P(OrcEngineCodegen, ClosuresJumpTableAndRecursionAreLowAndDirect) {
   options.plugins.push_back(recorder);
 
   // This IR, compiled the way the engine compiles it, dispatches through a jump table.
-  const std::string assembly = compileToAssembly(kClosuresIr, options);
+  const std::string closures = closuresIr();
+  const std::string assembly = compileToAssembly(closures, options);
   EXPECT_THAT(assembly, HasSubstr(".LJTI")) << assembly;
 
   auto engine = makeEngine(*heap, options);
   ASSERT_NE(engine, nullptr);
-  auto handle = engine->addModule(kClosuresIr, "closures");
+  auto handle = engine->addModule(closures, "closures");
   ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
 
   using Dispatch = int64_t (*)(int64_t, Env*, int64_t);
@@ -368,19 +281,7 @@ TEST(OrcEngine, HostExceptionUnwindsThroughJitFrames) {
   ASSERT_EQ(errorText(engine->defineHostSymbols(
                 {{"host_throw", llvm::orc::ExecutorAddr::fromPtr(&orc_test_host_throw)}})),
             "");
-  auto handle = engine->addModule(R"IR(
-    declare void @host_throw(i64)
-    define i64 @jit_inner(i64 %x) {
-      %y = add i64 %x, 1
-      call void @host_throw(i64 %y)
-      ret i64 0
-    }
-    define i64 @jit_outer(i64 %x) {
-      %r = call i64 @jit_inner(i64 %x)
-      %s = add i64 %r, 1
-      ret i64 %s
-    }
-  )IR", "thrower");
+  auto handle = engine->addModule(testdata::ir("host_throw"), "thrower");
   ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
   auto jit_outer = function<int64_t (*)(int64_t)>(*engine, "jit_outer");
   ASSERT_NE(jit_outer, nullptr);
@@ -511,34 +412,6 @@ llvm::orc::ThreadSafeModule parseThreadSafeModule(const std::string& ir) {
   return llvm::orc::ThreadSafeModule(std::move(module), std::move(context));
 }
 
-// Code, read-only data, initialized and zero-initialized data, a process symbol (GOT and stub)
-// and an internal helper, which is no definition of the module's.
-constexpr const char* kDefinitionsIr = R"IR(
-  declare i64 @labs(i64)
-  @counter = global i64 5
-  @zeros = global [32 x i64] zeroinitializer
-  @table = constant [4 x i64] [i64 10, i64 20, i64 30, i64 40]
-  define internal i64 @helper(i64 %x) {
-    %r = call i64 @labs(i64 %x)
-    ret i64 %r
-  }
-  define i64 @bump() {
-    %v = load i64, ptr @counter
-    %n = add i64 %v, 1
-    store i64 %n, ptr @counter
-    ret i64 %n
-  }
-  define i64 @pick(i64 %i) {
-    %p = getelementptr [4 x i64], ptr @table, i64 0, i64 %i
-    %v = load i64, ptr %p
-    %z = getelementptr [32 x i64], ptr @zeros, i64 0, i64 %i
-    %w = load i64, ptr %z
-    %s = add i64 %v, %w
-    %r = call i64 @helper(i64 %s)
-    ret i64 %r
-  }
-)IR";
-
 TEST(OrcEngine, LinkModuleReturnsEveryDefinitionAndTheModulesHeapBytes) {
   auto heap = makeSmallHeap("orc-link-module");
   ASSERT_NE(heap, nullptr);
@@ -546,7 +419,9 @@ TEST(OrcEngine, LinkModuleReturnsEveryDefinitionAndTheModulesHeapBytes) {
   ASSERT_NE(engine, nullptr);
   const size_t used_before = heap->stats().used_bytes;
 
-  auto linked = engine->linkModule(parseThreadSafeModule(kDefinitionsIr), "definitions");
+  // Code, read-only data, data, zero-fill data, a process symbol and an internal helper.
+  auto linked =
+      engine->linkModule(parseThreadSafeModule(testdata::ir("definitions")), "definitions");
   ASSERT_TRUE(static_cast<bool>(linked)) << errorText(linked.takeError());
   std::set<std::string> names;
   for (const auto& entry : linked->definitions) {

@@ -18,6 +18,7 @@
 #include "llvm/ExecutionEngine/Orc/LLJIT.h"
 #include "llvm/ExecutionEngine/Orc/RTDyldObjectLinkingLayer.h"
 #include "llvm/ExecutionEngine/Orc/ThreadSafeModule.h"
+#include "tests/jit/ir_fixture_support.h"
 #include "tests/jit/mcjit_support.h"
 #include "tests/jit/process_maps.h"
 
@@ -32,99 +33,9 @@ using testing::parseModule;
 
 extern "C" int64_t codeheap_test_host_scale(int64_t x) { return 3 * x + 1; }
 
-// Four closures (code + environment pointer), a dispatcher whose dense 8-case switch becomes a
-// jump table (absolute 32-bit table address, 64-bit entries under the static Small model),
-// a self-recursive fib and a call to a host function.
-constexpr const char* kClosuresIR = R"IR(
-define i64 @add_env(ptr %env, i64 %x) {
-  %p = getelementptr i64, ptr %env, i64 0
-  %v = load i64, ptr %p
-  %r = add i64 %x, %v
-  ret i64 %r
-}
-define i64 @mul_env(ptr %env, i64 %x) {
-  %p = getelementptr i64, ptr %env, i64 1
-  %v = load i64, ptr %p
-  %r = mul i64 %x, %v
-  ret i64 %r
-}
-define i64 @sub_env(ptr %env, i64 %x) {
-  %p = getelementptr i64, ptr %env, i64 2
-  %v = load i64, ptr %p
-  %r = sub i64 %x, %v
-  ret i64 %r
-}
-define i64 @xor_env(ptr %env, i64 %x) {
-  %p = getelementptr i64, ptr %env, i64 3
-  %v = load i64, ptr %p
-  %r = xor i64 %x, %v
-  ret i64 %r
-}
-define i64 @dispatch(i32 %which, ptr %env, i64 %x) {
-entry:
-  switch i32 %which, label %other [
-    i32 0, label %c0
-    i32 1, label %c1
-    i32 2, label %c2
-    i32 3, label %c3
-    i32 4, label %c4
-    i32 5, label %c5
-    i32 6, label %c6
-    i32 7, label %c7
-  ]
-c0:
-  %r0 = call i64 @add_env(ptr %env, i64 %x)
-  ret i64 %r0
-c1:
-  %r1 = call i64 @mul_env(ptr %env, i64 %x)
-  ret i64 %r1
-c2:
-  %r2 = call i64 @sub_env(ptr %env, i64 %x)
-  ret i64 %r2
-c3:
-  %r3 = call i64 @xor_env(ptr %env, i64 %x)
-  ret i64 %r3
-c4:
-  %x4 = add i64 %x, 100
-  %r4 = call i64 @add_env(ptr %env, i64 %x4)
-  ret i64 %r4
-c5:
-  %x5 = shl i64 %x, 1
-  %r5 = call i64 @mul_env(ptr %env, i64 %x5)
-  ret i64 %r5
-c6:
-  %x6 = sub i64 0, %x
-  %r6 = call i64 @sub_env(ptr %env, i64 %x6)
-  ret i64 %r6
-c7:
-  %x7 = or i64 %x, 4096
-  %r7 = call i64 @xor_env(ptr %env, i64 %x7)
-  ret i64 %r7
-other:
-  ret i64 -1
-}
-define i64 @fib(i64 %n) {
-entry:
-  %small = icmp slt i64 %n, 2
-  br i1 %small, label %base, label %rec
-base:
-  ret i64 %n
-rec:
-  %n1 = sub i64 %n, 1
-  %f1 = call i64 @fib(i64 %n1)
-  %n2 = sub i64 %n, 2
-  %f2 = call i64 @fib(i64 %n2)
-  %s = add i64 %f1, %f2
-  ret i64 %s
-}
-declare i64 @codeheap_test_host_scale(i64)
-define i64 @call_host(i64 %x) {
-  %y = add i64 %x, 1
-  %r = call i64 @codeheap_test_host_scale(i64 %y)
-  %s = add i64 %r, 7
-  ret i64 %s
-}
-)IR";
+// Four closures over an array environment, a dispatcher whose dense switch becomes a jump
+// table, a self-recursive fib and a call to a host function (codeheap_test_host_scale).
+std::string closuresIr() { return testdata::ir("array_env_closures") + testdata::ir("fib"); }
 
 int64_t referenceDispatch(int which, const int64_t* env, int64_t x) {
   switch (which) {
@@ -147,7 +58,7 @@ constexpr uintptr_t kLow = uintptr_t{1} << 31;
 TEST(McjitTest, SmallCodeModelClosuresJumpTableRecursionAndHostCall) {
   auto heap = makeHeap("mcjit-small");
   ASSERT_TRUE(heap);
-  auto jit = makeMcjit(*heap, kClosuresIR, "closures", [](RtdyldMemoryManager& manager) {
+  auto jit = makeMcjit(*heap, closuresIr(), "closures", [](RtdyldMemoryManager& manager) {
     manager.defineSymbol("codeheap_test_host_scale",
                          reinterpret_cast<uint64_t>(&codeheap_test_host_scale));
   });
@@ -370,29 +281,16 @@ extern "C" void codeheap_test_host_throw(int64_t x) {
   throw std::runtime_error("thrown by the host with " + std::to_string(x));
 }
 
-constexpr const char* kThrowIR = R"IR(
-declare void @codeheap_test_host_throw(i64)
-define i64 @jit_calls_thrower(i64 %x) uwtable {
-  %y = add i64 %x, 1
-  call void @codeheap_test_host_throw(i64 %y)
-  ret i64 0
-}
-define i64 @jit_outer(i64 %x) uwtable {
-  %r = call i64 @jit_calls_thrower(i64 %x)
-  %s = add i64 %r, 1
-  ret i64 %s
-}
-)IR";
-
 TEST(McjitTest, HostExceptionsUnwindThroughJitFramesAndFramesAreDeregisteredAtReclaim) {
   auto heap = makeHeap("mcjit-eh");
   ASSERT_TRUE(heap);
   uintptr_t eh_frame = 0;
   {
-    auto jit = makeMcjit(*heap, kThrowIR, "eh", [](RtdyldMemoryManager& manager) {
-      manager.defineSymbol("codeheap_test_host_throw",
-                           reinterpret_cast<uint64_t>(&codeheap_test_host_throw));
-    });
+    // jit_outer -> jit_inner -> host_throw, here codeheap_test_host_throw.
+    auto define_host_throw = [](RtdyldMemoryManager& manager) {
+      manager.defineSymbol("host_throw", reinterpret_cast<uint64_t>(&codeheap_test_host_throw));
+    };
+    auto jit = makeMcjit(*heap, testdata::ir("host_throw"), "eh", define_host_throw);
     ASSERT_TRUE(jit.engine);
     for (const auto& section : jit.manager->sections())
       if (section.name == ".eh_frame") eh_frame = section.address;
@@ -488,7 +386,7 @@ TEST(McjitTest, RTDyldObjectLinkingLayerPlacesRemovesAndReportsErrors) {
             "");
 
   auto tracker = jit->getMainJITDylib().createResourceTracker();
-  ASSERT_EQ(errorText(jit->addIRModule(tracker, parseModule(kClosuresIR))), "");
+  ASSERT_EQ(errorText(jit->addIRModule(tracker, parseModule(closuresIr()))), "");
   auto dispatch = jit->lookup("dispatch");
   ASSERT_TRUE(bool(dispatch)) << llvm::toString(dispatch.takeError());
   EXPECT_LT(dispatch->getValue(), kLow);
@@ -549,22 +447,7 @@ TEST(McjitTest, DebugSectionsLoadedByProcessAllSectionsStayAtAddressZero) {
     });
   });
   ASSERT_TRUE(jit);
-  ASSERT_EQ(errorText(jit->addIRModule(parseModule(R"IR(
-define i64 @with_debug_info(i64 %x) !dbg !4 {
-  %r = add i64 %x, 1, !dbg !7
-  ret i64 %r, !dbg !7
-}
-!llvm.dbg.cu = !{!0}
-!llvm.module.flags = !{!3}
-!0 = distinct !DICompileUnit(language: DW_LANG_C99, file: !1, producer: "test", isOptimized: false, runtimeVersion: 0, emissionKind: FullDebug)
-!1 = !DIFile(filename: "debug.c", directory: "/tmp")
-!3 = !{i32 2, !"Debug Info Version", i32 3}
-!4 = distinct !DISubprogram(name: "with_debug_info", scope: !1, file: !1, line: 1, type: !5, scopeLine: 1, unit: !0, spFlags: DISPFlagDefinition)
-!5 = !DISubroutineType(types: !6)
-!6 = !{}
-!7 = !DILocation(line: 2, column: 3, scope: !4)
-)IR"))),
-            "");
+  ASSERT_EQ(errorText(jit->addIRModule(parseModule(testdata::ir("debug_info")))), "");
   auto function = jit->lookup("with_debug_info");
   ASSERT_TRUE(bool(function)) << llvm::toString(function.takeError());
   EXPECT_EQ(function->toPtr<int64_t (*)(int64_t)>()(41), 42);

@@ -11,7 +11,7 @@
 
 #include <functional>
 
-namespace codeheap::gc::testing {
+namespace codeheap::testing {
 
 inline void run_on_fresh_stack(const std::function<void()>& body) {
   constexpr size_t kStackSize = 8 << 20;
@@ -32,4 +32,4 @@ inline void run_on_fresh_stack(const std::function<void()>& body) {
   munmap(stack, kStackSize);
 }
 
-}  // namespace codeheap::gc::testing
+}  // namespace codeheap::testing

@@ -1,17 +1,19 @@
 // The stack scanner sees a thread's program counter and its return addresses inside code
-// blocks, and stops seeing them once the thread has left.
-#include "gcglue/thread_registry.h"
+// blocks, and stops seeing them once the thread has left; a registered scanning thread reads
+// its own stack from where its pass began.
+#include "scan/thread_registry.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <thread>
 
 #include "codeheap/heap.h"
-#include "tests/gcglue/fresh_stack.h"
+#include "tests/scan/fresh_stack.h"
 
-namespace codeheap::gc {
+namespace codeheap::scan {
 namespace {
 
 // spin(flag): loops while *flag != 0, then returns.
@@ -54,16 +56,19 @@ class ThreadRegistryTest : public ::testing::Test {
     return {block->address, block->address + size};
   }
 
-  ScanReport scan(std::vector<AddressRange> ranges) {
+  // Scans sorted `ranges` from a fresh, unregistered stack; `hits` receives the marks.
+  ScanReport scan(const std::vector<AddressRange>& ranges, std::vector<uint8_t>& hits) {
+    hits.assign(ranges.size(), 0);
     ScanReport report;
-    testing::run_on_fresh_stack([&] { report = registry_->scan(ranges); });
+    testing::run_on_fresh_stack([&] { report = registry_->scan(ranges, hits); });
     return report;
   }
 
   bool referenced(AddressRange range) {
-    ScanReport report = scan({range});
+    std::vector<uint8_t> hits;
+    ScanReport report = scan({range}, hits);
     EXPECT_EQ(report.threads_timed_out, 0u);
-    return report.referenced.at(0);
+    return hits.at(0) != 0;
   }
 
   std::unique_ptr<Heap> heap_;
@@ -105,10 +110,15 @@ TEST_F(ThreadRegistryTest, SeesReturnAddressesOfDeepRecursion) {
     ASSERT_TRUE(ok(registry_->unregister_current_thread()));
   });
   while (!g_parked) std::this_thread::yield();
-  ScanReport report = scan({unrelated, nest});
+  std::vector<AddressRange> ranges{nest, unrelated};
+  std::sort(ranges.begin(), ranges.end(),
+            [](const AddressRange& a, const AddressRange& b) { return a.begin < b.begin; });
+  std::vector<uint8_t> hits;
+  ScanReport report = scan(ranges, hits);
   EXPECT_EQ(report.threads_scanned, 1u);  // the worker (the scanning thread is not registered)
-  EXPECT_FALSE(report.referenced.at(0));
-  EXPECT_TRUE(report.referenced.at(1));
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    EXPECT_EQ(hits[i], ranges[i].begin == nest.begin ? 1 : 0) << i;
+  }
   EXPECT_GT(report.stack_words_scanned, 1000u);
   g_release = true;
   worker.join();
@@ -131,18 +141,59 @@ TEST_F(ThreadRegistryTest, AWordEqualToARangesEndIsInsideItAndInTheNextRange) {
     ASSERT_TRUE(ok(registry_->unregister_current_thread()));
   });
   while (!holding) std::this_thread::yield();
-  // Adjacent ranges around the word, in no particular order (scan sorts them).
+  // Adjacent ranges around the word.
   const AddressRange before{kHeld - 64, kHeld - 32}, ending{kHeld - 32, kHeld},
       beginning{kHeld, kHeld + 32}, after{kHeld + 32, kHeld + 64};
-  ScanReport report = scan({after, ending, before, beginning});
+  std::vector<uint8_t> hits;
+  ScanReport report = scan({before, ending, beginning, after}, hits);
   EXPECT_EQ(report.threads_timed_out, 0u);
-  EXPECT_EQ(report.referenced, (std::vector<bool>{false, true, false, true}));
+  EXPECT_EQ(hits, (std::vector<uint8_t>{0, 1, 1, 0}));
   // Alone, the range that ends at the word; then ranges that just miss it on either side.
   EXPECT_TRUE(referenced(ending));
-  report = scan({{kHeld - 32, kHeld - 1}, {kHeld + 1, kHeld + 33}});
-  EXPECT_EQ(report.referenced, (std::vector<bool>{false, false}));
+  scan({{kHeld - 32, kHeld - 1}, {kHeld + 1, kHeld + 33}}, hits);
+  EXPECT_EQ(hits, (std::vector<uint8_t>{0, 0}));
   done = true;
   worker.join();
+}
+
+// A registered thread that reclaims reads its own stack: the frames of its callers, from where
+// run_pass began, not the pass's own frames, which hold the addresses the pass looks for.
+// Numbers far from any address, as above; the ranges live in heap memory, not on the stack.
+constexpr uintptr_t kOnlyInThePass = 0x5eedc0de56780000;
+
+TEST_F(ThreadRegistryTest, ARegisteredCallerReadsItsOwnStackFromWhereThePassBegan) {
+  testing::run_on_fresh_stack([&] {
+    ASSERT_TRUE(ok(registry_->register_current_thread()));
+    volatile uintptr_t held = kHeld;  // in a caller's frame
+    std::vector<AddressRange> ranges(2);  // written in place: no copy on this stack
+    ranges[0].begin = kHeld;
+    ranges[0].end = kHeld + 32;
+    ranges[1].begin = kOnlyInThePass;
+    ranges[1].end = kOnlyInThePass + 32;
+    std::vector<uint8_t> hits(ranges.size());
+    ScanReport report;
+    registry_->run_pass([&] {
+      volatile uintptr_t in_the_pass = kOnlyInThePass;
+      report = registry_->scan(ranges, hits);
+      EXPECT_EQ(in_the_pass, kOnlyInThePass);
+    });
+    EXPECT_EQ(report.threads_scanned, 1u);  // itself, without a signal
+    EXPECT_EQ(report.threads_timed_out, 0u);
+    EXPECT_EQ(hits, (std::vector<uint8_t>{1, 0}));
+    // Outside a pass it reads itself from the scan's frame up: still what its callers hold.
+    hits.assign(ranges.size(), 0);
+    registry_->scan(ranges, hits);
+    EXPECT_EQ(hits[0], 1);
+    EXPECT_EQ(held, kHeld);
+    ASSERT_TRUE(ok(registry_->unregister_current_thread()));
+  });
+}
+
+// Heap::reclaim promises sorted ranges; anything else is a bug, and keeps every range.
+TEST_F(ThreadRegistryTest, UnsortedRangesAreAllKept) {
+  std::vector<uint8_t> hits;
+  scan({{kHeld + 64, kHeld + 96}, {kHeld - 64, kHeld - 32}}, hits);
+  EXPECT_EQ(hits, (std::vector<uint8_t>{1, 1}));
 }
 
 TEST_F(ThreadRegistryTest, UnregisteredThreadIsNotScanned) {
@@ -154,9 +205,10 @@ TEST_F(ThreadRegistryTest, UnregisteredThreadIsNotScanned) {
     reinterpret_cast<void (*)(std::atomic<uint8_t>*)>(spin.begin)(&flag);
   });
   while (!started) std::this_thread::yield();
-  ScanReport report = scan({spin});
+  std::vector<uint8_t> hits;
+  ScanReport report = scan({spin}, hits);
   EXPECT_EQ(report.threads_scanned, 0u);  // this is why threads must register
-  EXPECT_FALSE(report.referenced.at(0));
+  EXPECT_EQ(hits.at(0), 0);
   flag = 0;
   worker.join();
 }
@@ -183,4 +235,4 @@ TEST(ThreadRegistryOptions, RejectsNonRealtimeSignal) {
 }
 
 }  // namespace
-}  // namespace codeheap::gc
+}  // namespace codeheap::scan

@@ -1,4 +1,4 @@
-#include "gcglue/thread_registry.h"
+#include "scan/thread_registry.h"
 
 #include <pthread.h>
 #include <semaphore.h>
@@ -12,11 +12,16 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "codeheap/log.h"
 
-namespace codeheap::gc {
+namespace codeheap::scan {
 namespace {
+
+// getcontext may return twice, like setjmp: kept out of scan() so that none of scan's locals is
+// live across it (gcc -Wextra: "might be clobbered by longjmp").
+[[gnu::noinline]] bool capture_context(ucontext_t& context) { return getcontext(&context) == 0; }
 
 int default_signal() {
 #if defined(__SANITIZE_THREAD__)
@@ -64,6 +69,13 @@ namespace {
 std::atomic<HandshakeRequest*> g_request{nullptr};
 std::mutex g_scan_mutex;
 
+// The calling thread as run_pass found it: where a scan inside the pass reads it from.
+struct CallerContext {
+  const ThreadRegistry* registry;
+  ucontext_t context;
+};
+thread_local const CallerContext* t_caller = nullptr;
+
 // Marks the ranges containing `word`, if any. `ranges` is sorted and disjoint, and a range
 // contains its end (AddressRange): a word equal to the end of one range and the begin of the
 // next marks both. Runs in the scan signal handler, which may interrupt a sanitizer's runtime
@@ -100,11 +112,14 @@ __attribute__((no_sanitize("address", "thread"))) size_t scan_words(
   return n;
 }
 
-__attribute__((no_sanitize("address", "thread"))) void scan_context(const ucontext_t* uc,
-                                                                    HandshakeRequest* r) {
-  for (int i = 0; i < NGREG; ++i) {
-    mark(r->ranges, r->count, r->hits, uintptr_t(uc->uc_mcontext.gregs[i]));
-  }
+// A thread's registers, then its stack from the stack pointer they hold up to `stack_high`
+// (below the stack pointer lies only the x86-64 red zone, leaf data, never a return address).
+// Returns the stack words read.
+__attribute__((no_sanitize("address", "thread"))) size_t scan_thread(
+    const ucontext_t* uc, uintptr_t stack_high, const AddressRange* ranges, size_t count,
+    std::atomic<uint8_t>* hits) {
+  for (int i = 0; i < NGREG; ++i) mark(ranges, count, hits, uintptr_t(uc->uc_mcontext.gregs[i]));
+  return scan_words(uintptr_t(uc->uc_mcontext.gregs[REG_RSP]), stack_high, ranges, count, hits);
 }
 
 }  // namespace
@@ -124,12 +139,8 @@ static void handshake_handler(int sig, siginfo_t* info, void* context) {
   HandshakeRequest* r = g_request.load(std::memory_order_acquire);
   if (r != nullptr && r->target == pid_t(syscall(SYS_gettid)) &&
       !r->done.load(std::memory_order_acquire)) {
-    auto* uc = static_cast<const ucontext_t*>(context);
-    scan_context(uc, r);
-    // Below the interrupted stack pointer lies only the x86-64 red zone (leaf data, never a
-    // return address) and this handler's own frames.
-    uintptr_t sp = uintptr_t(uc->uc_mcontext.gregs[REG_RSP]);
-    r->words.store(scan_words(sp, r->stack_high, r->ranges, r->count, r->hits),
+    r->words.store(scan_thread(static_cast<const ucontext_t*>(context), r->stack_high,
+                               r->ranges, r->count, r->hits),
                    std::memory_order_relaxed);
     r->done.store(true, std::memory_order_release);
     sem_post(&r->ack);
@@ -193,7 +204,7 @@ llvm::Error ThreadRegistry::register_current_thread() {
   records_.push_back(std::make_unique<Record>(
       Record{pthread_self(), pid_t(syscall(SYS_gettid)),
              reinterpret_cast<uintptr_t>(stack_low) + stack_size}));
-  codeheap::logger("gc")->debug("registered thread {} (stack top {:#x})", records_.back()->tid,
+  codeheap::logger("scan")->debug("registered thread {} (stack top {:#x})", records_.back()->tid,
                                 records_.back()->stack_high);
   return llvm::Error::success();
 }
@@ -222,34 +233,77 @@ size_t ThreadRegistry::registered_threads() const {
   return records_.size();
 }
 
-ScanReport ThreadRegistry::scan(const std::vector<AddressRange>& input) {
-  uint64_t start = now_ns();
+// Not inlined, so that `caller` lies in this frame, above the frames of the pass.
+__attribute__((noinline)) void ThreadRegistry::run_pass(const std::function<void()>& pass) {
+  CallerContext caller{this, {}};  // zeroed: getcontext leaves most of it unwritten, and it is
+                                   // scanned with this frame
+  if (getcontext(&caller.context) != 0) {
+    // Without the registers the caller is read from scan's own frame up (see scan).
+    pass();
+    return;
+  }
+  struct Restore {
+    const CallerContext* outer;
+    ~Restore() { t_caller = outer; }  // also if the pass throws
+  } restore{std::exchange(t_caller, &caller)};
+  pass();
+}
+
+ScanReport ThreadRegistry::scan(std::span<const AddressRange> input,
+                                std::span<uint8_t> referenced) {
+  const uint64_t start = now_ns();
   ScanReport report;
-  std::vector<size_t> order(input.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(),
-            [&](size_t a, size_t b) { return input[a].begin < input[b].begin; });
-  // Sorted ranges and their hit flags, shared with the handlers. Heap-allocated so that a
+  const auto by_address = [](const AddressRange& a, const AddressRange& b) {
+    return a.begin < b.begin;
+  };
+  if (referenced.size() != input.size() ||
+      !std::is_sorted(input.begin(), input.end(), by_address)) {
+    codeheap::logger("scan")->error("scan: {} ranges, {} results, {}: keeping every range",
+                                    input.size(), referenced.size(),
+                                    "ranges must be sorted with one result each");
+    std::fill(referenced.begin(), referenced.end(), 1);
+    return report;
+  }
+  // A copy of the ranges and hit flags, shared with the handlers. Heap-allocated so that a
   // timed-out handshake can abandon them to a handler that may still run.
   struct Buffers {
     std::vector<AddressRange> ranges;
     std::unique_ptr<std::atomic<uint8_t>[]> hits;
   };
   auto buffers = std::make_unique<Buffers>();
-  for (size_t i : order) buffers->ranges.push_back(input[i]);
+  buffers->ranges.assign(input.begin(), input.end());
   buffers->hits.reset(new std::atomic<uint8_t>[input.size() + 1]);
   const std::vector<AddressRange>& ranges = buffers->ranges;
   std::atomic<uint8_t>* hits = buffers->hits.get();
-  for (size_t i = 0; i < ranges.size(); ++i) hits[i].store(0);
+  for (size_t i = 0; i < ranges.size(); ++i) hits[i].store(0, std::memory_order_relaxed);
   bool all_referenced = false;
 
   std::lock_guard scan_lock(g_scan_mutex);
   std::lock_guard lock(mutex_);
-  pthread_t self = pthread_self();
+  const pthread_t self = pthread_self();
 
   for (auto& record : records_) {
-    // The caller cannot interrupt itself: its own frames are the scan's (see scan()).
-    if (pthread_equal(record->thread, self) || all_referenced) continue;
+    if (all_referenced) break;
+    if (pthread_equal(record->thread, self)) {
+      // A thread cannot interrupt itself: it reads its own stack, from where run_pass found it
+      // if it is inside one, else from here (this frame and the scan's, which hold no
+      // quarantined address but may hold stale copies of one, are then read too).
+      ucontext_t here{};  // zeroed: what getcontext leaves unwritten is scanned too
+      const ucontext_t* context = nullptr;
+      if (t_caller != nullptr && t_caller->registry == this) {
+        context = &t_caller->context;
+      } else if (capture_context(here)) {
+        context = &here;
+      }
+      if (context == nullptr) {
+        all_referenced = true;  // cannot read itself: keep everything
+        continue;
+      }
+      report.stack_words_scanned +=
+          scan_thread(context, record->stack_high, ranges.data(), ranges.size(), hits);
+      ++report.threads_scanned;
+      continue;
+    }
     auto request = std::make_unique<HandshakeRequest>();
     request->ranges = ranges.data();
     request->count = ranges.size();
@@ -262,8 +316,8 @@ ScanReport ThreadRegistry::scan(const std::vector<AddressRange>& input) {
     // tgkill rather than pthread_kill: a thread that exited without unregistering gives ESRCH
     // instead of undefined behaviour.
     if (syscall(SYS_tgkill, getpid(), record->tid, options_.signal) != 0) {
-      codeheap::logger("gc")->warn("thread {} is gone without unregistering; skipped",
-                                   record->tid);
+      codeheap::logger("scan")->warn("thread {} is gone without unregistering; skipped",
+                                     record->tid);
       g_request.store(nullptr, std::memory_order_release);
       sem_destroy(&request->ack);
       continue;
@@ -296,21 +350,18 @@ ScanReport ThreadRegistry::scan(const std::vector<AddressRange>& input) {
       all_referenced = true;
       request.release();
       buffers.release();
-      codeheap::logger("gc")->warn(
+      codeheap::logger("scan")->warn(
           "thread {} did not acknowledge the scan signal within {} ms; keeping all {} ranges "
           "quarantined",
           record->tid, timeout.count(), ranges.size());
     }
   }
 
-  report.referenced.assign(input.size(), all_referenced);
-  if (!all_referenced) {
-    for (size_t i = 0; i < ranges.size(); ++i) {
-      report.referenced[order[i]] = hits[i].load(std::memory_order_relaxed) != 0;
-    }
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    referenced[i] = all_referenced || hits[i].load(std::memory_order_relaxed) != 0;
   }
   report.duration_ns = now_ns() - start;
   return report;
 }
 
-}  // namespace codeheap::gc
+}  // namespace codeheap::scan

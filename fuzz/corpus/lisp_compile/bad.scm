@@ -1,0 +1,1 @@
+(if) (lambda) (let ((x)) x) (define) (set! 1 2) (1 . 2 . 3) )

@@ -1,0 +1,133 @@
+// The engine's own link passes (engine_internal.h): heap bytes per linkModule call, and function
+// names for the heap's crash reports.
+#include <algorithm>
+#include <cstdint>
+
+#include "codeheap/log.h"
+#include "jit/engine_internal.h"
+#include "jit/link_plugin.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ExecutionEngine/JITLink/JITLink.h"
+#include "llvm/Support/MathExtras.h"
+
+namespace codeheap::jit {
+
+// MemProt's bitwise operators live in namespace llvm; this pulls them in.
+LLVM_ENABLE_BITMASK_ENUMS_IN_NAMESPACE();
+
+namespace engine_internal {
+
+using llvm::Error;
+
+namespace {
+
+// The heap block of each standard-lifetime segment as HeapJITLinkMemoryManager lays it out:
+// from the segment's first block, aligned down to the segment's largest alignment (where the
+// heap block starts), to its last block's end, rounded up to the heap's 16-byte granule.
+uint64_t heapBytes(llvm::jitlink::LinkGraph& graph) {
+  constexpr uint64_t kGranule = 16;  // heap.h: a block's footprint
+  struct Span {
+    llvm::orc::MemProt prot;
+    uint64_t begin = UINT64_MAX;
+    uint64_t end = 0;
+    uint64_t alignment = 1;
+  };
+  llvm::SmallVector<Span, 4> spans;
+  for (llvm::jitlink::Section& section : graph.sections()) {
+    if (section.getMemLifetime() != llvm::orc::MemLifetime::Standard || section.empty())
+      continue;
+    auto span =
+        llvm::find_if(spans, [&](const Span& s) { return s.prot == section.getMemProt(); });
+    if (span == spans.end()) span = &spans.emplace_back(Span{section.getMemProt()});
+    for (llvm::jitlink::Block* block : section.blocks()) {
+      const uint64_t address = block->getAddress().getValue();
+      span->begin = std::min(span->begin, address);
+      span->end = std::max(span->end, address + block->getSize());
+      span->alignment = std::max<uint64_t>(span->alignment, block->getAlignment());
+    }
+  }
+  uint64_t bytes = 0;
+  for (const Span& s : spans) {
+    const uint64_t start = llvm::alignDown(s.begin, s.alignment);
+    bytes += llvm::alignTo(std::max<uint64_t>(s.end - start, 1), kGranule);
+  }
+  return bytes;
+}
+
+class FunctionNamer final : public StatelessLinkPlugin {
+ public:
+  explicit FunctionNamer(Heap& heap) : heap_(heap) {}
+
+  void modifyPassConfig(llvm::orc::MaterializationResponsibility&, llvm::jitlink::LinkGraph&,
+                        llvm::jitlink::PassConfiguration& config) override {
+    config.PostAllocationPasses.push_back([this](llvm::jitlink::LinkGraph& graph) {
+      name(graph);
+      return Error::success();
+    });
+  }
+
+ private:
+  void name(llvm::jitlink::LinkGraph& graph) {
+    llvm::SmallVector<SymbolRange, 8> functions;
+    for (const llvm::jitlink::Symbol* symbol : graph.defined_symbols()) {
+      const llvm::jitlink::Section& section = symbol->getBlock().getSection();
+      if (!symbol->hasName() || !symbol->isCallable() ||
+          section.getMemLifetime() != llvm::orc::MemLifetime::Standard ||
+          (section.getMemProt() & llvm::orc::MemProt::Exec) == llvm::orc::MemProt::None)
+        continue;
+      functions.push_back(
+          {symbol->getAddress().getValue(), symbol->getSize(), symbol->getName()});
+    }
+    // A refusal only costs a crash report the function's name; the link goes on.
+    if (auto added = heap_.add_symbols(functions); !added)
+      logger("jit")->debug("graph '{}': {}", graph.getName(), added.error().message);
+  }
+
+  Heap& heap_;
+};
+
+}  // namespace
+
+void HeapBytesRecorder::expect(llvm::orc::ResourceKey key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  bytes_[key] = 0;
+}
+
+uint64_t HeapBytesRecorder::take(llvm::orc::ResourceKey key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = bytes_.find(key);
+  if (it == bytes_.end()) return 0;
+  const uint64_t bytes = it->second;
+  bytes_.erase(it);
+  return bytes;
+}
+
+void HeapBytesRecorder::modifyPassConfig(llvm::orc::MaterializationResponsibility& responsibility,
+                                         llvm::jitlink::LinkGraph&,
+                                         llvm::jitlink::PassConfiguration& config) {
+  llvm::orc::ResourceKey key = 0;
+  // Fails only for a tracker removed meanwhile, whose link fails anyway.
+  if (Error err = responsibility.withResourceKeyDo([&](llvm::orc::ResourceKey k) { key = k; })) {
+    llvm::consumeError(std::move(err));
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!bytes_.contains(key)) return;
+  }
+  config.PostAllocationPasses.push_back([this, key](llvm::jitlink::LinkGraph& graph) {
+    const uint64_t bytes = heapBytes(graph);
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = bytes_.find(key);
+    if (it != bytes_.end()) it->second += bytes;
+    return Error::success();
+  });
+}
+
+std::unique_ptr<llvm::orc::ObjectLinkingLayer::Plugin> makeFunctionNamer(Heap& heap) {
+  return std::make_unique<FunctionNamer>(heap);
+}
+
+}  // namespace engine_internal
+}  // namespace codeheap::jit
