@@ -150,6 +150,8 @@ struct Engine::Impl {
   };
 
   Impl(Heap& heap, EngineOptions options);
+  // Removes every live module before `jit` ends its session (see engine_modules.cc).
+  ~Impl();
 
   llvm::Expected<std::unique_ptr<llvm::orc::ObjectLayer>> createLinkingLayer(
       llvm::orc::ExecutionSession& session);

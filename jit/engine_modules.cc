@@ -1,9 +1,11 @@
 // The engine's modules: adding one (verify, compile, link eagerly), the registry of live modules
 // with their definitions' addresses, and removal, which retires a module's blocks to the heap's
 // quarantine.
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "jit/engine.h"
 #include "jit/engine_internal.h"
@@ -183,6 +185,29 @@ Error Engine::Impl::remove(ModuleHandle handle) {
     return llvm::joinErrors(makeError("removing module '" + module.name + "'"), std::move(err));
   log->debug("removed module '{}' (#{})", module.name, handle.id);
   return Error::success();
+}
+
+Engine::Impl::~Impl() {
+  cells.clear();  // their stubs go first, as before any module
+  // Each module's tracker is removed, not just dropped: a dropped tracker hands its resources
+  // to the JITDylib's default tracker, and LLVM 19's ObjectLinkingLayer::handleTransferResources
+  // keeps a reference into its allocation map across the insertion of the default tracker's
+  // entry. When that insertion grows the map, the first module transferred loses its allocation:
+  // never deallocated, its blocks stay live and its eh_frame registered after the heap has
+  // reused or unmapped them (the next exception thrown anywhere then reads freed memory).
+  std::vector<uint64_t> ids;
+  ids.reserve(modules.size());
+  for (const auto& [id, module] : modules) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  for (uint64_t id : ids) {
+    LiveModule& module = modules.find(id)->second;
+    if (Error err = module.tracker->remove()) {
+      log->error("removing module '{}' (#{}) with its engine: {}", module.name, id,
+                 llvm::toString(std::move(err)));
+    }
+  }
+  modules.clear();
+  linked.clear();
 }
 
 Expected<ExecutorAddr> Engine::Impl::lookup(StringRef name) {
