@@ -91,18 +91,18 @@ class LLJITOnCodeHeapCycle final : public Workload {
     // plugin that goes with it (jit/eh_frame_plugin.h).
     auto target = check(llvm::orc::JITTargetMachineBuilder::detectHost(), "detectHost");
     target.setRelocationModel(llvm::Reloc::PIC_).setCodeModel(llvm::CodeModel::Small);
-    jit_ = check(
-        llvm::orc::LLJITBuilder()
-            .setJITTargetMachineBuilder(std::move(target))
-            .setObjectLinkingLayerCreator(
-                [this](llvm::orc::ExecutionSession& session, const llvm::Triple&)
-                    -> llvm::Expected<std::unique_ptr<llvm::orc::ObjectLayer>> {
-                  auto layer = std::make_unique<llvm::orc::ObjectLinkingLayer>(session, memory_);
-                  layer->addPlugin(std::make_unique<jit::DeferredEHFramePlugin>());
-                  return layer;
-                })
-            .create(),
-        "creating LLJIT on the code heap");
+    jit_ = check(llvm::orc::LLJITBuilder()
+                     .setJITTargetMachineBuilder(std::move(target))
+                     .setObjectLinkingLayerCreator(
+                         [this](llvm::orc::ExecutionSession& session, const llvm::Triple&)
+                             -> llvm::Expected<std::unique_ptr<llvm::orc::ObjectLayer>> {
+                           auto layer =
+                               std::make_unique<llvm::orc::ObjectLinkingLayer>(session, memory_);
+                           layer->addPlugin(std::make_unique<jit::DeferredEHFramePlugin>());
+                           return layer;
+                         })
+                     .create(),
+                 "creating LLJIT on the code heap");
   }
 
   void run(size_t count) override {
@@ -131,10 +131,10 @@ std::unique_ptr<Workload> alternating_with_stock(std::unique_ptr<Workload> ours)
 
 void register_benchmarks() {
   initialize_native_target();
-  add({.name = "e2e/engine", .make = [] { return std::make_unique<EngineCycle>(); },
-       .warmup = 100})
+  add({.name = "e2e/engine", .make = [] { return std::make_unique<EngineCycle>(); }, .warmup = 100})
       ->Unit(benchmark::kMicrosecond);
-  add({.name = "e2e/stock_lljit", .make = [] { return std::make_unique<StockCycle>(); },
+  add({.name = "e2e/stock_lljit",
+       .make = [] { return std::make_unique<StockCycle>(); },
        .warmup = 100})
       ->Unit(benchmark::kMicrosecond);
   add({.name = "e2e/lljit_codeheap",

@@ -65,9 +65,8 @@ void runtime_churn(benchmark::State& state) {
     for (size_t i = 0; i < kClosuresPerCollection; ++i) make_and_call(*runtime);
     const auto start = std::chrono::steady_clock::now();
     const gc::CollectReport report = runtime->collect();
-    const auto collect_ns = std::chrono::duration<double, std::nano>(
-                                std::chrono::steady_clock::now() - start)
-                                .count();
+    const auto collect_ns =
+        std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
     state.PauseTiming();
     total.collections += 1;
     total.reclaimed_bytes += report.reclaim.reclaimed_bytes;
@@ -110,7 +109,8 @@ void register_benchmarks() {
   benchmark::RegisterBenchmark("churn/runtime", runtime_churn)
       ->MeasureProcessCPUTime()
       ->Unit(benchmark::kMicrosecond);
-  add({.name = "churn/stock_lljit", .make = [] { return std::make_unique<StockChurn>(); },
+  add({.name = "churn/stock_lljit",
+       .make = [] { return std::make_unique<StockChurn>(); },
        .warmup = 100})
       ->MeasureProcessCPUTime()
       ->Unit(benchmark::kMicrosecond);

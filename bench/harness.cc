@@ -60,9 +60,10 @@ int run_fixed(const std::string& name, size_t iterations, std::optional<size_t> 
   // Measured while the workload still holds everything the iterations left behind.
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  std::printf("{\"workload\": \"%s\", \"iterations\": %zu, \"seconds\": %.9f, "
-              "\"peak_rss_kib\": %ld, \"maps_lines\": %zu}\n",
-              name.c_str(), iterations, seconds, usage.ru_maxrss, maps_lines());
+  std::printf(
+      "{\"workload\": \"%s\", \"iterations\": %zu, \"seconds\": %.9f, "
+      "\"peak_rss_kib\": %ld, \"maps_lines\": %zu}\n",
+      name.c_str(), iterations, seconds, usage.ru_maxrss, maps_lines());
   std::fflush(stdout);
   return 0;
 }

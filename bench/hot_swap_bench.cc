@@ -257,15 +257,23 @@ class CallLoop final : public Workload {
 void register_benchmarks() {
   initialize_native_target();
   constexpr size_t kSwapBatch = 256;
-  add({.name = "swap/entry_cell", .make = [] { return std::make_unique<EntryCellSwap>(); },
-       .batch = kSwapBatch, .prepared = true, .warmup = 1000});
-  add({.name = "swap/orc_stubs", .make = [] { return std::make_unique<OrcStubSwap>(); },
-       .batch = kSwapBatch, .prepared = true, .warmup = 1000});
+  add({.name = "swap/entry_cell",
+       .make = [] { return std::make_unique<EntryCellSwap>(); },
+       .batch = kSwapBatch,
+       .prepared = true,
+       .warmup = 1000});
+  add({.name = "swap/orc_stubs",
+       .make = [] { return std::make_unique<OrcStubSwap>(); },
+       .batch = kSwapBatch,
+       .prepared = true,
+       .warmup = 1000});
 
-  add({.name = "redefine/engine", .make = [] { return std::make_unique<EngineRedefine>(); },
+  add({.name = "redefine/engine",
+       .make = [] { return std::make_unique<EngineRedefine>(); },
        .warmup = 100})
       ->Unit(benchmark::kMicrosecond);
-  add({.name = "redefine/stock_lljit", .make = [] { return std::make_unique<StockRedefine>(); },
+  add({.name = "redefine/stock_lljit",
+       .make = [] { return std::make_unique<StockRedefine>(); },
        .warmup = 100})
       ->Unit(benchmark::kMicrosecond);
 

@@ -48,9 +48,8 @@ class InlineRef {
 
 }  // namespace
 
-const RequestShape kSmallRequest{"small",
-                                 {{".text", MemProt::Read | MemProt::Exec, 256},
-                                  {".rodata", MemProt::Read, 64}}};
+const RequestShape kSmallRequest{
+    "small", {{".text", MemProt::Read | MemProt::Exec, 256}, {".rodata", MemProt::Read, 64}}};
 const RequestShape kMixedRequest{"mixed16k",
                                  {{".text", MemProt::Read | MemProt::Exec, 8192},
                                   {".rodata", MemProt::Read, 4096},

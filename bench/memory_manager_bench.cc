@@ -204,8 +204,7 @@ void register_benchmarks() {
     // The baseline's mmap, mprotect and munmap cost what the host's other tenants let them,
     // which moves between minutes by as much as the target's margin; in alternation both sides
     // see the same minutes. (Each side also starts its turn in the caches the other left.)
-    add({.name = std::string("jitlink/") + shape->name + "/alternating",
-         .make = [shape] {
+    add({.name = std::string("jitlink/") + shape->name + "/alternating", .make = [shape] {
            return std::make_unique<Alternating>(
                Alternating::Side{codeheap_cycle(*shape), kReclaimEvery},
                Alternating::Side{in_process_cycle(*shape), kAlternatingBaselineOps}, kWarmup);

@@ -3,12 +3,9 @@
 //
 // Open addressing with linear probing over a power-of-two array of (address, pointer) slots,
 // at most half full, deletion by backward shift (no tombstones, so lookups never slow down under
-// churn). Every allocation, retirement and reclaim of a block looks its start up here; in the
-// allocate/retire/reclaim cycle of a link the lookups run right after the link's content was
-// copied, with the caches cold. One probe usually touches one cache line, where a node-based
-// std::unordered_map touches a bucket, a node and a division by a prime (an insert, two finds
-// and an erase cost ~45 ns there against ~7 ns here; absl::flat_hash_map, whose tombstones and
-// hash mixing do not pay off for keys that are already well spread, ~70 ns).
+// churn). Every allocation, retirement and reclaim of a block looks its start up here; why not
+// std::unordered_map or absl::flat_hash_map, measured: docs/performance-notes.md, "AddressIndex:
+// open addressing".
 //
 // Keys are non-zero multiples of 2^kKeyShift (0 marks an empty slot): granule-aligned
 // addresses by default. Erasing never shrinks the array: a reclaim pass empties the quarantine

@@ -68,8 +68,7 @@ class BlockTable {
   const Entry* containing(uintptr_t address) const;
 
   // A new entry for a block at `begin`, default-initialized for the caller to fill in place
-  // (building a Block elsewhere and copying it in stalls: the copy's wide loads cannot be
-  // forwarded from the narrow stores that built it).
+  // (docs/performance-notes.md, "Block entries filled in place").
   Entry* insert(uintptr_t begin);
 
   // The entry of the block that starts at `begin` (null if none), for callers that need its
@@ -115,7 +114,7 @@ class BlockTable {
   size_t summary_words_;  // of summary_
   Bits starts_;           // bit per granule: a block starts there
   Bits summary_;          // bit per starts_ word: it is not zero
-  NodePool* entries_;  // the heap's node pool
+  NodePool* entries_;     // the heap's node pool
   AddressIndex<Entry> index_;
 };
 

@@ -10,13 +10,13 @@
 namespace codeheap {
 
 enum class ErrorCode {
-  kInvalidArgument,   // zero size, absurd size or alignment, unknown arena, bad options
-  kOutOfMemory,       // no free block is large enough (message names requested/free/largest)
-  kPlacementFailed,   // the low reservation could not be made (never falls back high)
-  kDoubleRelease,     // the block is already in quarantine
-  kForeignAddress,    // address is not the start of a block of this heap
-  kSystemError,       // mmap/mremap/mprotect/madvise failed; message carries errno text
-  kForkedChild,       // the heap was made before fork(): its memory is not in this child
+  kInvalidArgument,  // zero size, absurd size or alignment, unknown arena, bad options
+  kOutOfMemory,      // no free block is large enough (message names requested/free/largest)
+  kPlacementFailed,  // the low reservation could not be made (never falls back high)
+  kDoubleRelease,    // the block is already in quarantine
+  kForeignAddress,   // address is not the start of a block of this heap
+  kSystemError,      // mmap/mremap/mprotect/madvise failed; message carries errno text
+  kForkedChild,      // the heap was made before fork(): its memory is not in this child
 };
 
 const char* to_string(ErrorCode code);

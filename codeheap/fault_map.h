@@ -12,8 +12,9 @@
 // that meets a recycled record reads recycled memory, never unmapped memory.
 //
 // Writers only touch the record of the block at hand, which the block's entry points to: a code
-// block's allocation writes one cache line (the record it takes is prefetched), retire, release
-// and reclaim a few bytes of it (the heap prefetches it with the block's entry where it can).
+// block's allocation writes the record it takes, retire, release and reclaim a few bytes of it.
+// The heap prefetches records before writing them where it can (docs/performance-notes.md,
+// "Fault map records"; the cost: docs/reliability.md).
 // Readers scan every record, O(records): a crash handler runs once, and scanning a few thousand
 // records takes microseconds.
 //
@@ -68,7 +69,7 @@ struct alignas(64) FaultRecord {
   // Writer only. A block: its first function; a function: the next function of its block; a
   // free record: the next free record.
   std::atomic<uint32_t> next{0};
-  std::atomic<uint32_t> parent{0};                    // a function's block
+  std::atomic<uint32_t> parent{0};                   // a function's block
   std::atomic<uint64_t> name[kFaultNameWords] = {};  // its first name_length bytes
 
   // The seqlock's write side: a reader that sees the same even number before and after its loads
@@ -136,13 +137,13 @@ class FaultMap {
     return free_ != 0 ? free_ : formers_count_ == kFormers ? formers_[oldest_former_] : 0;
   }
   FaultRecord* allocate_record();
-  FaultRecord* allocate_new_record();  // from the chunks: nothing to recycle
-  uint32_t evict_oldest_former();      // its functions freed; returns the record
+  FaultRecord* allocate_new_record();     // from the chunks: nothing to recycle
+  uint32_t evict_oldest_former();         // its functions freed; returns the record
   void free_record(FaultRecord& record);  // with its functions, if a block
 
   std::unique_ptr<std::atomic<FaultRecord*>[]> chunks_;
-  std::atomic<uint32_t> count_{1};  // records handed out so far, record 0 (none) included
-  uint32_t free_ = 0;               // freed records, linked through `next`
+  std::atomic<uint32_t> count_{1};            // records handed out so far, record 0 (none) included
+  uint32_t free_ = 0;                         // freed records, linked through `next`
   std::array<uint32_t, kFormers> formers_{};  // a ring of the last freed blocks' records
   size_t oldest_former_ = 0;
   size_t formers_count_ = 0;
@@ -172,8 +173,8 @@ inline FaultRecord* FaultMap::allocate_record() {
   return &at(index);
 }
 
-// Whole words, and the last one assembled byte by byte: a memcpy of a variable length into a
-// word would make the word's load wait for the bytes' stores (no store forwarding).
+// Whole words, and the last one assembled byte by byte (docs/performance-notes.md, "Fault map
+// records").
 inline void FaultRecord::set_name(std::string_view text) {
   const size_t length = std::min(text.size(), kAddressInfoNameBytes - 1);
   size_t i = 0;

@@ -63,8 +63,8 @@ inline FreeList::Cursor FreeList::first_at_least(size_t size) const {
   size_t cls = class_of(size);
   if (cls == kNoClass) return {};
   // Within the class of `size` some spans may be smaller than `size`; above it none are. (The
-  // bitmap says whether the class is empty without touching the class's set, which is usually
-  // not in the cache.)
+  // bitmap says whether the class is empty without touching the class's set:
+  // docs/performance-notes.md, "FreeList: the class bitmap first".)
   if (nonempty_[cls / 64] & (uint64_t{1} << (cls % 64))) {
     auto it = classes_[cls].lower_bound(SizedSpan{.begin = 0, .size = size, .by_address = nullptr});
     if (it != classes_[cls].end()) return {cls, it};

@@ -15,7 +15,8 @@
 //     keeps large spans intact for large modules; the address tie-break keeps code dense at the
 //     bottom of the arena.
 // Blocks carved one after another off one large span (the steady state between reclaims) skip
-// the search: the list remembers that span while best fit would pick it anyway (allocate).
+// the search: the list remembers that span while best fit would pick it anyway (allocate;
+// docs/performance-notes.md, "FreeList: the remembered span").
 //
 // Not thread-safe: the Heap's mutex guards it.
 #pragma once
@@ -76,7 +77,7 @@ class FreeList {
   }
 
  private:
-  static constexpr int kSubClassBits = 4;  // 16 classes per power of two
+  static constexpr int kSubClassBits = 4;                            // 16 classes per power of two
   static constexpr size_t kLinearLimit = kGranule << kSubClassBits;  // 256: exact 16-byte steps
   static constexpr size_t kClassCount = (32 - 7) << kSubClassBits;   // covers sizes < 2^32
   static constexpr size_t kNoClass = kClassCount;
@@ -118,7 +119,8 @@ class FreeList {
     uintptr_t begin() const { return it->begin; }
   };
 
-  // The allocation path's helpers are forced inline: as calls they cost as much as their work.
+  // The allocation path's helpers are forced inline (docs/performance-notes.md, "Inlined
+  // bookkeeping").
   [[gnu::always_inline]] static size_t class_of(size_t size);
   [[gnu::always_inline]] size_t next_nonempty_class(size_t from) const;
   void mark_nonempty(size_t cls);
@@ -144,7 +146,7 @@ class FreeList {
   }
 
   ByAddress by_address_;
-  std::vector<SizeClass> classes_;                // kClassCount of them
+  std::vector<SizeClass> classes_;                            // kClassCount of them
   std::array<uint64_t, (kClassCount + 63) / 64> nonempty_{};  // bit per class
   uint64_t nonempty_words_ = 0;  // bit per word of nonempty_ that is not zero
   // A span that is the smallest of its class (hint_class_), kept from the last carve until any

@@ -40,8 +40,8 @@ const char* to_string(Arena arena) {
   return "unknown";
 }
 
-Result<void> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment,
-                                         OwnerId owner, OwnerRecord* record, Allocation& out,
+Result<void> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment, OwnerId owner,
+                                         OwnerRecord* record, Allocation& out,
                                          BlockTable::Entry** entry) {
   if (region->inherited()) [[unlikely]] {
     return make_error(ErrorCode::kForkedChild,
@@ -125,26 +125,26 @@ Result<Block*> Heap::Impl::releasable_locked(const char* operation, uintptr_t ad
                                   operation, address, block->size, block->owner));
   }
   if (!region->contains(address)) {
-    return make_error(ErrorCode::kForeignAddress,
-                      fmt::format("{}({:#x}): not an address of heap '{}' [{:#x}, {:#x})",
-                                  operation, address, options.name, region->begin(),
-                                  region->end()));
+    return make_error(
+        ErrorCode::kForeignAddress,
+        fmt::format("{}({:#x}): not an address of heap '{}' [{:#x}, {:#x})", operation, address,
+                    options.name, region->begin(), region->end()));
   }
   if (const BlockTable::Entry* entry = blocks.containing(address)) {
     const auto& [begin, block] = *entry;
-    return make_error(ErrorCode::kForeignAddress,
-                      fmt::format("{}({:#x}): interior address of the {} block [{:#x}, {:#x}) "
-                                  "(owner {}); pass the address allocate returned",
-                                  operation, address,
-                                  block.state == BlockState::kLive ? "live" : "quarantined", begin,
-                                  begin + block.size, block.owner));
+    return make_error(
+        ErrorCode::kForeignAddress,
+        fmt::format("{}({:#x}): interior address of the {} block [{:#x}, {:#x}) "
+                    "(owner {}); pass the address allocate returned",
+                    operation, address, block.state == BlockState::kLive ? "live" : "quarantined",
+                    begin, begin + block.size, block.owner));
   }
-  return make_error(ErrorCode::kForeignAddress,
-                    fmt::format("{}({:#x}): no block here; it is free memory of the {} arena",
-                                operation, address,
-                                address < region->arena_begin(Arena::kReadOnly) ? "code"
-                                : address < region->arena_begin(Arena::kData)   ? "read_only"
-                                                                                : "data"));
+  return make_error(
+      ErrorCode::kForeignAddress,
+      fmt::format("{}({:#x}): no block here; it is free memory of the {} arena", operation, address,
+                  address < region->arena_begin(Arena::kReadOnly) ? "code"
+                  : address < region->arena_begin(Arena::kData)   ? "read_only"
+                                                                  : "data"));
 }
 
 void Heap::Impl::quarantine_locked(uintptr_t begin, Block& block, bool trap_now) {
@@ -237,8 +237,8 @@ Heap::~Heap() {
 Result<std::unique_ptr<Heap>> Heap::create(HeapOptions options) {
   Result<std::unique_ptr<Region>> region = Region::create(options);
   if (!region) return tl::make_unexpected(std::move(region.error()));
-  std::unique_ptr<Heap> heap(new Heap(std::make_unique<Impl>(std::move(options),
-                                                             std::move(*region))));
+  std::unique_ptr<Heap> heap(
+      new Heap(std::make_unique<Impl>(std::move(options), std::move(*region))));
   const Impl& h = *heap->impl_;
   h.log->info("heap '{}': region [{:#x}, {:#x}), code {}, read_only {}, data {}", h.options.name,
               h.region->begin(), h.region->end(), human_bytes(h.options.code_bytes),
@@ -321,8 +321,8 @@ Result<OwnerId> Heap::Impl::allocate_group_locked(std::string& name,
   const OwnerId owner = record.stats.id;
   const bool tracked = requests.size() <= OwnerRecord::kGroupCapacity;
   record.group_overflow = !tracked;
-  // Each block's search starts with a likely cache miss (the code copied in since the last
-  // allocation evicted the free lists); asking for them all first lets the misses overlap.
+  // Prefetches each request's remembered span and the first block's fault record before the
+  // searches (docs/performance-notes.md, "allocate_group: prefetches before the searches").
   for (const BlockRequest& r : requests) {
     if (static_cast<size_t>(r.arena) < arenas.size()) arena(r.arena).free.prefetch();
   }
@@ -330,8 +330,8 @@ Result<OwnerId> Heap::Impl::allocate_group_locked(std::string& name,
   for (size_t i = 0; i < requests.size(); ++i) {
     const BlockRequest& r = requests[i];
     BlockTable::Entry* entry = nullptr;
-    Result<void> block = allocate_locked(r.arena, r.size, r.alignment, owner, &record, out[i],
-                                         &entry);
+    Result<void> block =
+        allocate_locked(r.arena, r.size, r.alignment, owner, &record, out[i], &entry);
     if (block) {
       if (tracked) record.group[record.group_size++] = entry;
       continue;
@@ -347,9 +347,8 @@ Result<OwnerId> Heap::Impl::allocate_group_locked(std::string& name,
     name = std::move(record.stats.name);
     owners.remove(owner);
     counters = before;
-    return make_error(block.error().code,
-                      fmt::format("allocate_group: request {} of {}: {}", i + 1, requests.size(),
-                                  block.error().message));
+    return make_error(block.error().code, fmt::format("allocate_group: request {} of {}: {}", i + 1,
+                                                      requests.size(), block.error().message));
   }
   return owner;
 }
@@ -403,8 +402,7 @@ Result<void> Heap::release_group(OwnerId owner, std::span<const uintptr_t> addre
   return impl_->end_group(Impl::Exit::kRelease, owner, addresses, std::move(on_gone));
 }
 
-Result<void> Heap::Impl::end_owned_group(Exit exit, OwnerId owner,
-                                         std::function<void()> on_gone) {
+Result<void> Heap::Impl::end_owned_group(Exit exit, OwnerId owner, std::function<void()> on_gone) {
   const char* operation = exit == Exit::kRelease ? "release_group" : "retire_group";
   Result<void> result;
   std::vector<std::function<void()>> ready;
@@ -414,18 +412,19 @@ Result<void> Heap::Impl::end_owned_group(Exit exit, OwnerId owner,
     bool accepted = false;
     OwnerRecord* const record = owners.accepting(owner, accepted);
     if (!accepted || record == nullptr) {
-      result = make_error(ErrorCode::kInvalidArgument,
-                          fmt::format("{}({}): no such owner, or retired already", operation,
-                                      owner));
+      result =
+          make_error(ErrorCode::kInvalidArgument,
+                     fmt::format("{}({}): no such owner, or retired already", operation, owner));
     } else if (record->group_overflow) {
       result = make_error(ErrorCode::kInvalidArgument,
                           fmt::format("{}({}): the group has more than {} blocks; pass their "
                                       "addresses",
                                       operation, owner, OwnerRecord::kGroupCapacity));
     } else {
-      // The record holds the entries: no lookups. They have usually left the cache since
-      // the link, so ask for all of them before the first is needed. (The group is emptied
-      // first, so quarantine_locked has nothing to drop from it.)
+      // The record holds the entries: no lookups. All of them are prefetched first, each next
+      // block's fault record one block ahead (docs/performance-notes.md, "Retire by owner: the
+      // group prefetched"). (The group is emptied first, so quarantine_locked has nothing to
+      // drop from it.)
       const size_t count = std::exchange(record->group_size, 0);
       const auto& group = record->group;
       for (size_t i = 0; i < count; ++i) __builtin_prefetch(group[i]);
@@ -455,7 +454,7 @@ Result<void> Heap::release_group(OwnerId owner, std::function<void()> on_gone) {
 }
 
 Result<void> Heap::Impl::end_block(Exit exit, uintptr_t address) {
-  const char* operation = exit == Exit::kRelease ? "release"
+  const char* operation = exit == Exit::kRelease  ? "release"
                           : exit == Exit::kRetire ? "retire"
                                                   : "abandon";
   Result<void> result;
@@ -531,7 +530,7 @@ bool Heap::describe(uintptr_t address, AddressInfo& info) const {
   if (!h.region->contains(address) || h.region->inherited()) return false;
   info.arena = address < h.region->arena_begin(Arena::kReadOnly) ? Arena::kCode
                : address < h.region->arena_begin(Arena::kData)   ? Arena::kReadOnly
-                                                                  : Arena::kData;
+                                                                 : Arena::kData;
   if (info.arena != Arena::kCode) {
     info.state = AddressInfo::State::kUntracked;
     return true;
@@ -550,14 +549,12 @@ Result<void> Heap::add_symbols(std::span<const SymbolRange> symbols) {
       const BlockTable::Entry* entry = h.blocks.containing(symbol.address);
       if (entry != nullptr && entry->second.state == BlockState::kLive &&
           symbol.address + symbol.size <= entry->first + entry->second.footprint) {
-        h.faults.add_function(entry->second.fault_record, symbol.address, symbol.size,
-                              symbol.name);
+        h.faults.add_function(entry->second.fault_record, symbol.address, symbol.size, symbol.name);
       } else if (result) {
         result = make_error(ErrorCode::kInvalidArgument,
                             fmt::format("add_symbols: '{}' [{:#x}, +{}) is not inside a live "
                                         "block of heap '{}'",
-                                        symbol.name, symbol.address, symbol.size,
-                                        h.options.name));
+                                        symbol.name, symbol.address, symbol.size, h.options.name));
       }
     }
   }
@@ -565,9 +562,7 @@ Result<void> Heap::add_symbols(std::span<const SymbolRange> symbols) {
   return result;
 }
 
-uint8_t* Heap::writable_alias(uintptr_t address) const {
-  return impl_->region->writable(address);
-}
+uint8_t* Heap::writable_alias(uintptr_t address) const { return impl_->region->writable(address); }
 
 OwnerId Heap::register_owner(std::string name) {
   Impl& h = *impl_;

@@ -1,60 +1,32 @@
-// codeheap::Heap: a low-address home for JIT code and data.
+// codeheap::Heap: a low-address home for JIT code and data (how it works: docs/design.md).
 //
-// One Heap owns one contiguous reservation below 2 GiB, split into three arenas:
-//
-//   kCode      executed through a read-execute view, written through a read-write alias of the
-//              same shared pages. Permissions are never flipped (W^X holds at every instant),
-//              so reusing a freed block never touches pages that live code shares.
-//   kReadOnly  read through a read-only view, written through a read-write alias (shared).
+// One Heap owns one reservation below 2 GiB, so LLVM's Small code model, pc-relative calls and
+// 32-bit absolute references (jump tables) resolve between any two of its blocks. Arenas:
+//   kCode      run through a read-execute view, written through Allocation::writable (a
+//              read-write alias of the same pages); no page is ever writable and executable.
+//   kReadOnly  read through a read-only view, written through Allocation::writable.
 //   kData      plain read-write memory, never executable; written in place.
+// A block takes its size rounded up to 16 bytes (its footprint) and is aligned to at least 16.
 //
-// Because every byte lies in the low 2 GiB, LLVM's Small code model, pc-relative calls and
-// 32-bit absolute references (jump tables) resolve between any two blocks of the heap.
+// A block's life: allocate -> live -> release|retire -> quarantine -> reclaim -> free.
+//   release  fills it with trap bytes (0xCC, int3) at once: a stale jump into it traps.
+//   retire   keeps its bytes intact until a reclaim pass's ReferenceScanner (e.g.
+//            scan::ThreadRegistry) or predicate finds nothing referencing it: for code a thread
+//            may still be running (hot-swap, garbage-collected code).
+//   abandon  for a block never executed (a failed link): freed at once, its allocation undone
+//            exactly (committed pages and statistics included).
+// Passes run when the caller asks (reclaim) or on their own (set_reclaim_policy). Free code
+// memory that was used holds trap bytes, never old code.
 //
-// Lifecycle of a block:  allocate -> (live) -> release|retire -> quarantine -> reclaim -> free.
-// A quarantined block is not reused until a reclaim pass is told, by a ReferenceScanner (e.g.
-// scan::ThreadRegistry, which scans the stacks of registered threads) or a caller-supplied
-// predicate, that nothing references it any more. Passes run when the caller asks, or on their
-// own under a ReclaimPolicy (set_reclaim_policy).
-// Two ways in:
-//   release  revokes the code now: the block is filled with trap bytes (0xCC, `int3` on x86-64)
-//            at once, so a stale pointer that still jumps into it traps instead of running
-//            whatever is allocated there next.
-//   retire   lets running activations finish: the bytes stay intact (a thread may be executing
-//            them, or hold a return address into them) and, in the code arena, are overwritten
-//            with trap bytes only when the reclaim pass proves nothing references them. This is
-//            what hot-swap and garbage-collected code use, since neither can know that no thread
-//            is inside.
-// Free code blocks always hold trap bytes once they have been used. (Retired constants and data
-// are never executed, so reclaim leaves their bytes as they are.) `abandon` skips quarantine
-// for blocks that were never executed (a failed or abandoned link) and undoes the allocation
-// exactly, returning the pages it committed, so the statistics are as before the allocation.
+// Thread safety: any member, from any thread. The scanner (or predicate) runs without the heap
+// lock and must not call reclaim on the same heap. Under a ReclaimPolicy, release, retire, the
+// *_group calls, allocate and allocate_group may run a whole pass (on_gone callbacks included)
+// before they return: call them holding no lock that those callbacks or the scanner's threads
+// need. `contains` and `describe` take no lock, so a signal handler may call them.
 //
-// Free pages that reclaim returns to the OS (see HeapOptions::retain_free_bytes) read as zeros
-// until they are handed out again.
-//
-// Thread safety: every public member function may be called from any thread. A single mutex
-// guards the heap's metadata; no system call is made under it in steady state. The scanner (or
-// predicate) of `reclaim` runs WITHOUT the lock held, so it may take time (stop threads, scan
-// stacks), but it must not call back into `reclaim` on the same heap. Under a ReclaimPolicy,
-// release, retire, the *_group calls, allocate and allocate_group may run a whole pass before
-// they return (on_gone callbacks included), so call them holding no lock that those callbacks
-// or the scanner's threads need. The one system call made
-// under the lock is reclaim's trim: when more than `retain_free_bytes` of whole free pages are
-// committed, reclaim returns the excess to the OS (madvise) before unlocking, so that no other
-// thread can be handed those pages meanwhile. `contains` and `describe` take no lock at all,
-// so a signal handler may call them.
-//
-// Memory accounting: a block takes its size rounded up to 16 bytes (the granule; its
-// "footprint") from the arena and is aligned to at least 16. Metadata lives outside the arenas.
-//
-// fork(): a child inherits none of the heap's memory (MADV_DONTFORK, codeheap/region.h), so it
-// can never write, or see, the parent's code pages. In the child, the inherited Heap object is
-// inert: allocate and allocate_group fail with kForkedChild, calling or writing anything in its
-// region faults (SIGSEGV, in the child only; the range reads as zeros), and destroying it
-// unmaps nothing. A child may exec, or create a new Heap and use it (placed elsewhere: the
-// inherited range stays reserved in the child). This holds for fork() through the C library,
-// whose pthread_atfork handlers run; a raw fork system call gets MADV_DONTFORK alone.
+// fork(): in a child the inherited Heap is inert (allocate and allocate_group fail with
+// kForkedChild, its range faults, destroying it unmaps nothing); a new Heap works there
+// (docs/design.md, "fork()").
 #pragma once
 
 #include <cstddef>
@@ -106,9 +78,9 @@ struct HeapOptions {
 };
 
 struct Allocation {
-  uintptr_t address = 0;   // where the bytes live for the CPU (low; the execution address)
+  uintptr_t address = 0;        // where the bytes live for the CPU (low; the execution address)
   uint8_t* writable = nullptr;  // where to write them (the alias for kCode/kReadOnly)
-  size_t size = 0;         // as requested
+  size_t size = 0;              // as requested
   Arena arena = Arena::kCode;
 };
 
@@ -142,9 +114,9 @@ inline constexpr size_t kAddressInfoNameBytes = 80;
 // What Heap::describe knows about an address: what a crash handler reports.
 struct AddressInfo {
   enum class State : uint8_t {
-    kOutside,      // not in the heap's reservation
-    kUntracked,    // read-only data or data: describe tracks code blocks only
-    kFree,         // free code memory; `former` says whether the block below is the one last here
+    kOutside,    // not in the heap's reservation
+    kUntracked,  // read-only data or data: describe tracks code blocks only
+    kFree,       // free code memory; `former` says whether the block below is the one last here
     kLive,
     kQuarantined,  // retired: the bytes are intact until reclaimed
     kReleased,     // quarantined and already trap-filled
@@ -200,7 +172,7 @@ class ReferenceScanner {
 // quarantine by `quarantined_bytes` past what the last pass left, or an allocation that finds
 // no room (which then tries once more). The scanner must outlive the policy.
 struct ReclaimPolicy {
-  ReferenceScanner* scanner = nullptr;  // null: no automatic reclamation (the default)
+  ReferenceScanner* scanner = nullptr;         // null: no automatic reclamation (the default)
   size_t quarantined_bytes = size_t{1} << 20;  // 0: only when an allocation fails
   bool on_allocation_failure = true;
 };

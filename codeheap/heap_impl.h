@@ -30,7 +30,10 @@ namespace codeheap {
 struct ArenaState {
   ArenaState(Arena id, uintptr_t begin, uintptr_t end, size_t page_size,
              std::pmr::memory_resource* metadata)
-      : id(id), begin(begin), end(end), free(begin, end - begin, metadata),
+      : id(id),
+        begin(begin),
+        end(end),
+        free(begin, end - begin, metadata),
         commit((end - begin) / page_size) {}
 
   Arena id;
@@ -46,7 +49,8 @@ struct ArenaState {
 
 struct Heap::Impl {
   Impl(HeapOptions heap_options, std::unique_ptr<Region> heap_region)
-      : options(std::move(heap_options)), region(std::move(heap_region)),
+      : options(std::move(heap_options)),
+        region(std::move(heap_region)),
         blocks(region->begin(), region->end(), &metadata),
         owners(&metadata) {
     options.code_bytes = region->arena_bytes(Arena::kCode);
@@ -69,8 +73,9 @@ struct Heap::Impl {
   }
 
   // `record` is the OwnerTable's record of `owner` (null for kNoOwner), which the caller has
-  // checked. The block goes to `out`, written in place (a copy of a returned Allocation stalls
-  // on loads the store buffer cannot forward); `entry`, if given, receives its table entry.
+  // checked. The block goes to `out`, written in place rather than returned
+  // (docs/performance-notes.md, "Allocations written into the caller's slot"); `entry`, if
+  // given, receives its table entry.
   Result<void> allocate_locked(Arena id, size_t size, size_t alignment, OwnerId owner,
                                OwnerRecord* record, Allocation& out,
                                BlockTable::Entry** entry = nullptr);
@@ -109,8 +114,8 @@ struct Heap::Impl {
   const int page_shift = std::countr_zero(region->page_size());  // the page size is 2^page_shift
   const std::shared_ptr<spdlog::logger> log = logger();
 
-  mutable std::mutex mutex;  // guards everything below
-  NodePool metadata;  // the nodes of every tree and table below
+  mutable std::mutex mutex;        // guards everything below
+  NodePool metadata;               // the nodes of every tree and table below
   std::vector<ArenaState> arenas;  // indexed by Arena
   BlockTable blocks;
   Quarantine quarantine;

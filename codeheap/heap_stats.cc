@@ -23,10 +23,9 @@ HeapStats Heap::Impl::stats_locked() const {
     as.free_bytes = a.free.free_bytes();
     assert(as.used_bytes + as.quarantined_bytes + as.free_bytes == as.reserved_bytes);
     as.largest_free_block = a.free.largest_span();
-    as.fragmentation =
-        as.free_bytes == 0
-            ? 0.0
-            : 1.0 - static_cast<double>(as.largest_free_block) / static_cast<double>(as.free_bytes);
+    as.fragmentation = as.free_bytes == 0 ? 0.0
+                                          : 1.0 - static_cast<double>(as.largest_free_block) /
+                                                      static_cast<double>(as.free_bytes);
     as.live_blocks = a.live_blocks;
     as.quarantined_blocks = a.quarantined_blocks;
     as.free_blocks = a.free.span_count();

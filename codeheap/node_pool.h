@@ -29,7 +29,8 @@ class NodePool final : public std::pmr::memory_resource {
   NodePool& operator=(const NodePool&) = delete;
 
   // What allocate and deallocate do, without the virtual call: for the heap's own tables, which
-  // hold the pool itself and take a node for every block.
+  // hold the pool itself and take a node for every block (docs/performance-notes.md, "Inlined
+  // bookkeeping").
   void* allocate_node(size_t bytes, size_t alignment) {
     if (!pooled(bytes, alignment)) return ::operator new(bytes, std::align_val_t{alignment});
     const size_t rounded = round_up(bytes);
@@ -38,7 +39,8 @@ class NodePool final : public std::pmr::memory_resource {
     if (head == nullptr) return carve(rounded);
     FreeNode* node = head;
     head = node->next;
-    // The next node of this size is the next one handed out; its line is written then.
+    // The next node of this size is the next one handed out (docs/performance-notes.md,
+    // "NodePool: the next node prefetched").
     __builtin_prefetch(head, 1);
     return node;
   }

@@ -24,9 +24,9 @@ namespace codeheap {
 namespace {
 
 uint64_t elapsed_ns(std::chrono::steady_clock::time_point since) {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::steady_clock::now() - since)
-                                   .count());
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - since)
+          .count());
 }
 
 // Set while this thread runs an automatic pass: an on_gone callback or a scanner that touches
@@ -76,10 +76,11 @@ class Heap::Impl::ReclaimPass {
     }
     for (auto& callback : ready_) callback();
     if (trim_failure_) h_.log->warn("{}", *trim_failure_);
-    h_.log->debug("heap '{}': reclaim examined {} blocks, reclaimed {} ({} bytes), {} still "
-                  "referenced, {} ns",
-                  h_.options.name, report_.examined_blocks, report_.reclaimed_blocks,
-                  report_.reclaimed_bytes, report_.still_referenced_blocks, report_.duration_ns);
+    h_.log->debug(
+        "heap '{}': reclaim examined {} blocks, reclaimed {} ({} bytes), {} still "
+        "referenced, {} ns",
+        h_.options.name, report_.examined_blocks, report_.reclaimed_blocks, report_.reclaimed_bytes,
+        report_.still_referenced_blocks, report_.duration_ns);
     return report_;
   }
 
@@ -133,10 +134,9 @@ class Heap::Impl::ReclaimPass {
   std::vector<std::function<void()>> free_unreferenced_locked() {
     std::vector<std::pair<OwnerRecord*, size_t>> grouped;  // (owner, candidate)
     std::vector<OwnerRecord*> held;                        // owners with a referenced block
-    // The candidates' index slots, entries and owner records are scattered over memory that
-    // has usually left the cache since the last pass (code was copied in meanwhile), and each
-    // one's address comes from the one before. Asking for them a few candidates ahead lets
-    // those misses overlap instead of following one another.
+    // The candidates' index slots and entries are prefetched kAhead candidates ahead in the
+    // lookup loop, their owner and fault records kAhead ahead in the second loop
+    // (docs/performance-notes.md, "Reclaim: lookups a few candidates ahead").
     constexpr size_t kAhead = 8;
     std::vector<BlockTable::Handle> found(candidates_.size());
     for (size_t i = 0; i < candidates_.size(); ++i) {
@@ -169,8 +169,8 @@ class Heap::Impl::ReclaimPass {
           std::find_if(first, grouped.end(), [owner](const auto& g) { return g.first != owner; });
       if (!std::binary_search(held.begin(), held.end(), owner)) {
         // Empty if some block of the owner is still live, or outside this pass.
-        if (std::function<void()> callback = OwnerTable::take_on_gone_if_emptied_by(
-                *owner, static_cast<size_t>(last - first))) {
+        if (std::function<void()> callback =
+                OwnerTable::take_on_gone_if_emptied_by(*owner, static_cast<size_t>(last - first))) {
           on_gone.push_back(std::move(callback));
           for (auto g = first; g != last; ++g) held_back_.push_back(g->second);
         }
@@ -195,7 +195,8 @@ class Heap::Impl::ReclaimPass {
   // allocated together (a closure's code, modules linked in a row) tend to die together, and
   // one merge is cheaper than one per block. Blocks are freed from the highest address down:
   // best fit carves the next blocks from the bottom of the range freed here, so the code
-  // trap-filled last, still in the cache, is what the next links are copied into.
+  // trap-filled last is what the next links are copied into (docs/performance-notes.md,
+  // "Reclaim frees downwards").
   void free_block(const QuarantineEntry& candidate, BlockTable::Handle entry) {
     ArenaState& a = h_.arena(entry->second.arena);
     const size_t footprint = entry->second.footprint;
@@ -296,8 +297,8 @@ void Heap::Impl::reclaim_automatically(bool wait) {
   const ReclaimReport report = reclaim(*scanner);
   t_in_automatic_pass = false;
   log->debug("heap '{}': automatic reclaim ({}): {} of {} blocks reclaimed", options.name,
-             wait ? "an allocation found no room" : "quarantine threshold",
-             report.reclaimed_blocks, report.examined_blocks);
+             wait ? "an allocation found no room" : "quarantine threshold", report.reclaimed_blocks,
+             report.examined_blocks);
 }
 
 void Heap::set_reclaim_policy(const ReclaimPolicy& policy) {

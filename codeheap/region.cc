@@ -58,8 +58,8 @@ std::vector<const Region*> g_regions;
 std::optional<uintptr_t> reserve_at_random(size_t total, size_t page, const std::string& name) {
   const uintptr_t lowest = round_up(kRandomFloor, page);
   if (total > kLowLimit - lowest) {
-    logger()->debug("region '{}': {} bytes leave no room for a random base in [{:#x}, {:#x})",
-                    name, total, lowest, kLowLimit);
+    logger()->debug("region '{}': {} bytes leave no room for a random base in [{:#x}, {:#x})", name,
+                    total, lowest, kLowLimit);
     return std::nullopt;
   }
   const uint64_t positions = (kLowLimit - total - lowest) / page + 1;
@@ -74,9 +74,10 @@ std::optional<uintptr_t> reserve_at_random(size_t total, size_t page, const std:
     void* base = mmap(reinterpret_cast<void*>(candidate), total, PROT_NONE,
                       kReserveFlags | MAP_FIXED_NOREPLACE, -1, 0);
     if (base == reinterpret_cast<void*>(candidate)) {
-      logger()->debug("region '{}': random base {:#x}, one of {} page positions ({:.1f} bits), "
-                      "after {} occupied candidates",
-                      name, candidate, positions, std::log2(double(positions)), attempt - 1);
+      logger()->debug(
+          "region '{}': random base {:#x}, one of {} page positions ({:.1f} bits), "
+          "after {} occupied candidates",
+          name, candidate, positions, std::log2(double(positions)), attempt - 1);
       return candidate;
     }
     if (base != MAP_FAILED) {
@@ -170,7 +171,7 @@ Result<std::unique_ptr<Region>> Region::create(const HeapOptions& options) {
   // parent's pages.
   [[maybe_unused]] static const int fork_handlers =
       pthread_atfork(&lock_for_fork, &unlock_after_fork, &cover_in_forked_child);
-  std::unique_ptr<Region> region(new Region);  // its destructor undoes a partial setup
+  std::unique_ptr<Region> region(new Region);     // its destructor undoes a partial setup
   std::lock_guard regions_lock(g_regions_mutex);  // released before a failed region is undone
   region->page_size_ = page;
   region->forks_as_child_ = g_forks_as_child.load(std::memory_order_relaxed);
@@ -190,8 +191,7 @@ Result<std::unique_ptr<Region>> Region::create(const HeapOptions& options) {
                         "[{:#x}, {:#x}) and MAP_32BIT failed: {}. Linux only searches "
                         "0x40000000-0x80000000 (1 GiB) for MAP_32BIT; use smaller arenas or a "
                         "placement_hint naming a free low range",
-                        human_bytes(total), total, kRandomFloor, kLowLimit,
-                        std::strerror(errno)));
+                        human_bytes(total), total, kRandomFloor, kLowLimit, std::strerror(errno)));
       }
       logger()->debug("region '{}': base {:#x} chosen by the kernel (MAP_32BIT)", options.name,
                       reinterpret_cast<uintptr_t>(base));
@@ -232,9 +232,10 @@ Result<std::unique_ptr<Region>> Region::create(const HeapOptions& options) {
   bool refused = false;
   Result<uint8_t*> alias = map_anonymous_shared(code, shared_bytes, refused);
   if (refused) {
-    logger()->info("region '{}': {}; code and read-only data go to a memfd instead (perf will "
-                   "not name JIT functions)",
-                   options.name, alias.error().message);
+    logger()->info(
+        "region '{}': {}; code and read-only data go to a memfd instead (perf will "
+        "not name JIT functions)",
+        options.name, alias.error().message);
     alias = map_memfd_shared(code, shared_bytes, options.name);
   }
   if (!alias) return tl::make_unexpected(alias.error());
@@ -265,10 +266,11 @@ Result<std::unique_ptr<Region>> Region::create(const HeapOptions& options) {
     return tl::make_unexpected(system_error("madvise(writable alias, MADV_DONTFORK)"));
   }
 
-  logger()->debug("region '{}': [{:#x}, {:#x}) code [{:#x}, {:#x}) read_only [{:#x}, {:#x}) "
-                  "data [{:#x}, {:#x}), alias {}",
-                  options.name, region->begin(), region->end(), code, read_only, read_only, data,
-                  data, region->end(), fmt::ptr(*alias));
+  logger()->debug(
+      "region '{}': [{:#x}, {:#x}) code [{:#x}, {:#x}) read_only [{:#x}, {:#x}) "
+      "data [{:#x}, {:#x}), alias {}",
+      options.name, region->begin(), region->end(), code, read_only, read_only, data, data,
+      region->end(), fmt::ptr(*alias));
   g_regions.push_back(region.get());
   return region;
 }

@@ -10,16 +10,16 @@
 namespace codeheap {
 
 struct ArenaStats {
-  std::string name;          // "code", "read_only", "data"
-  uintptr_t begin = 0;       // execution-view range [begin, end)
+  std::string name;     // "code", "read_only", "data"
+  uintptr_t begin = 0;  // execution-view range [begin, end)
   uintptr_t end = 0;
   size_t reserved_bytes = 0;
-  size_t committed_bytes = 0;    // pages that currently cost memory
-  size_t used_bytes = 0;         // live blocks (rounded to the allocation granule)
+  size_t committed_bytes = 0;  // pages that currently cost memory
+  size_t used_bytes = 0;       // live blocks (rounded to the allocation granule)
   size_t quarantined_bytes = 0;
-  size_t free_bytes = 0;         // reserved - used - quarantined
+  size_t free_bytes = 0;  // reserved - used - quarantined
   size_t largest_free_block = 0;
-  double fragmentation = 0.0;    // 1 - largest_free_block / free_bytes (0 when nothing is free)
+  double fragmentation = 0.0;  // 1 - largest_free_block / free_bytes (0 when nothing is free)
   size_t live_blocks = 0;
   size_t quarantined_blocks = 0;
   size_t free_blocks = 0;
@@ -49,7 +49,7 @@ struct Counters {
   uint64_t releases = 0;
   uint64_t retires = 0;
   uint64_t abandons = 0;
-  uint64_t release_errors = 0;     // double releases and foreign addresses
+  uint64_t release_errors = 0;  // double releases and foreign addresses
   uint64_t reclaim_passes = 0;
   uint64_t automatic_reclaim_passes = 0;  // of those, started by a ReclaimPolicy
   uint64_t blocks_reclaimed = 0;
@@ -69,8 +69,8 @@ struct HeapStats {
   size_t quarantined_bytes = 0;
   size_t free_bytes = 0;
   size_t largest_free_block = 0;
-  std::vector<ArenaStats> arenas;   // indexed by codeheap::Arena
-  std::vector<OwnerStats> owners;   // registered or still holding blocks, by id
+  std::vector<ArenaStats> arenas;  // indexed by codeheap::Arena
+  std::vector<OwnerStats> owners;  // registered or still holding blocks, by id
   Counters counters;
 
   bool operator==(const HeapStats&) const = default;

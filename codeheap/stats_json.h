@@ -20,8 +20,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(OwnerStats, id, name, retired, live_blocks, l
                                    quarantined_blocks, quarantined_bytes, low, high)
 
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Counters, allocations, allocation_failures, releases, retires,
-                                   abandons,
-                                   release_errors, reclaim_passes, blocks_reclaimed,
+                                   abandons, release_errors, reclaim_passes, blocks_reclaimed,
                                    bytes_reclaimed, reclaim_ns_total, reclaim_ns_last,
                                    decommitted_bytes, automatic_reclaim_passes)
 

@@ -28,7 +28,7 @@ constexpr int kLine = 16;  // text lines
 
 constexpr const char* kFreeFill = "#e4f1dc";
 constexpr const char* kQuarantinedFill = "#d62728";
-constexpr const char* kUnownedFill = "#7f8fa6";   // live, no owner
+constexpr const char* kUnownedFill = "#7f8fa6";    // live, no owner
 constexpr const char* kAggregateFill = "#5a6b86";  // live, several blocks in one aggregate
 constexpr const char* kCommittedFill = "#4d4d4d";
 constexpr const char* kReservedFill = "#d9d9d9";
@@ -43,12 +43,23 @@ std::string xml_text(std::string_view in) {
     const auto c = static_cast<unsigned char>(in[i]);
     if (c < 0x80) {
       switch (c) {
-        case '&': out += "&amp;"; break;
-        case '<': out += "&lt;"; break;
-        case '>': out += "&gt;"; break;
-        case '"': out += "&quot;"; break;
-        case '\'': out += "&apos;"; break;
-        default: out += (c < 0x20 && c != '\t' && c != '\n') || c == 0x7f ? '?' : char(c);
+        case '&':
+          out += "&amp;";
+          break;
+        case '<':
+          out += "&lt;";
+          break;
+        case '>':
+          out += "&gt;";
+          break;
+        case '"':
+          out += "&quot;";
+          break;
+        case '\'':
+          out += "&apos;";
+          break;
+        default:
+          out += (c < 0x20 && c != '\t' && c != '\n') || c == 0x7f ? '?' : char(c);
       }
       ++i;
       continue;
@@ -63,7 +74,10 @@ std::string xml_text(std::string_view in) {
       code = code << 6 | (next & 0x3f);
     }
     // Overlong forms, surrogates and U+FFFE/U+FFFF are not XML characters either.
-    valid = valid && code >= (length == 2 ? 0x80u : length == 3 ? 0x800u : 0x10000u) &&
+    valid = valid &&
+            code >= (length == 2   ? 0x80u
+                     : length == 3 ? 0x800u
+                                   : 0x10000u) &&
             code <= 0x10ffff && !(code >= 0xd800 && code <= 0xdfff) && code != 0xfffe &&
             code != 0xffff;
     if (valid) {
@@ -163,8 +177,7 @@ class Renderer {
         "font-size=\"11\" data-bytes-per-pixel=\"{2}\" data-aggregate-below=\"{3}\">\n"
         "<title>heap map of {4}</title>\n"
         "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n",
-        width_, y_ + kMargin, bytes_per_pixel_, aggregate_below_,
-        xml_text(map_.stats.name));
+        width_, y_ + kMargin, bytes_per_pixel_, aggregate_below_, xml_text(map_.stats.name));
     out += body_;
     out += "</svg>\n";
     return out;
@@ -172,8 +185,7 @@ class Renderer {
 
  private:
   void text(int x, const std::string& content, const char* attributes = "") {
-    body_ += fmt::format("<text x=\"{}\" y=\"{}\"{}>{}</text>\n", x, y_ + 11, attributes,
-                         content);
+    body_ += fmt::format("<text x=\"{}\" y=\"{}\"{}>{}</text>\n", x, y_ + 11, attributes, content);
   }
 
   // A swatch and its label at (x, y_); returns the x after it.
@@ -200,13 +212,13 @@ class Renderer {
       quarantined += a.quarantined_blocks;
       free += a.free_blocks;
     }
-    text(kMargin, fmt::format("reserved {} \u00b7 committed {} \u00b7 used {} in {} live blocks "
-                              "\u00b7 quarantined {} in {} blocks \u00b7 free {} in {} spans "
-                              "\u00b7 largest free block {}",
-                              human_bytes(s.reserved_bytes), human_bytes(s.committed_bytes),
-                              human_bytes(s.used_bytes), live, human_bytes(s.quarantined_bytes),
-                              quarantined, human_bytes(s.free_bytes), free,
-                              human_bytes(s.largest_free_block)));
+    text(kMargin,
+         fmt::format("reserved {} \u00b7 committed {} \u00b7 used {} in {} live blocks "
+                     "\u00b7 quarantined {} in {} blocks \u00b7 free {} in {} spans "
+                     "\u00b7 largest free block {}",
+                     human_bytes(s.reserved_bytes), human_bytes(s.committed_bytes),
+                     human_bytes(s.used_bytes), live, human_bytes(s.quarantined_bytes), quarantined,
+                     human_bytes(s.free_bytes), free, human_bytes(s.largest_free_block)));
     y_ += kLine;
     const Counters& c = s.counters;
     text(kMargin,
@@ -239,8 +251,8 @@ class Renderer {
     }
     constexpr size_t kShown = 8;
     const size_t shown = std::min(owners.size(), kShown);
-    std::partial_sort(owners.begin(), owners.begin() + static_cast<ptrdiff_t>(shown),
-                      owners.end(), [](const OwnerStats* a, const OwnerStats* b) {
+    std::partial_sort(owners.begin(), owners.begin() + static_cast<ptrdiff_t>(shown), owners.end(),
+                      [](const OwnerStats* a, const OwnerStats* b) {
                         return a->live_bytes != b->live_bytes ? a->live_bytes > b->live_bytes
                                                               : a->id < b->id;
                       });
@@ -252,10 +264,9 @@ class Renderer {
         // Long names are cut (a cut character becomes '?'); the tooltips have them whole.
         constexpr size_t kNameBytes = 48;
         const std::string& name = owners[i]->name;
-        const std::string label =
-            fmt::format("{}{} ({})", name.substr(0, kNameBytes),
-                        name.size() > kNameBytes ? "\u2026" : "",
-                        human_bytes(owners[i]->live_bytes));
+        const std::string label = fmt::format("{}{} ({})", name.substr(0, kNameBytes),
+                                              name.size() > kNameBytes ? "\u2026" : "",
+                                              human_bytes(owners[i]->live_bytes));
         if (x > kMargin + 130 && x + static_cast<int>(label.size()) * 7 + 32 > width_) {
           y_ += kLine;
           x = kMargin + 130;
@@ -359,11 +370,11 @@ class Renderer {
     const std::string title =
         item.state == kFree
             ? fmt::format("free: {} at {:#x}", human_bytes(bytes), arena_begin_ + item.begin)
-            : fmt::format("{}: {}, {} at {:#x}", owner_label(item.owner),
-                          kStateNames[item.state], human_bytes(bytes), arena_begin_ + item.begin);
-    const std::string owner_attribute =
-        item.state != kFree && item.owner != 0 ? fmt::format(" data-owner=\"{}\"", item.owner)
-                                               : std::string();
+            : fmt::format("{}: {}, {} at {:#x}", owner_label(item.owner), kStateNames[item.state],
+                          human_bytes(bytes), arena_begin_ + item.begin);
+    const std::string owner_attribute = item.state != kFree && item.owner != 0
+                                            ? fmt::format(" data-owner=\"{}\"", item.owner)
+                                            : std::string();
     bool counted = false;
     auto rect = [&](uint64_t row, uint64_t x, uint64_t width, const std::string& extra) {
       body_ += fmt::format(
@@ -371,8 +382,7 @@ class Renderer {
           "fill=\"{}\"><title>{}</title></rect>\n",
           kStateNames[item.state],
           counted ? std::string() : fmt::format(" data-blocks=\"1\" data-bytes=\"{}\"", bytes),
-          owner_attribute, extra, x, row * kRowPitch + kBlockTop, width, kBlockHeight, fill,
-          title);
+          owner_attribute, extra, x, row * kRowPitch + kBlockTop, width, kBlockHeight, fill, title);
       counted = true;
     };
     pieces(item.begin, std::min(item.end, shown_end_),
@@ -394,11 +404,11 @@ class Renderer {
       bytes[item.state] += item.end - item.begin;
     }
     const uint64_t begin = run.front().begin, end = run.back().end;
-    const std::string title = fmt::format(
-        "{} blocks in [{:#x}, {:#x}): {} live ({}), {} quarantined ({}), {} free ({})",
-        run.size(), arena_begin_ + begin, arena_begin_ + end, count[kLive],
-        human_bytes(bytes[kLive]), count[kQuarantined], human_bytes(bytes[kQuarantined]),
-        count[kFree], human_bytes(bytes[kFree]));
+    const std::string title =
+        fmt::format("{} blocks in [{:#x}, {:#x}): {} live ({}), {} quarantined ({}), {} free ({})",
+                    run.size(), arena_begin_ + begin, arena_begin_ + end, count[kLive],
+                    human_bytes(bytes[kLive]), count[kQuarantined],
+                    human_bytes(bytes[kQuarantined]), count[kFree], human_bytes(bytes[kFree]));
     const std::array<const char*, 3> fills = {kAggregateFill, kQuarantinedFill, kFreeFill};
     const auto total = static_cast<double>(end - begin);
     double top = kBlockTop;
@@ -411,8 +421,7 @@ class Renderer {
             "height=\"{:.2f}\" "
             "fill=\"{}\"><title>{}</title></rect>\n",
             kStateNames[state],
-            first ? fmt::format(" data-blocks=\"{}\" data-bytes=\"{}\"", count[state],
-                                bytes[state])
+            first ? fmt::format(" data-blocks=\"{}\" data-bytes=\"{}\"", count[state], bytes[state])
                   : std::string(),
             x, static_cast<double>(row * kRowPitch) + top, width, height, fills[state], title);
       });
@@ -427,8 +436,8 @@ class Renderer {
     const uint64_t size = stats.end - stats.begin;
     shown_end_ = shown_[index];
     const bool collapsed = shown_end_ < size;
-    const uint64_t rows = std::max<uint64_t>((shown_end_ + row_bytes_ - 1) / row_bytes_, 1) +
-                          (collapsed ? 1 : 0);
+    const uint64_t rows =
+        std::max<uint64_t>((shown_end_ + row_bytes_ - 1) / row_bytes_, 1) + (collapsed ? 1 : 0);
 
     y_ += 4;
     text(kMargin,
@@ -514,8 +523,8 @@ class Renderer {
   const int width_;
   uint64_t bytes_per_pixel_ = 1;
   uint64_t row_bytes_ = 1;
-  std::vector<uint64_t> shown_;  // per arena: bytes drawn to scale, from its start
-  uint64_t shown_end_ = 0;       // of the arena being drawn
+  std::vector<uint64_t> shown_;   // per arena: bytes drawn to scale, from its start
+  uint64_t shown_end_ = 0;        // of the arena being drawn
   uint64_t aggregate_below_ = 0;  // bytes; 0: every block is drawn on its own
   uintptr_t arena_begin_ = 0;
   int y_ = 0;
@@ -541,9 +550,9 @@ Result<void> write_text_file(const std::string& path, std::string_view text) {
   const bool written = std::fwrite(text.data(), 1, text.size(), file.get()) == text.size();
   const int write_errno = errno;
   if (std::fclose(file.release()) != 0 || !written) {
-    return make_error(ErrorCode::kSystemError,
-                      fmt::format("cannot write '{}': {}", path,
-                                  std::strerror(written ? errno : write_errno)));
+    return make_error(
+        ErrorCode::kSystemError,
+        fmt::format("cannot write '{}': {}", path, std::strerror(written ? errno : write_errno)));
   }
   return {};
 }

@@ -35,22 +35,43 @@ class Session {
 
   void step() {
     switch (in_.below(12)) {
-      case 0: compile_only(std::string(in_.bytes(512))); break;
-      case 1: case 2: compile_only(mutated(adder("f", in_.word(2)))); break;
-      case 3: compile_and_call(); break;
-      case 4: define_and_call(); break;
-      case 5: host_symbol(); break;
-      case 6: null_arguments(); break;
-      case 7: dumps(); break;
+      case 0:
+        compile_only(std::string(in_.bytes(512)));
+        break;
+      case 1:
+      case 2:
+        compile_only(mutated(adder("f", in_.word(2))));
+        break;
+      case 3:
+        compile_and_call();
+        break;
+      case 4:
+        define_and_call();
+        break;
+      case 5:
+        host_symbol();
+        break;
+      case 6:
+        null_arguments();
+        break;
+      case 7:
+        dumps();
+        break;
       case 8: {
         codeheap_collect_report report;
         FUZZ_CHECK(codeheap_collect(rt_, in_.coin() ? &report : nullptr) == 0, "collect: {}",
                    codeheap_last_error());
         break;
       }
-      case 9: on_another_thread(); break;
-      case 10: bad_options(); break;
-      default: codeheap_safepoint(rt_); break;
+      case 9:
+        on_another_thread();
+        break;
+      case 10:
+        bad_options();
+        break;
+      default:
+        codeheap_safepoint(rt_);
+        break;
     }
   }
 
@@ -72,9 +93,9 @@ class Session {
   void compile_only(const std::string& ir) {
     const void* literals[] = {&literal_datum};
     const size_t count = in_.below(2);
-    codeheap_code* code = codeheap_compile(rt_, ir.c_str(), name().c_str(),
-                                           count ? const_cast<void* const*>(literals) : nullptr,
-                                           count);
+    codeheap_code* code =
+        codeheap_compile(rt_, ir.c_str(), name().c_str(),
+                         count ? const_cast<void* const*>(literals) : nullptr, count);
     if (code == nullptr) {
       expect_failure(true, "codeheap_compile");
       return;
@@ -127,9 +148,9 @@ class Session {
   void host_symbol() {
     // Host names are process-wide and permanent: a few, defined again and again.
     const std::string host = fmt::format("fuzz_host{}", in_.below(4));
-    const int status = codeheap_define_host_symbol(
-        rt_, in_.below(8) == 0 ? name().c_str() : host.c_str(),
-        reinterpret_cast<void*>(&host_twice));
+    const int status =
+        codeheap_define_host_symbol(rt_, in_.below(8) == 0 ? name().c_str() : host.c_str(),
+                                    reinterpret_cast<void*>(&host_twice));
     if (status != 0) expect_failure(true, "codeheap_define_host_symbol");
   }
 
@@ -138,19 +159,37 @@ class Session {
     const char* text = ir.c_str();
     int64_t result;
     switch (in_.below(10)) {
-      case 0: expect_failure(!codeheap_compile(nullptr, text, "n", nullptr, 0), "compile"); break;
-      case 1: expect_failure(!codeheap_compile(rt_, nullptr, "n", nullptr, 0), "compile"); break;
-      case 2: expect_failure(!codeheap_compile(rt_, text, nullptr, nullptr, 0), "compile"); break;
+      case 0:
+        expect_failure(!codeheap_compile(nullptr, text, "n", nullptr, 0), "compile");
+        break;
+      case 1:
+        expect_failure(!codeheap_compile(rt_, nullptr, "n", nullptr, 0), "compile");
+        break;
+      case 2:
+        expect_failure(!codeheap_compile(rt_, text, nullptr, nullptr, 0), "compile");
+        break;
       case 3:
         expect_failure(!codeheap_compile(rt_, text, "n", nullptr, 1 + in_.below(9)),
                        "codeheap_compile with NULL literals");
         break;
-      case 4: expect_failure(!codeheap_symbol(rt_, nullptr, "f"), "codeheap_symbol"); break;
-      case 5: expect_failure(!codeheap_closure_new(rt_, nullptr, "f", nullptr), "closure"); break;
-      case 6: expect_failure(codeheap_call(nullptr, nullptr, 0, &result) != 0, "call"); break;
-      case 7: expect_failure(!codeheap_define(rt_, nullptr, text), "codeheap_define"); break;
-      case 8: expect_failure(codeheap_define_host_symbol(rt_, nullptr, nullptr), "host"); break;
-      default: expect_failure(codeheap_collect(nullptr, nullptr) != 0, "codeheap_collect"); break;
+      case 4:
+        expect_failure(!codeheap_symbol(rt_, nullptr, "f"), "codeheap_symbol");
+        break;
+      case 5:
+        expect_failure(!codeheap_closure_new(rt_, nullptr, "f", nullptr), "closure");
+        break;
+      case 6:
+        expect_failure(codeheap_call(nullptr, nullptr, 0, &result) != 0, "call");
+        break;
+      case 7:
+        expect_failure(!codeheap_define(rt_, nullptr, text), "codeheap_define");
+        break;
+      case 8:
+        expect_failure(codeheap_define_host_symbol(rt_, nullptr, nullptr), "host");
+        break;
+      default:
+        expect_failure(codeheap_collect(nullptr, nullptr) != 0, "codeheap_collect");
+        break;
     }
   }
 
@@ -173,9 +212,9 @@ class Session {
           code != nullptr ? codeheap_closure_new(rt_, code, "f", nullptr) : nullptr;
       const int64_t a = 1;
       int64_t result = 0;
-      FUZZ_CHECK(closure != nullptr && codeheap_call(closure, &a, 1, &result) == 0 &&
-                     result == 1 + k,
-                 "on a registered thread: {}", codeheap_last_error());
+      FUZZ_CHECK(
+          closure != nullptr && codeheap_call(closure, &a, 1, &result) == 0 && result == 1 + k,
+          "on a registered thread: {}", codeheap_last_error());
       FUZZ_CHECK(codeheap_unregister_thread(rt_) == 0, "unregister: {}", codeheap_last_error());
     }).join();
   }

@@ -13,8 +13,8 @@ namespace fuzz {
 
 }  // namespace fuzz
 
-#define FUZZ_CHECK(condition, ...)                                                    \
-  do {                                                                                \
+#define FUZZ_CHECK(condition, ...)                                                            \
+  do {                                                                                        \
     if (!(condition)) ::fuzz::fail(__FILE__, __LINE__, #condition, fmt::format(__VA_ARGS__)); \
   } while (0)
 

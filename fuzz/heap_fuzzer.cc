@@ -39,8 +39,8 @@ struct Block {
 
 struct Owner {
   bool retired = false;
-  bool overflow = false;               // allocate_group gave it more than kMaxGroupByOwner blocks
-  std::vector<uintptr_t> group;        // its allocate_group blocks still live
+  bool overflow = false;         // allocate_group gave it more than kMaxGroupByOwner blocks
+  std::vector<uintptr_t> group;  // its allocate_group blocks still live
   std::shared_ptr<int> given = std::make_shared<int>(0);  // on_gone callbacks handed over
   std::shared_ptr<int> ran = std::make_shared<int>(0);    // ... and run
 };
@@ -54,18 +54,44 @@ class Session {
 
   void step() {
     switch (in_.below(14)) {
-      case 0: case 1: case 2: allocate(); break;
-      case 3: allocate_group(); break;
-      case 4: end_block(in_.below(3)); break;
-      case 5: end_group_with_addresses(); break;
-      case 6: end_group_by_owner(); break;
-      case 7: reclaim(); break;
-      case 8: write(); break;
-      case 9: owners_[heap_.register_owner("owner")] = Owner{}; break;
-      case 10: retire_owner(); break;
-      case 11: query(pick_address()); break;
-      case 12: dumps(); break;
-      default: end_block(in_.below(2)); break;
+      case 0:
+      case 1:
+      case 2:
+        allocate();
+        break;
+      case 3:
+        allocate_group();
+        break;
+      case 4:
+        end_block(in_.below(3));
+        break;
+      case 5:
+        end_group_with_addresses();
+        break;
+      case 6:
+        end_group_by_owner();
+        break;
+      case 7:
+        reclaim();
+        break;
+      case 8:
+        write();
+        break;
+      case 9:
+        owners_[heap_.register_owner("owner")] = Owner{};
+        break;
+      case 10:
+        retire_owner();
+        break;
+      case 11:
+        query(pick_address());
+        break;
+      case 12:
+        dumps();
+        break;
+      default:
+        end_block(in_.below(2));
+        break;
     }
     check(++steps_ % 8 == 0);
   }
@@ -87,21 +113,32 @@ class Session {
   size_t size_choice(Arena arena) {
     const size_t limit = valid(arena) ? arenas_[int(arena)].reserved_bytes : size_t{1} << 20;
     switch (in_.below(12)) {
-      case 0: return 0;
-      case 1: return limit;
-      case 2: return limit + 1 + in_.below(64);
-      case 3: return std::numeric_limits<size_t>::max() - in_.below(32);
-      case 4: case 5: return 1 + in_.below(4096);
-      case 6: return 1 + in_.below(limit);
-      default: return 1 + in_.below(256);
+      case 0:
+        return 0;
+      case 1:
+        return limit;
+      case 2:
+        return limit + 1 + in_.below(64);
+      case 3:
+        return std::numeric_limits<size_t>::max() - in_.below(32);
+      case 4:
+      case 5:
+        return 1 + in_.below(4096);
+      case 6:
+        return 1 + in_.below(limit);
+      default:
+        return 1 + in_.below(256);
     }
   }
 
   size_t alignment_choice() {
     switch (in_.below(10)) {
-      case 0: return in_.below(3) * 12;  // 0, 12, 24: not powers of two
-      case 1: return size_t{1} << (13 + in_.below(3));  // beyond the page size
-      default: return size_t{1} << in_.below(13);
+      case 0:
+        return in_.below(3) * 12;  // 0, 12, 24: not powers of two
+      case 1:
+        return size_t{1} << (13 + in_.below(3));  // beyond the page size
+      default:
+        return size_t{1} << in_.below(13);
     }
   }
 
@@ -123,12 +160,14 @@ class Session {
         if (freed_.empty()) break;
         return freed_[in_.below(freed_.size())];
       }
-      case 1: return in_.word(8);
+      case 1:
+        return in_.word(8);
       case 2: {
         const codeheap::ArenaStats& a = arenas_[in_.below(kArenas)];
         return a.begin + in_.below(a.end - a.begin + 1);
       }
-      default: break;
+      default:
+        break;
     }
     if (blocks_.empty()) return arenas_[0].begin + in_.below(64);
     auto it = blocks_.begin();
@@ -178,9 +217,9 @@ class Session {
     if (!owner) {
       // The first request that fails decides the code: a bad one, or one that does not fit.
       const ErrorCode code = owner.error().code;
-      FUZZ_CHECK(code == ErrorCode::kInvalidArgument ||
-                     (!mismatched && code == ErrorCode::kOutOfMemory),
-                 "{}", owner.error().message);
+      FUZZ_CHECK(
+          code == ErrorCode::kInvalidArgument || (!mismatched && code == ErrorCode::kOutOfMemory),
+          "{}", owner.error().message);
       FUZZ_CHECK(invalid || mismatched || code == ErrorCode::kOutOfMemory, "{}",
                  owner.error().message);
       if (!mismatched) ++counters_.allocation_failures;
@@ -209,8 +248,8 @@ class Session {
     if (it == blocks_.end() || !it->second.live) {
       FUZZ_CHECK(!result, "ending {:#x} ({}) succeeded", address,
                  it == blocks_.end() ? "no block" : "quarantined");
-      FUZZ_CHECK(result.error().code == (it == blocks_.end() ? ErrorCode::kForeignAddress
-                                                             : ErrorCode::kDoubleRelease),
+      FUZZ_CHECK(result.error().code ==
+                     (it == blocks_.end() ? ErrorCode::kForeignAddress : ErrorCode::kDoubleRelease),
                  "{}", result.error().message);
       ++counters_.release_errors;
       expect_unchanged(before);
@@ -331,9 +370,9 @@ class Session {
     FUZZ_CHECK(report.examined_blocks == asked.size() &&
                    report.still_referenced_blocks == referenced_count &&
                    report.reclaimed_blocks == freed && report.reclaimed_bytes == freed_bytes,
-               "reclaim report {}/{}/{}/{} bytes, model {}/{}/{}/{} bytes",
-               report.examined_blocks, report.still_referenced_blocks, report.reclaimed_blocks,
-               report.reclaimed_bytes, asked.size(), referenced_count, freed, freed_bytes);
+               "reclaim report {}/{}/{}/{} bytes, model {}/{}/{}/{} bytes", report.examined_blocks,
+               report.still_referenced_blocks, report.reclaimed_blocks, report.reclaimed_bytes,
+               asked.size(), referenced_count, freed, freed_bytes);
     ++counters_.reclaim_passes;
     counters_.blocks_reclaimed += freed;
     counters_.bytes_reclaimed += freed_bytes;
@@ -380,9 +419,9 @@ class Session {
 
   void dumps() {
     const HeapStats stats = heap_.stats();
-    FUZZ_CHECK(!heap_.dump_text().empty() && !heap_.dump_json().empty() &&
-                   !heap_.dump_svg().empty(),
-               "an empty dump");
+    FUZZ_CHECK(
+        !heap_.dump_text().empty() && !heap_.dump_json().empty() && !heap_.dump_svg().empty(),
+        "an empty dump");
     std::vector<codeheap::BlockInfo> quarantined = heap_.quarantined();
     size_t i = 0;
     for (const auto& [address, block] : blocks_) {

@@ -31,14 +31,67 @@ constexpr int kFunctions = 8;  // f0 .. f7
 constexpr int kVariables = 4;  // v0 .. v3
 constexpr int kMaxDepth = 5;
 
-const char* const kPrimitives[] = {
-    "+", "-", "*", "quotient", "remainder", "modulo", "<", "<=", "=", ">", ">=", "abs", "min",
-    "max", "number?", "zero?", "even?", "odd?", "cons", "car", "cdr", "cadr", "cddr", "caar",
-    "caddr", "null?", "pair?", "list?", "list", "length", "reverse", "append", "list-tail",
-    "list-ref", "memq", "member", "assq", "assoc", "eq?", "eqv?", "equal?", "not", "boolean?",
-    "symbol?", "string?", "procedure?", "char?", "string-length", "string-append", "substring",
-    "string-ref", "string=?", "string<?", "number->string", "string->number", "symbol->string",
-    "string->symbol", "char->integer", "integer->char", "procedure-tier", "error"};
+const char* const kPrimitives[] = {"+",
+                                   "-",
+                                   "*",
+                                   "quotient",
+                                   "remainder",
+                                   "modulo",
+                                   "<",
+                                   "<=",
+                                   "=",
+                                   ">",
+                                   ">=",
+                                   "abs",
+                                   "min",
+                                   "max",
+                                   "number?",
+                                   "zero?",
+                                   "even?",
+                                   "odd?",
+                                   "cons",
+                                   "car",
+                                   "cdr",
+                                   "cadr",
+                                   "cddr",
+                                   "caar",
+                                   "caddr",
+                                   "null?",
+                                   "pair?",
+                                   "list?",
+                                   "list",
+                                   "length",
+                                   "reverse",
+                                   "append",
+                                   "list-tail",
+                                   "list-ref",
+                                   "memq",
+                                   "member",
+                                   "assq",
+                                   "assoc",
+                                   "eq?",
+                                   "eqv?",
+                                   "equal?",
+                                   "not",
+                                   "boolean?",
+                                   "symbol?",
+                                   "string?",
+                                   "procedure?",
+                                   "char?",
+                                   "string-length",
+                                   "string-append",
+                                   "substring",
+                                   "string-ref",
+                                   "string=?",
+                                   "string<?",
+                                   "number->string",
+                                   "string->number",
+                                   "symbol->string",
+                                   "string->symbol",
+                                   "char->integer",
+                                   "integer->char",
+                                   "procedure-tier",
+                                   "error"};
 
 class Generator {
  public:
@@ -49,16 +102,19 @@ class Generator {
     locals_.clear();
     calls_left_ = 2;
     switch (in_.below(6)) {
-      case 0: case 1: {
+      case 0:
+      case 1: {
         const int f = static_cast<int>(in_.below(kFunctions));
         return fmt::format("(define (f{} {}) {})", f, params(), body(f));
       }
-      case 2: return fmt::format("(define v{} {})", in_.below(kVariables), expr(kFunctions, 0));
+      case 2:
+        return fmt::format("(define v{} {})", in_.below(kVariables), expr(kFunctions, 0));
       case 3: {
         const int f = static_cast<int>(in_.below(kFunctions));
         return fmt::format("(set! f{} {})", f, lambda(f, 0));
       }
-      default: return expr(kFunctions, 0);
+      default:
+        return expr(kFunctions, 0);
     }
   }
 
@@ -106,14 +162,22 @@ class Generator {
 
   std::string literal() {
     switch (in_.below(9)) {
-      case 0: return std::to_string(static_cast<int64_t>(in_.word(8)) >> 1);  // any fixnum
-      case 1: return "\"s\"";
-      case 2: return in_.coin() ? "#t" : "#f";
-      case 3: return "'()";
-      case 4: return "#\\a";
-      case 5: return "'(1 (2 . 3) \"x\" y)";
-      case 6: return fmt::format("'sym{}", in_.below(4));
-      default: return std::to_string(static_cast<int>(in_.below(21)) - 10);
+      case 0:
+        return std::to_string(static_cast<int64_t>(in_.word(8)) >> 1);  // any fixnum
+      case 1:
+        return "\"s\"";
+      case 2:
+        return in_.coin() ? "#t" : "#f";
+      case 3:
+        return "'()";
+      case 4:
+        return "#\\a";
+      case 5:
+        return "'(1 (2 . 3) \"x\" y)";
+      case 6:
+        return fmt::format("'sym{}", in_.below(4));
+      default:
+        return std::to_string(static_cast<int>(in_.below(21)) - 10);
     }
   }
 
@@ -129,32 +193,45 @@ class Generator {
     if (depth >= kMaxDepth || in_.empty() || in_.below(4) == 0) return leaf(level);
     const int d = depth + 1;
     switch (in_.below(21)) {
-      case 0: return fmt::format("(if {} {} {})", expr(level, d), expr(level, d), expr(level, d));
-      case 1: case 2: return let(level, d);
-      case 3: return fmt::format("(begin {} {})", expr(level, d), expr(level, d));
+      case 0:
+        return fmt::format("(if {} {} {})", expr(level, d), expr(level, d), expr(level, d));
+      case 1:
+      case 2:
+        return let(level, d);
+      case 3:
+        return fmt::format("(begin {} {})", expr(level, d), expr(level, d));
       case 4: {
         static const char* const kForms[] = {"and", "or", "when", "unless"};
         return fmt::format("({}{})", kForms[in_.below(4)], args(level, d, 3));
       }
-      case 5: return fmt::format("(cond ({} {}) (else {}))", expr(level, d), expr(level, d),
-                                 expr(level, d));
-      case 6: return assignment(level, d);
-      case 7: case 8: case 9:
+      case 5:
+        return fmt::format("(cond ({} {}) (else {}))", expr(level, d), expr(level, d),
+                           expr(level, d));
+      case 6:
+        return assignment(level, d);
+      case 7:
+      case 8:
+      case 9:
         return fmt::format("({}{})", kPrimitives[in_.below(std::size(kPrimitives))],
                            args(level, d, 3));
-      case 10: case 11: {
+      case 10:
+      case 11: {
         if (level == 0 || calls_left_ == 0) return leaf(level);
         --calls_left_;
         return fmt::format("(f{}{})", in_.below(level), args(level, d, 3));
       }
-      case 12: return fmt::format("({}{})", lambda(level, d), args(level, d, 4));
-      case 13: return loop(level, d);
-      case 14: return without_calls([&] {
-        return fmt::format("({} {} (list{}))", in_.coin() ? "map" : "for-each", lambda(level, d),
+      case 12:
+        return fmt::format("({}{})", lambda(level, d), args(level, d, 4));
+      case 13:
+        return loop(level, d);
+      case 14:
+        return without_calls([&] {
+          return fmt::format("({} {} (list{}))", in_.coin() ? "map" : "for-each", lambda(level, d),
+                             args(level, d, 4));
+        });
+      case 15:
+        return fmt::format("(apply {} (list{}))", in_.coin() ? "+" : lambda(level, d),
                            args(level, d, 4));
-      });
-      case 15: return fmt::format("(apply {} (list{}))",
-                                  in_.coin() ? "+" : lambda(level, d), args(level, d, 4));
       case 16: {
         // eval sees the globals only.
         std::vector<Local> scope = std::move(locals_);
@@ -163,10 +240,14 @@ class Generator {
         locals_ = std::move(scope);
         return text;
       }
-      case 17: return lambda(level, d);  // a closure as a value, never called
-      case 18: return in_.below(8) == 0 ? "(gc)" : "(heap-stat 'code-used)";
-      case 19: return deep_data(level, d);
-      default: return leaf(level);
+      case 17:
+        return lambda(level, d);  // a closure as a value, never called
+      case 18:
+        return in_.below(8) == 0 ? "(gc)" : "(heap-stat 'code-used)";
+      case 19:
+        return deep_data(level, d);
+      default:
+        return leaf(level);
     }
   }
 

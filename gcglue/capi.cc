@@ -111,8 +111,8 @@ codeheap_code* codeheap_compile(codeheap_runtime* runtime, const char* ir, const
   if (literals == nullptr && literal_count != 0) {
     return fail("codeheap_compile: literals is NULL but literal_count is not 0", nullptr);
   }
-  auto code = runtime->runtime->compile(ir, name, llvm::ArrayRef<void*>(
-                                                      const_cast<void**>(literals), literal_count));
+  auto code = runtime->runtime->compile(
+      ir, name, llvm::ArrayRef<void*>(const_cast<void**>(literals), literal_count));
   if (!code) return fail(llvm::toString(code.takeError()), nullptr);
   return reinterpret_cast<codeheap_code*>(*code);
 }
@@ -134,8 +134,8 @@ codeheap_closure* codeheap_closure_new(codeheap_runtime* runtime, codeheap_code*
   if (runtime == nullptr || code == nullptr || entry == nullptr) {
     return fail("codeheap_closure_new: runtime, code and entry must not be NULL", nullptr);
   }
-  auto closure = runtime->runtime->make_closure(
-      reinterpret_cast<codeheap::gc::CodeObject*>(code), entry, env);
+  auto closure =
+      runtime->runtime->make_closure(reinterpret_cast<codeheap::gc::CodeObject*>(code), entry, env);
   if (!closure) return fail(llvm::toString(closure.takeError()), nullptr);
   return reinterpret_cast<codeheap_closure*>(*closure);
 }
@@ -149,18 +149,22 @@ int codeheap_call(codeheap_closure* handle, const int64_t* args, size_t argc, in
   void* env = closure->env;
   using I = int64_t;
   switch (argc) {
-    case 0: *result = reinterpret_cast<I (*)(void*)>(closure->entry)(env); return 0;
-    case 1: *result = reinterpret_cast<I (*)(void*, I)>(closure->entry)(env, args[0]); return 0;
+    case 0:
+      *result = reinterpret_cast<I (*)(void*)>(closure->entry)(env);
+      return 0;
+    case 1:
+      *result = reinterpret_cast<I (*)(void*, I)>(closure->entry)(env, args[0]);
+      return 0;
     case 2:
       *result = reinterpret_cast<I (*)(void*, I, I)>(closure->entry)(env, args[0], args[1]);
       return 0;
     case 3:
-      *result = reinterpret_cast<I (*)(void*, I, I, I)>(closure->entry)(env, args[0], args[1],
-                                                                        args[2]);
+      *result =
+          reinterpret_cast<I (*)(void*, I, I, I)>(closure->entry)(env, args[0], args[1], args[2]);
       return 0;
     case 4:
-      *result = reinterpret_cast<I (*)(void*, I, I, I, I)>(closure->entry)(
-          env, args[0], args[1], args[2], args[3]);
+      *result = reinterpret_cast<I (*)(void*, I, I, I, I)>(closure->entry)(env, args[0], args[1],
+                                                                           args[2], args[3]);
       return 0;
     case 5:
       *result = reinterpret_cast<I (*)(void*, I, I, I, I, I)>(closure->entry)(
@@ -198,10 +202,9 @@ int codeheap_collect(codeheap_runtime* runtime, codeheap_collect_report* report)
   if (runtime == nullptr) return fail("codeheap_collect: runtime is NULL", 1);
   codeheap::gc::CollectReport result = runtime->runtime->collect();
   if (report != nullptr) {
-    *report = codeheap_collect_report{result.finalized, result.modules_retired,
-                                      result.reclaim.reclaimed_blocks,
-                                      result.reclaim.reclaimed_bytes,
-                                      result.reclaim.still_referenced_blocks};
+    *report = codeheap_collect_report{
+        result.finalized, result.modules_retired, result.reclaim.reclaimed_blocks,
+        result.reclaim.reclaimed_bytes, result.reclaim.still_referenced_blocks};
   }
   return 0;
 }

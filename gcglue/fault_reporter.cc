@@ -109,11 +109,16 @@ class Line {
 
 const char* signal_name(int signal) {
   switch (signal) {
-    case SIGSEGV: return "SIGSEGV (segmentation fault)";
-    case SIGBUS: return "SIGBUS (bus error)";
-    case SIGILL: return "SIGILL (illegal instruction)";
-    case SIGTRAP: return "SIGTRAP (trace/breakpoint trap)";
-    case SIGFPE: return "SIGFPE (arithmetic exception)";
+    case SIGSEGV:
+      return "SIGSEGV (segmentation fault)";
+    case SIGBUS:
+      return "SIGBUS (bus error)";
+    case SIGILL:
+      return "SIGILL (illegal instruction)";
+    case SIGTRAP:
+      return "SIGTRAP (trace/breakpoint trap)";
+    case SIGFPE:
+      return "SIGFPE (arithmetic exception)";
   }
   return "signal";
 }
@@ -122,10 +127,17 @@ const char* signal_name(int signal) {
 void describe_into(Line& line, const AddressInfo& info, uintptr_t address, const Heap& heap) {
   const char* state = "free";
   switch (info.state) {
-    case AddressInfo::State::kLive: state = "live"; break;
-    case AddressInfo::State::kQuarantined: state = "quarantined (retired)"; break;
-    case AddressInfo::State::kReleased: state = "quarantined (released, trap-filled)"; break;
-    default: break;
+    case AddressInfo::State::kLive:
+      state = "live";
+      break;
+    case AddressInfo::State::kQuarantined:
+      state = "quarantined (retired)";
+      break;
+    case AddressInfo::State::kReleased:
+      state = "quarantined (released, trap-filled)";
+      break;
+    default:
+      break;
   }
   if (info.function != 0) {
     line.text("function '").text(info.function_name).text("'+").hex(address - info.function);

@@ -45,17 +45,19 @@ bool is_exported_definition(const llvm::GlobalValue& value) {
 }
 
 uint64_t elapsed_ns(std::chrono::steady_clock::time_point start) {
-  return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                      std::chrono::steady_clock::now() - start)
-                      .count());
+  return uint64_t(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count());
 }
 
 }  // namespace
 
 const char* to_string(Tier tier) {
   switch (tier) {
-    case Tier::kBaseline: return "baseline";
-    case Tier::kOptimized: return "llvm";
+    case Tier::kBaseline:
+      return "baseline";
+    case Tier::kOptimized:
+      return "llvm";
   }
   return "?";
 }
@@ -329,8 +331,9 @@ llvm::Expected<std::unique_ptr<Runtime>> Runtime::create(RuntimeOptions options)
   GC_INIT();
   GC_allow_register_threads();
   GC_set_finalize_on_demand(1);
-  if (size_t have = GC_get_heap_size(); options.initial_collector_heap_bytes > have &&
-                                         !GC_expand_hp(options.initial_collector_heap_bytes - have)) {
+  if (size_t have = GC_get_heap_size();
+      options.initial_collector_heap_bytes > have &&
+      !GC_expand_hp(options.initial_collector_heap_bytes - have)) {
     return make_error("runtime: growing the collector's heap to " +
                       std::to_string(options.initial_collector_heap_bytes) + " bytes failed");
   }
@@ -388,8 +391,7 @@ Runtime::~Runtime() {
 llvm::Expected<Runtime::Compiled> Runtime::compile(llvm::orc::ThreadSafeModule module,
                                                    llvm::StringRef name,
                                                    llvm::ArrayRef<void*> literals, Tier tier) {
-  return impl_->compile(std::move(module), name, literals, tier,
-                        std::chrono::steady_clock::now());
+  return impl_->compile(std::move(module), name, literals, tier, std::chrono::steady_clock::now());
 }
 
 llvm::Expected<CodeObject*> Runtime::compile(llvm::StringRef ir, llvm::StringRef name,
@@ -405,9 +407,8 @@ llvm::Expected<CodeObject*> Runtime::compile(llvm::StringRef ir, llvm::StringRef
     diagnostic.print(name.str().c_str(), os, /*ShowColors=*/false);
     return make_error("compile '" + name.str() + "': invalid IR: " + os.str());
   }
-  auto compiled = impl_->compile(
-      llvm::orc::ThreadSafeModule(std::move(module), std::move(context)), name, literals, tier,
-      start);
+  auto compiled = impl_->compile(llvm::orc::ThreadSafeModule(std::move(module), std::move(context)),
+                                 name, literals, tier, start);
   if (!compiled) return compiled.takeError();
   return compiled->code;
 }
@@ -424,8 +425,8 @@ llvm::Expected<CodeObject*> Runtime::adopt(OwnerId owner, size_t code_bytes,
   unit.adopted = true;
   unit.owner = owner;
   unit.on_gone = std::move(on_gone);
-  auto code = impl_->make_code_object(std::move(unit), id, "adopt '" + name.str() + "'",
-                                      literals, compile_ns);
+  auto code = impl_->make_code_object(std::move(unit), id, "adopt '" + name.str() + "'", literals,
+                                      compile_ns);
   if (code) impl_->log->debug("adopted '{}' (owner {}) as code object #{}", name.str(), owner, id);
   return code;
 }
@@ -448,8 +449,7 @@ llvm::Expected<void*> Runtime::symbol(CodeObject* code, llvm::StringRef name) {
   return address->toPtr<void*>();
 }
 
-llvm::Expected<Closure*> Runtime::make_closure(CodeObject* code, llvm::StringRef entry,
-                                               void* env) {
+llvm::Expected<Closure*> Runtime::make_closure(CodeObject* code, llvm::StringRef entry, void* env) {
   auto address = symbol(code, entry);
   if (!address) return address.takeError();
   auto* closure = static_cast<Closure*>(GC_MALLOC(sizeof(Closure)));
@@ -596,11 +596,10 @@ std::string Runtime::dump_text() const {
       "    {} modules retired, {} collections ({} for a full code heap), {} reclaim passes ({} "
       "blocks kept referenced, {} thread timeouts)\n"
       "    stack scans: last {:.3f} ms, total {:.3f} ms; {} registered threads\n",
-      live_code_objects(), c.code_objects_created, c.code_objects_finalized,
-      c.closures_created, c.modules_retired, c.collections, c.full_heap_collections,
-      c.reclaim_passes,
-      c.blocks_kept_referenced, c.threads_timed_out, c.scan_ns_last / 1e6,
-      c.scan_ns_total / 1e6, impl_->registry->registered_threads());
+      live_code_objects(), c.code_objects_created, c.code_objects_finalized, c.closures_created,
+      c.modules_retired, c.collections, c.full_heap_collections, c.reclaim_passes,
+      c.blocks_kept_referenced, c.threads_timed_out, c.scan_ns_last / 1e6, c.scan_ns_total / 1e6,
+      impl_->registry->registered_threads());
   for (Tier tier : {Tier::kBaseline, Tier::kOptimized}) {
     const TierCounters& t = c.tier(tier);
     text += fmt::format(
@@ -610,8 +609,8 @@ std::string Runtime::dump_text() const {
         t.code_objects_finalized, t.compile_ns_total / 1e6,
         t.code_objects_created ? t.compile_ns_total / 1e3 / t.code_objects_created : 0.0);
   }
-  text += fmt::format("    tier-ups: {} installed, {} discarded\n", c.tier_ups,
-                      c.tier_ups_discarded);
+  text +=
+      fmt::format("    tier-ups: {} installed, {} discarded\n", c.tier_ups, c.tier_ups_discarded);
   return text;
 }
 

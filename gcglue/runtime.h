@@ -1,67 +1,37 @@
-// Runtime: garbage-collected machine code on Boehm GC.
+// Runtime: garbage-collected machine code on Boehm GC. The model, and why code is never freed
+// under a running thread: docs/embedding.md.
 //
-// A *code object* is a Boehm-heap object that owns one *code unit* and a literal pool: the GC
-// pointers the unit's code embeds (string constants, quoted lists, symbols). Boehm does not
-// scan the code region, so the pool is what keeps those objects alive exactly as long as the
-// code. A code unit is either a JIT module that compile() linked (the LLVM tier) or a group of
-// heap blocks made without LLVM that adopt() took over (e.g. a stencil-emitted unit, the
-// baseline tier). A *closure* is a Boehm-heap object holding a code object, an entry point into
-// it and an environment pointer; reaching a closure keeps its code alive.
+// A *code object* (in the Boehm heap) owns one code unit, a module compile() linked or heap
+// blocks adopt() took over, and a literal pool: the GC pointers its code embeds, which Boehm
+// does not find in the code region. A *closure* holds a code object, an entry point and an
+// environment; reaching it keeps the code alive. A code object has one id, unique within its
+// runtime and never reused, which also names its unit's private symbols (below). Once the
+// collector finds a code object unreachable, the next safepoint() or collect() retires its unit
+// to the heap's quarantine, and a reclaim pass frees the blocks when a scan of every registered
+// thread finds nothing pointing into them.
 //
-// Identity: a code object has one id, unique within its runtime and never reused. The runtime's
-// table maps it to the unit (engine module or heap owner), the unit's tier and bytes; the same
-// id names the unit's private symbols (below). Nothing else identifies a code object.
+// Callers must register every thread that runs JIT code or touches GC objects
+// (register_current_thread, which registers it with Boehm too) and unregister it before it
+// exits: an unregistered thread is not scanned, so code could be freed under it. Finalizers
+// run only in collect() and safepoint(): call those where you hold no lock that the engine, the
+// heap or your finalizers take. Threads may compile() concurrently with each other and with
+// adopt(), safepoint(), collect() and reclaim() on other threads.
 //
-// When the collector finds a code object unreachable, its finalizer (registered with
-// GC_register_finalizer_no_order, so self- and mutually-recursive closures are still
-// collected) queues its id. The queue is drained at a safepoint: a module is removed from the
-// engine, an adopted unit's owner is retired (Heap::retire_group), and either way the blocks are
-// *retired* to the heap's quarantine with their bytes intact, because a thread may still be
-// running them: Boehm sees no reference from a return address into the code region. A
-// reclamation pass (Heap::reclaim with the runtime's scan::ThreadRegistry) then stops every
-// registered thread in turn, scans its registers and stack (the calling thread's directly),
-// and frees only the quarantined blocks that nothing points into. So code is never freed under
-// a running thread.
+// A full code heap: compile(), define_function() and with_code_space() collect on the calling
+// thread (which must be registered and hold no lock that a collection or a finalizer takes) and
+// try once more; then they fail with the heap's message (requested, free and largest free
+// bytes), the heap as it was but for its error counters. A request larger than a whole arena
+// fails at once (kInvalidArgument). docs/embedding.md, "When the code heap is full".
 //
-// Finalization is on demand (GC_set_finalize_on_demand): Boehm never runs our finalizers in
-// the middle of an allocation, which could be inside the engine's or the heap's locks.
-// Finalizers run in collect() and safepoint(), which the embedding runtime calls at points
-// where it holds no such lock. The finalizer itself only appends to a queue.
+// Crashes: unless RuntimeOptions::faults says otherwise, a fatal signal in the heap's code
+// prints one line naming the block, its owner and the function, then the process dies of it;
+// the creating thread and every thread registered through the runtime get an alternate signal
+// stack (gcglue/fault_reporter.h; docs/embedding.md, "Crashes in JIT code").
 //
-// Threads: every thread that runs JIT code or touches GC objects must be registered
-// (register_current_thread, which also registers it with Boehm) and unregistered before it
-// exits. Unregistered threads are not scanned, so code could be freed under them.
-//
-// Threads may compile() concurrently with each other and with adopt(), safepoint(), collect()
-// and reclaim() on other threads; the live table and the counters are kept under one lock, which
-// is never held while allocating GC memory or linking.
-//
-// A full code heap is the runtime's problem first: when compile(), define_function() or
-// with_code_space() cannot place code (jit::HeapError with ErrorCode::kOutOfMemory), the
-// runtime collects (collect(): GC, safepoint, reclaim) on the calling thread and tries once
-// more; only then does the request fail, with the heap's message naming the requested, free and
-// largest free bytes, and the heap as it was but for its error counters. A request larger than
-// a whole arena fails at once (kInvalidArgument, with the same numbers): no collection can place
-// it. The calling thread must be registered (it is then stopped and scanned like the others),
-// and must hold no lock that a collection or a finalizer takes; compile and define_function hold
-// none of the runtime's while they collect, so any registered thread, a background compiler
-// included, may run into a full heap.
-//
-// Crashes: unless RuntimeOptions::faults says otherwise, the runtime installs the fatal-signal
-// reporter (gcglue/fault_reporter.h, which documents the order of signal handlers) and watches
-// its heap: a SIGSEGV, SIGBUS, SIGILL, SIGTRAP or SIGFPE whose pc or fault address lies in the
-// heap writes one line naming the signal, the block's state, its owner (the name given to
-// compile) and the JIT function, then the process dies of the same signal. The creating thread
-// and every thread registered through the runtime get an alternate signal stack, so a stack
-// overflow in JIT code is reported too.
-//
-// Names: compile() renames every externally visible definition of the module (not local, not a
-// declaration, not appending like llvm.used) from `<name>` to its private name `<name>.co<id>`,
-// <id> being the code object's id, so two code objects may define the same names; a module
-// that already defines a private name of its own is refused. This is the one renaming policy of
-// gcglue: symbol() and Compiled::definitions take and give the names as written in the module.
-// Code refers to the definitions of other code objects by address, not by name. Redefinable
-// global functions are entry cells (define_function); compiled code refers to them by plain
+// Names: compile() renames every externally visible definition `<name>` of the module to its
+// private name `<name>.co<id>` (a module that already defines such a name is refused); symbol()
+// and Compiled::definitions take and give the names as written in the module. Code reaches other
+// code objects by address, redefinable global functions (define_function: entry cells) by plain
 // name.
 #pragma once
 
@@ -115,9 +85,9 @@ struct RuntimeOptions {
 };
 
 struct CollectReport {
-  size_t finalized = 0;          // code objects whose finalizers ran
-  size_t modules_retired = 0;    // code units (modules, adopted units) retired into quarantine
-  ReclaimReport reclaim;         // the reclamation pass that followed
+  size_t finalized = 0;        // code objects whose finalizers ran
+  size_t modules_retired = 0;  // code units (modules, adopted units) retired into quarantine
+  ReclaimReport reclaim;       // the reclamation pass that followed
 };
 
 // One tier's code objects. A code object counts as finalized once a safepoint has retired its
@@ -136,17 +106,17 @@ struct GcCounters {
   uint64_t code_objects_created = 0;    // all tiers
   uint64_t code_objects_finalized = 0;  // all tiers; only this runtime's code objects
   uint64_t closures_created = 0;
-  uint64_t modules_retired = 0;         // code units retired into quarantine, adopted ones too
+  uint64_t modules_retired = 0;  // code units retired into quarantine, adopted ones too
   uint64_t collections = 0;
   uint64_t reclaim_passes = 0;          // the heap's count (Heap::counters), passes of any caller
   uint64_t blocks_kept_referenced = 0;  // quarantined blocks a scan found referenced
   uint64_t threads_timed_out = 0;
-  uint64_t retire_failures = 0;         // units the engine or heap refused to retire (logged)
-  uint64_t full_heap_collections = 0;   // collections made because the code heap was full
+  uint64_t retire_failures = 0;        // units the engine or heap refused to retire (logged)
+  uint64_t full_heap_collections = 0;  // collections made because the code heap was full
   uint64_t scan_ns_total = 0;
   uint64_t scan_ns_last = 0;
   std::array<TierCounters, kTierCount> tiers{};  // indexed by Tier
-  uint64_t tier_ups = 0;            // note_tier_up(true): optimized code installed
+  uint64_t tier_ups = 0;                         // note_tier_up(true): optimized code installed
   uint64_t tier_ups_discarded = 0;  // note_tier_up(false): compiled, then not installed
 
   const TierCounters& tier(Tier t) const { return tiers[static_cast<size_t>(t)]; }
@@ -194,9 +164,8 @@ class Runtime {
   // caller must not (and its group must have at most kMaxGroupByOwner blocks). On error the
   // caller still owns the blocks, and `on_gone` is dropped unrun. symbol() and make_closure()
   // know no names in such a unit: the caller knows its entry points.
-  llvm::Expected<CodeObject*> adopt(OwnerId owner, size_t code_bytes,
-                                    std::function<void()> on_gone, llvm::StringRef name,
-                                    llvm::ArrayRef<void*> literals = {},
+  llvm::Expected<CodeObject*> adopt(OwnerId owner, size_t code_bytes, std::function<void()> on_gone,
+                                    llvm::StringRef name, llvm::ArrayRef<void*> literals = {},
                                     Tier tier = Tier::kBaseline, uint64_t compile_ns = 0);
   // The address of `name`, as written in the module given to compile(), inside `code`.
   llvm::Expected<void*> symbol(CodeObject* code, llvm::StringRef name);

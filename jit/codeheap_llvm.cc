@@ -159,8 +159,8 @@ void codeheap_llvm_options_init(codeheap_llvm_options* options) {
   guarded("codeheap_llvm_options_init", 0, [&] {
     if (options == nullptr) return fail("codeheap_llvm_options_init: options is NULL", 0);
     static const codeheap::HeapOptions defaults;
-    *options = codeheap_llvm_options{defaults.code_bytes,      defaults.read_only_bytes,
-                                     defaults.data_bytes,      defaults.placement_hint,
+    *options = codeheap_llvm_options{defaults.code_bytes,        defaults.read_only_bytes,
+                                     defaults.data_bytes,        defaults.placement_hint,
                                      defaults.retain_free_bytes, "codeheap"};
     return 0;
   });
@@ -218,11 +218,16 @@ int codeheap_llvm_heap_stats(codeheap_llvm_heap* heap, codeheap_llvm_stats* stat
     if (live("codeheap_llvm_heap_stats", heap) == nullptr) return 1;
     if (stats == nullptr) return fail("codeheap_llvm_heap_stats: stats is NULL", 1);
     const codeheap::HeapStats s = heap->heap->stats();
-    *stats = codeheap_llvm_stats{s.reserved_bytes,         s.committed_bytes,
-                                 s.used_bytes,             s.quarantined_bytes,
-                                 s.free_bytes,             s.largest_free_block,
-                                 0,                        0,
-                                 0,                        s.counters.reclaim_passes,
+    *stats = codeheap_llvm_stats{s.reserved_bytes,
+                                 s.committed_bytes,
+                                 s.used_bytes,
+                                 s.quarantined_bytes,
+                                 s.free_bytes,
+                                 s.largest_free_block,
+                                 0,
+                                 0,
+                                 0,
+                                 s.counters.reclaim_passes,
                                  s.counters.blocks_reclaimed};
     for (const codeheap::ArenaStats& a : s.arenas) {
       stats->live_blocks += a.live_blocks;
@@ -270,10 +275,9 @@ int codeheap_llvm_reclaim(codeheap_llvm_heap* heap, codeheap_llvm_is_referenced 
                           void* context, codeheap_llvm_reclaim_report* report) {
   return guarded("codeheap_llvm_reclaim", 1, [&] {
     if (live("codeheap_llvm_reclaim", heap) == nullptr) return 1;
-    const codeheap::ReclaimReport r =
-        heap->heap->reclaim([&](uintptr_t begin, uintptr_t end) {
-          return is_referenced != nullptr && is_referenced(context, begin, end) != 0;
-        });
+    const codeheap::ReclaimReport r = heap->heap->reclaim([&](uintptr_t begin, uintptr_t end) {
+      return is_referenced != nullptr && is_referenced(context, begin, end) != 0;
+    });
     if (report != nullptr) {
       *report = codeheap_llvm_reclaim_report{r.examined_blocks, r.reclaimed_blocks,
                                              r.reclaimed_bytes, r.still_referenced_blocks};
@@ -333,8 +337,7 @@ LLVMOrcObjectLayerRef codeheap_llvm_object_layer(codeheap_llvm_heap* heap,
                  });
 }
 
-int codeheap_llvm_lljit_builder_set_heap(LLVMOrcLLJITBuilderRef builder,
-                                         codeheap_llvm_heap* heap) {
+int codeheap_llvm_lljit_builder_set_heap(LLVMOrcLLJITBuilderRef builder, codeheap_llvm_heap* heap) {
   return guarded("codeheap_llvm_lljit_builder_set_heap", 1, [&] {
     std::lock_guard lock(registry().mutex);
     if (live_locked("codeheap_llvm_lljit_builder_set_heap", heap) == nullptr) return 1;
@@ -344,8 +347,8 @@ int codeheap_llvm_lljit_builder_set_heap(LLVMOrcLLJITBuilderRef builder,
     // The creator holds the heap for as long as the builder (or a copy of its state) lives.
     auto use = std::make_shared<HeapUse>(*heap);
     unwrap(builder)->setObjectLinkingLayerCreator(
-        [use](llvm::orc::ExecutionSession& session, const llvm::Triple&)
-            -> llvm::Expected<std::unique_ptr<llvm::orc::ObjectLayer>> {
+        [use](llvm::orc::ExecutionSession& session,
+              const llvm::Triple&) -> llvm::Expected<std::unique_ptr<llvm::orc::ObjectLayer>> {
           return std::make_unique<HeapObjectLayer>(use->handle(), session);
         });
     return 0;

@@ -134,8 +134,7 @@ LLVMOrcObjectLayerRef codeheap_llvm_object_layer(codeheap_llvm_heap* heap,
  * codeheap_llvm_object_layer(heap, session), but checked now, since a creator cannot report an
  * error to LLJIT. The builder holds the heap (codeheap_llvm_heap_destroy refuses) until it is
  * disposed of, which LLVMOrcCreateLLJIT does. */
-int codeheap_llvm_lljit_builder_set_heap(LLVMOrcLLJITBuilderRef builder,
-                                         codeheap_llvm_heap* heap);
+int codeheap_llvm_lljit_builder_set_heap(LLVMOrcLLJITBuilderRef builder, codeheap_llvm_heap* heap);
 
 #ifdef __cplusplus
 }

@@ -45,8 +45,8 @@ Error makeBody(llvm::Module& module, StringRef name, StringRef body_name) {
   }
   function->setName(body_name);
   if (function->getName() != body_name)  // LLVM uniqued it: the module already used the name
-    return makeError("module '" + module.getModuleIdentifier() + "' already defines '" +
-                     body_name + "', the engine's private name for a version of '" + name + "'");
+    return makeError("module '" + module.getModuleIdentifier() + "' already defines '" + body_name +
+                     "', the engine's private name for a version of '" + name + "'");
   function->setLinkage(llvm::GlobalValue::ExternalLinkage);
   function->setVisibility(llvm::GlobalValue::DefaultVisibility);
   function->setComdat(nullptr);
@@ -166,11 +166,11 @@ Expected<LinkedModule> Engine::linkModule(CompiledModule compiled,
                                   kept.object->getBuffer(), kept.object->getBufferIdentifier()));
   }
   LinkedModule linked;
-  auto handle = impl_->link(kept.name, std::move(kept.definitions), std::move(kept.ir_names),
-                            &linked, keep_if_out_of_memory, token,
-                            [&](const llvm::orc::ResourceTrackerSP& tracker) {
-                              return impl_->jit->addObjectFile(tracker, std::move(kept.object));
-                            });
+  auto handle =
+      impl_->link(kept.name, std::move(kept.definitions), std::move(kept.ir_names), &linked,
+                  keep_if_out_of_memory, token, [&](const llvm::orc::ResourceTrackerSP& tracker) {
+                    return impl_->jit->addObjectFile(tracker, std::move(kept.object));
+                  });
   if (!handle) return handle.takeError();
   return linked;
 }
@@ -213,14 +213,14 @@ Expected<ExecutorAddr> Engine::defineFunction(StringRef name, ThreadSafeModule m
         llvm::orc::SymbolLookupSet(symbol, llvm::orc::SymbolLookupFlags::WeaklyReferencedSymbol));
     if (!taken) return llvm::joinErrors(context(), taken.takeError());
     if (!taken->empty())
-      return llvm::joinErrors(context(),
-                              makeError("'" + name + "' is already defined by a module or as a "
-                                        "host symbol, so it cannot become redefinable"));
+      return llvm::joinErrors(context(), makeError("'" + name +
+                                                   "' is already defined by a module or as a "
+                                                   "host symbol, so it cannot become redefinable"));
   }
 
   const std::string body_name = llvm::formatv("{0}.v{1}", name, impl.next_version++).str();
-  if (Error err = module.withModuleDo(
-          [&](llvm::Module& m) { return makeBody(m, name, body_name); }))
+  if (Error err =
+          module.withModuleDo([&](llvm::Module& m) { return makeBody(m, name, body_name); }))
     return llvm::joinErrors(context(), std::move(err));
   auto body_module = impl.add(std::move(module), body_name);
   if (!body_module) return body_module.takeError();
@@ -248,8 +248,7 @@ Expected<ExecutorAddr> Engine::defineFunction(StringRef name, ThreadSafeModule m
   definition[symbol] = llvm::orc::ExecutorSymbolDef(
       (*cell)->address(), llvm::JITSymbolFlags::Exported | llvm::JITSymbolFlags::Callable);
   if (Error err = impl.main().define(llvm::orc::absoluteSymbols(std::move(definition))))
-    return llvm::joinErrors(llvm::joinErrors(context(), std::move(err)),
-                            impl.remove(*body_module));
+    return llvm::joinErrors(llvm::joinErrors(context(), std::move(err)), impl.remove(*body_module));
   const ExecutorAddr stub = (*cell)->address();
   impl.cells[name] = Impl::Cell{std::move(*cell), *body_module};
   impl.log->debug("defined '{}' as {} behind entry cell {:#x}", name.str(), body_name,

@@ -1,49 +1,24 @@
-// Engine: an ORC LLJIT whose code and data live in a codeheap::Heap.
-//
-// What it sets up:
-//   - JITLink through HeapJITLinkMemoryManager: every section of every module in the heap's low
-//     region, so the Small code model (the default here) links: pc-relative calls and jump
-//     tables reach across the heap, and calls to host functions go through JITLink's GOT and
-//     stubs, which are allocated with the module and so are low as well.
-//   - eh_frame registration (EHFrameRegistrationPlugin), so C++ exceptions thrown by host
-//     functions unwind through JIT frames, including retired code that is still running:
-//     frames are deregistered when the heap reclaims a removed module's blocks.
-//   - perf map / GDB JIT plugins from jit/visibility.h, when `EngineOptions::visibility` asks.
-//   - symbol resolution: modules and host symbols in one JITDylib ("main"), then the process's
-//     exported symbols (DynamicLibrarySearchGenerator) unless disabled.
-//   - no static initializer support (LLJIT's "inactive" platform): modules whose
-//     llvm.global_ctors / llvm.global_dtors are non-empty are refused rather than silently not
-//     run. A dynamic-language runtime initializes its modules by calling them.
+// Engine: an ORC LLJIT whose code and data live in a codeheap::Heap. What it sets up (JITLink on
+// HeapJITLinkMemoryManager, the Small code model, eh_frame registration that lasts until the
+// heap reclaims the code, symbol resolution, perf map / GDB plugins) and why: docs/jit.md, "The
+// engine".
 //
 // Modules are linked eagerly: addModule compiles and links every definition before returning,
-// so every error (bad IR, an undefined symbol, a full heap) surfaces there, attributed to the
-// module, and the heap holds the module's code from then on. A module can refer to symbols of
-// modules added before it, to host symbols, and to process symbols.
+// so every error (bad IR, an undefined symbol, static initializers, which are refused, a full
+// heap) surfaces there, attributed to the module. A module may refer to symbols of modules added
+// before it, to host symbols and (unless disabled) to process symbols. removeModule sends the
+// module's blocks to the heap's quarantine (RetireMode); a reclaim pass frees them once nothing
+// references them. The engine does not know who still runs removed code; the caller does.
+// defineFunction gives a name a stable entry-cell stub: redefining it switches every caller to
+// the new body and retires the old one (docs/jit.md, "Entry cells and hot-swap").
 //
-// Removal: removeModule removes the module's ORC ResourceTracker: its symbols disappear, its
-// blocks go to the heap's quarantine (see RetireMode), from which the caller's reclaim pass
-// (Heap::reclaim) frees them once no thread references them; then its eh_frames are
-// deregistered.
-// The engine does not know who still calls the removed code; the runtime's GC does.
+// Errors: llvm::Error / Expected, naming the module or symbol. A failed addModule or
+// defineFunction leaves the heap statistics (counters aside) as they were. Heap failures arrive
+// as jit::HeapError (isOutOfMemory: collect, reclaim, retry; linkModule can keep the object code
+// for that retry, CompiledModule).
 //
-// Redefinable functions: defineFunction(name, module) gives `name` an EntryCell (entry_cell.h)
-// and links the module's definition of `name` under a private name; the JITDylib symbol `name`
-// is the cell's stub. Redefining `name` links the new body, stores its address into the cell
-// with one release store and removes the previous body's module (to quarantine; activations of
-// it that are running finish in intact code). Callers compiled before the redefinition call the
-// stub, so they reach the new body.
-//
-// Errors: every fallible member returns llvm::Error / Expected with a message naming the module
-// or symbol. A failed addModule or defineFunction leaves the heap statistics (counters aside)
-// as they were. Heap failures arrive as jit::HeapError (jit/error.h), so a caller can collect
-// garbage, reclaim and retry on ErrorCode::kOutOfMemory (isOutOfMemory). linkModule can keep a
-// module's object code for that retry (CompiledModule), so the module is not compiled twice.
-//
-// Function names: every function a link defines is named in the heap (Heap::add_symbols), so
-// Heap::describe (a crash report) can say which JIT function an address is in.
-//
-// Threading: all members may be called from any thread concurrently. Compilation happens on the
-// calling thread. defineFunction calls are serialized with each other (not with addModule or
+// Threading: all members may be called from any thread concurrently; compilation happens on the
+// calling thread; defineFunction calls are serialized with each other (not with addModule or
 // lookup). The Heap must outlive the Engine; destroying the Engine removes every module (to
 // quarantine) and retires the entry cells, so no JIT code may run during or after destruction.
 #pragma once
@@ -149,16 +124,12 @@ class Engine {
   // Same, from textual LLVM IR (parsed into a context of its own).
   llvm::Expected<ModuleHandle> addModule(llvm::StringRef ir_text, llvm::StringRef name);
   // addModule, also returning the module's definitions and heap bytes as its link produced
-  // them: the addresses are those of the one session lookup that links the module, the bytes
-  // are summed by a link pass keyed by the module's resource tracker (so it finds them whichever
-  // thread materializes the module). No lookup per definition afterwards.
-  // With `keep_if_out_of_memory`: when the link fails because the heap is full (isOutOfMemory),
-  // *keep_if_out_of_memory receives the module's object code (it is left empty otherwise), so
-  // the caller can make room and link it again without compiling it again. That costs a copy of
-  // the object code (a few KiB for a closure) on every link, against one compilation saved when
-  // the heap is full: the module itself is consumed by compilation and cannot be kept cheaply.
-  llvm::Expected<LinkedModule> linkModule(llvm::orc::ThreadSafeModule module,
-                                          llvm::StringRef name,
+  // them (no lookup per definition afterwards). With `keep_if_out_of_memory`: when the link
+  // fails because the heap is full (isOutOfMemory), *keep_if_out_of_memory receives the module's
+  // object code (it is left empty otherwise), so the caller can make room and link it again
+  // without compiling it again, for a copy of the object code on every link (docs/jit.md,
+  // "Errors").
+  llvm::Expected<LinkedModule> linkModule(llvm::orc::ThreadSafeModule module, llvm::StringRef name,
                                           CompiledModule* keep_if_out_of_memory = nullptr);
   // Links a module that a failed linkModule kept, as that call would have; fails for an empty
   // CompiledModule. `keep_if_out_of_memory` as above.

@@ -80,8 +80,7 @@ uint64_t ObjectKeeper::untag(llvm::Module& module) {
   return token;
 }
 
-PooledIRCompiler::PooledIRCompiler(llvm::orc::JITTargetMachineBuilder builder,
-                                   ObjectKeeper& keeper)
+PooledIRCompiler::PooledIRCompiler(llvm::orc::JITTargetMachineBuilder builder, ObjectKeeper& keeper)
     : IRCompiler(llvm::orc::irManglingOptionsFromTargetOptions(builder.getOptions())),
       builder_(std::move(builder)),
       keeper_(keeper) {}

@@ -161,8 +161,7 @@ struct Engine::Impl {
   // Adds and links `module`; fills `report` (handle, definitions, heap bytes) if given, and
   // `keep` (see Engine::linkModule) if given and the heap is full.
   llvm::Expected<ModuleHandle> add(llvm::orc::ThreadSafeModule module, llvm::StringRef name,
-                                   LinkedModule* report = nullptr,
-                                   CompiledModule* keep = nullptr);
+                                   LinkedModule* report = nullptr, CompiledModule* keep = nullptr);
 
   // Links what `add_to` adds to a new resource tracker (a module, or a kept module's object):
   // looks up `definitions` and reports them under their IR names. `token` names the object that

@@ -35,10 +35,8 @@ uint64_t heapBytes(llvm::jitlink::LinkGraph& graph) {
   };
   llvm::SmallVector<Span, 4> spans;
   for (llvm::jitlink::Section& section : graph.sections()) {
-    if (section.getMemLifetime() != llvm::orc::MemLifetime::Standard || section.empty())
-      continue;
-    auto span =
-        llvm::find_if(spans, [&](const Span& s) { return s.prot == section.getMemProt(); });
+    if (section.getMemLifetime() != llvm::orc::MemLifetime::Standard || section.empty()) continue;
+    auto span = llvm::find_if(spans, [&](const Span& s) { return s.prot == section.getMemProt(); });
     if (span == spans.end()) span = &spans.emplace_back(Span{section.getMemProt()});
     for (llvm::jitlink::Block* block : section.blocks()) {
       const uint64_t address = block->getAddress().getValue();
@@ -76,8 +74,7 @@ class FunctionNamer final : public StatelessLinkPlugin {
           section.getMemLifetime() != llvm::orc::MemLifetime::Standard ||
           (section.getMemProt() & llvm::orc::MemProt::Exec) == llvm::orc::MemProt::None)
         continue;
-      functions.push_back(
-          {symbol->getAddress().getValue(), symbol->getSize(), symbol->getName()});
+      functions.push_back({symbol->getAddress().getValue(), symbol->getSize(), symbol->getName()});
     }
     // A refusal only costs a crash report the function's name; the link goes on.
     if (auto added = heap_.add_symbols(functions); !added)

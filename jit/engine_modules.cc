@@ -63,15 +63,14 @@ Expected<ModuleHandle> Engine::Impl::add(ThreadSafeModule module, StringRef name
     if (llvm::verifyModule(m, &out))
       return makeError("invalid IR: " + llvm::StringRef(problems).trim());
     if (hasStaticInitializers(m))
-      return makeError("static constructors/destructors (llvm.global_ctors/dtors) are not "
-                       "supported; call the module's initialization explicitly");
+      return makeError(
+          "static constructors/destructors (llvm.global_ctors/dtors) are not "
+          "supported; call the module's initialization explicitly");
     for (const llvm::GlobalValue& value : m.global_values()) {
-      if (value.isDeclarationForLinker() || value.hasLocalLinkage() ||
-          value.hasAppendingLinkage())
+      if (value.isDeclarationForLinker() || value.hasLocalLinkage() || value.hasAppendingLinkage())
         continue;
       llvm::orc::SymbolStringPtr symbol = jit->mangleAndIntern(value.getName());
-      if (report != nullptr && *symbol != value.getName())
-        ir_names[symbol] = value.getName().str();
+      if (report != nullptr && *symbol != value.getName()) ir_names[symbol] = value.getName().str();
       definitions.add(std::move(symbol));
     }
     return Error::success();
@@ -166,9 +165,10 @@ Error Engine::Impl::remove(ModuleHandle handle) {
     std::lock_guard<std::mutex> lock(modules_mutex);
     auto it = modules.find(handle.id);
     if (it == modules.end())
-      return makeError(llvm::formatv("cannot remove module #{0}: no such module (never added "
-                                     "to this engine, or already removed)",
-                                     handle.id));
+      return makeError(
+          llvm::formatv("cannot remove module #{0}: no such module (never added "
+                        "to this engine, or already removed)",
+                        handle.id));
     module = std::move(it->second);
     modules.erase(it);
     for (const llvm::orc::SymbolStringPtr& symbol : module.definitions) linked.erase(symbol);

@@ -16,9 +16,9 @@ using llvm::orc::ExecutorAddr;
 
 namespace {
 
-constexpr size_t kStubBytes = 8;      // 6 bytes of jmp, 2 of int3
+constexpr size_t kStubBytes = 8;  // 6 bytes of jmp, 2 of int3
 constexpr size_t kJmpBytes = 6;
-constexpr uint8_t kTrap = 0xCC;       // int3
+constexpr uint8_t kTrap = 0xCC;  // int3
 
 std::atomic_ref<uint64_t> slotRef(const Allocation& slot) {
   return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(slot.writable));
@@ -49,8 +49,8 @@ llvm::Expected<std::unique_ptr<EntryCell>> EntryCell::create(Heap& heap, llvm::S
   // jmp *rel32(%rip): rel32 counts from the end of the 6-byte instruction. Both blocks lie in
   // one reservation of at most 2 GiB, so the displacement always fits; checked all the same,
   // because a wrapped displacement would jump somewhere arbitrary.
-  const int64_t displacement = static_cast<int64_t>(slot->address) -
-                               static_cast<int64_t>(stub->address + kJmpBytes);
+  const int64_t displacement =
+      static_cast<int64_t>(slot->address) - static_cast<int64_t>(stub->address + kJmpBytes);
   if (!llvm::isInt<32>(displacement)) {
     (void)heap.abandon(slot->address);
     (void)heap.abandon(stub->address);

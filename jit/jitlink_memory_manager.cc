@@ -31,8 +31,9 @@ namespace {
 // One segment of a graph: the blocks of its allocatable sections that share a protection and
 // a lifetime, content blocks in (section, address, size) order, then zero-fill blocks in the
 // same order. That is jitlink::BasicLayout's layout, computed here without its two vectors per
-// segment, so that a link costs no more than its bookkeeping and each byte is written once:
-// content is copied into the heap block and only padding and zero-fill are cleared.
+// segment, so that each byte is written once: content is copied into the heap block and only
+// padding and zero-fill are cleared. Why not BasicLayout itself, and that no measurement
+// compares the two: docs/performance-notes.md, "layOut instead of jitlink::BasicLayout".
 struct Segment {
   explicit Segment(AllocGroup group) : group(group) {}
   AllocGroup group;
@@ -47,8 +48,8 @@ using Segments = llvm::SmallVector<Segment, 3>;
 
 Segments layOut(LinkGraph& graph) {
   Segments segments;
-  // Each section is read in turn, after a long walk of the previous one's block set; loading
-  // them all now lets those cache misses overlap.
+  // All sections are prefetched before the walk (docs/performance-notes.md, "layOut prefetches
+  // the sections").
   for (llvm::jitlink::Section& section : graph.sections()) __builtin_prefetch(&section);
   for (llvm::jitlink::Section& section : graph.sections()) {
     if (section.getMemLifetime() == MemLifetime::NoAlloc || section.blocks_size() == 0) continue;
@@ -268,8 +269,8 @@ void HeapJITLinkMemoryManager::allocate(const llvm::jitlink::JITLinkDylib*, Link
       in_flight->done_ = true;  // nothing allocated yet
       return on_allocated(arena.takeError());
     }
-    // Filled in place: a braced temporary would be stored piecewise and then reloaded whole,
-    // which the CPU cannot forward from its store buffer.
+    // Filled in place, field by field (docs/performance-notes.md, "BlockRequest filled in
+    // place").
     BlockRequest& request = requests.emplace_back();
     request.arena = *arena;
     // A segment can consist of empty blocks only; the heap has no zero-sized blocks.
@@ -295,11 +296,10 @@ void HeapJITLinkMemoryManager::allocate(const llvm::jitlink::JITLinkDylib*, Link
     const Allocation& block = in_flight->blocks_[i];
     place(segments[i], block);
     if (log_->should_log(spdlog::level::debug)) {
-      log_->debug("{}: {} segment ({}) at [{:#x}, {:#x})", graph.getName(),
-                  to_string(requests[i].arena),
-                  segments[i].group.getMemLifetime() == MemLifetime::Finalize ? "finalize"
-                                                                              : "standard",
-                  block.address, block.address + segments[i].bytes);
+      log_->debug(
+          "{}: {} segment ({}) at [{:#x}, {:#x})", graph.getName(), to_string(requests[i].arena),
+          segments[i].group.getMemLifetime() == MemLifetime::Finalize ? "finalize" : "standard",
+          block.address, block.address + segments[i].bytes);
     }
   }
   on_allocated(std::move(in_flight));

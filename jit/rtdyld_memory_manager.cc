@@ -73,8 +73,7 @@ uint8_t* RtdyldMemoryManager::allocateCodeSection(uintptr_t size, unsigned align
 
 uint8_t* RtdyldMemoryManager::allocateDataSection(uintptr_t size, unsigned alignment,
                                                   unsigned /*section_id*/,
-                                                  llvm::StringRef section_name,
-                                                  bool is_read_only) {
+                                                  llvm::StringRef section_name, bool is_read_only) {
   return allocate(is_read_only ? Arena::kReadOnly : Arena::kData, size, alignment, section_name);
 }
 
@@ -89,16 +88,19 @@ void RtdyldMemoryManager::reserveAllocationSpace(uintptr_t code_size, llvm::Alig
   // heap's block table small. If a reservation cannot be made, sections are placed one by
   // one, which may still fit a fragmented heap.
   const std::pair<uintptr_t, llvm::Align> requests[kArenaCount] = {
-      {code_size, code_align}, {read_only_size, read_only_align}, {read_write_size, read_write_align}};
+      {code_size, code_align},
+      {read_only_size, read_only_align},
+      {read_write_size, read_write_align}};
   for (int i = 0; i < kArenaCount; ++i) {
     reservations_[i] = {};
     auto [size, align] = requests[i];
     if (size == 0) continue;
     auto block = heap_.allocate(static_cast<Arena>(i), size, align.value(), currentOwner());
     if (!block) {
-      logger("jit")->debug("rtdyld '{}': no {}-byte reservation in {}: {}; placing sections "
-                           "one by one", name_, size, to_string(static_cast<Arena>(i)),
-                           block.error().message);
+      logger("jit")->debug(
+          "rtdyld '{}': no {}-byte reservation in {}: {}; placing sections "
+          "one by one",
+          name_, size, to_string(static_cast<Arena>(i)), block.error().message);
       continue;
     }
     blocks_.push_back({block->address, current_owner_, false});
@@ -219,8 +221,8 @@ bool RtdyldMemoryManager::finalizeMemory(std::string* error_message) {
   // coherent icache must not run stale lines (a no-op on x86-64).
   for (size_t i = first_unflushed_section_; i < sections_.size(); ++i)
     if (sections_[i].arena == Arena::kCode)
-      llvm::sys::Memory::InvalidateInstructionCache(reinterpret_cast<const void*>(sections_[i].address),
-                                                    sections_[i].size);
+      llvm::sys::Memory::InvalidateInstructionCache(
+          reinterpret_cast<const void*>(sections_[i].address), sections_[i].size);
   first_unflushed_section_ = sections_.size();
 
   if (unreported_failure_.empty()) return false;

@@ -89,9 +89,9 @@ class RtdyldMemoryManager : public llvm::RTDyldMemoryManager {
   uint8_t* allocateDataSection(uintptr_t size, unsigned alignment, unsigned section_id,
                                llvm::StringRef section_name, bool is_read_only) override;
   bool needsToReserveAllocationSpace() override { return true; }
-  void reserveAllocationSpace(uintptr_t code_size, llvm::Align code_align,
-                              uintptr_t read_only_size, llvm::Align read_only_align,
-                              uintptr_t read_write_size, llvm::Align read_write_align) override;
+  void reserveAllocationSpace(uintptr_t code_size, llvm::Align code_align, uintptr_t read_only_size,
+                              llvm::Align read_only_align, uintptr_t read_write_size,
+                              llvm::Align read_write_align) override;
   using llvm::RTDyldMemoryManager::notifyObjectLoaded;
   void notifyObjectLoaded(llvm::RuntimeDyld& dyld, const llvm::object::ObjectFile& object) override;
   void registerEHFrames(uint8_t* address, uint64_t load_address, size_t size) override;

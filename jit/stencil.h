@@ -23,10 +23,10 @@ enum class HoleTarget : uint8_t {
 };
 
 struct Hole {
-  uint32_t offset;    // in the stencil's code (or in its read-only data, for rodata_holes)
+  uint32_t offset;  // in the stencil's code (or in its read-only data, for rodata_holes)
   HoleKind kind;
   HoleTarget target;
-  uint16_t symbol;    // for HoleTarget::kSymbol: an index into StencilLibrary::symbols
+  uint16_t symbol;  // for HoleTarget::kSymbol: an index into StencilLibrary::symbols
   int64_t addend;
   // R_X86_64_PLT32: a call or jump, which may reach a helper through its trampoline. Any other
   // pc-relative hole (a data reference) needs the helper's own address within rel32 range.
@@ -65,7 +65,7 @@ inline constexpr uint32_t kFdePcBegin = 8;
 inline constexpr uint32_t kFdePcRange = 12;
 
 struct StencilLibrary {
-  const char* name;  // the Bazel target that built it
+  const char* name;         // the Bazel target that built it
   const Stencil* stencils;  // sorted by name
   uint32_t stencil_count;
   const char* const* symbols;  // the extern symbols the holes refer to, sorted by name

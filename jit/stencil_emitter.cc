@@ -25,9 +25,9 @@ extern "C" void __deregister_frame(void* begin);
 namespace codeheap::jit {
 namespace {
 
-constexpr uint8_t kTrap = 0xCC;           // int3
-constexpr uint32_t kTailJumpBytes = 5;    // E9 rel32
-constexpr size_t kTrampolineBytes = 8;    // FF 25 rel32: jmp *slot(%rip), then int3 int3
+constexpr uint8_t kTrap = 0xCC;         // int3
+constexpr uint32_t kTailJumpBytes = 5;  // E9 rel32
+constexpr size_t kTrampolineBytes = 8;  // FF 25 rel32: jmp *slot(%rip), then int3 int3
 constexpr size_t kCodeAlignment = 16;
 constexpr size_t kEHFrameAlignment = 8;
 constexpr uint32_t kUnplaced = UINT32_MAX;
@@ -45,10 +45,14 @@ llvm::Error error(const char* format, auto... args) {
 
 const char* kindName(HoleKind kind) {
   switch (kind) {
-    case HoleKind::kAbs64: return "abs64";
-    case HoleKind::kPcRel32: return "pcrel32";
-    case HoleKind::kAbs32: return "abs32";
-    case HoleKind::kAbs32S: return "abs32s";
+    case HoleKind::kAbs64:
+      return "abs64";
+    case HoleKind::kPcRel32:
+      return "pcrel32";
+    case HoleKind::kAbs32:
+      return "abs32";
+    case HoleKind::kAbs32S:
+      return "abs32s";
   }
   return "?";
 }
@@ -257,9 +261,9 @@ llvm::Error CodeUnitBuilder::bindingError(const Instance& instance, llvm::String
                                           uint32_t index) const {
   for (uint32_t b = instance.bindings_begin; b < instance.bindings_end; ++b) {
     const Binding& binding = bindings_[b];
-    const bool twice = std::any_of(bindings_.begin() + instance.bindings_begin,
-                                   bindings_.begin() + b,
-                                   [&](const Binding& o) { return o.symbol == binding.symbol; });
+    const bool twice =
+        std::any_of(bindings_.begin() + instance.bindings_begin, bindings_.begin() + b,
+                    [&](const Binding& o) { return o.symbol == binding.symbol; });
     if (twice || (binding.label && labels_[binding.value] == kUnplaced))
       return error("unit '%s': stencil '%s' (instance %u): symbol '%s' is %s",
                    owner_name.str().c_str(), library_.stencils[instance.stencil].name, index,
@@ -269,17 +273,17 @@ llvm::Error CodeUnitBuilder::bindingError(const Instance& instance, llvm::String
   return llvm::Error::success();
 }
 
-llvm::Error CodeUnitBuilder::checkHoles(const Stencil& stencil, const Hole* holes,
-                                        uint32_t count, llvm::StringRef owner_name,
-                                        uint32_t index) const {
+llvm::Error CodeUnitBuilder::checkHoles(const Stencil& stencil, const Hole* holes, uint32_t count,
+                                        llvm::StringRef owner_name, uint32_t index) const {
   for (uint32_t h = 0; h < count; ++h) {
     const Hole& hole = holes[h];
     if (hole.target != HoleTarget::kSymbol || bound_epoch_[hole.symbol] == epoch_ ||
         helper_address_[hole.symbol] != 0)
       continue;
-    return error("unit '%s': stencil '%s' (instance %u) uses symbol '%s', which is neither set "
-                 "for the instance nor defined in the helper table",
-                 owner_name.str().c_str(), stencil.name, index, library_.symbols[hole.symbol]);
+    return error(
+        "unit '%s': stencil '%s' (instance %u) uses symbol '%s', which is neither set "
+        "for the instance nor defined in the helper table",
+        owner_name.str().c_str(), stencil.name, index, library_.symbols[hole.symbol]);
   }
   return llvm::Error::success();
 }
@@ -301,27 +305,32 @@ llvm::Error CodeUnitBuilder::patch(const Stencil& stencil, const Hole* holes, ui
     const Hole& hole = holes[h];
     uint64_t target = 0;
     switch (hole.target) {
-      case HoleTarget::kSymbol: target = symbolValue(hole.symbol, hole.branch); break;
-      case HoleTarget::kReadOnly: target = rodata; break;
-      case HoleTarget::kCode: target = code; break;
+      case HoleTarget::kSymbol:
+        target = symbolValue(hole.symbol, hole.branch);
+        break;
+      case HoleTarget::kReadOnly:
+        target = rodata;
+        break;
+      case HoleTarget::kCode:
+        target = code;
+        break;
     }
     target += static_cast<uint64_t>(hole.addend);
     if (patchHole(writable + hole.offset, hole.kind, target, address + hole.offset)) continue;
-    return error("unit '%s': stencil '%s' (instance %u): %s hole at +%u against %s: "
-                 "0x%" PRIx64 " does not fit (from 0x%" PRIxPTR ")",
-                 owner_name.str().c_str(), stencil.name, index, kindName(hole.kind),
-                 hole.offset,
-                 hole.target == HoleTarget::kSymbol ? library_.symbols[hole.symbol]
-                 : hole.target == HoleTarget::kCode ? "its code"
-                                                    : "its read-only data",
-                 target, address + hole.offset);
+    return error(
+        "unit '%s': stencil '%s' (instance %u): %s hole at +%u against %s: "
+        "0x%" PRIx64 " does not fit (from 0x%" PRIxPTR ")",
+        owner_name.str().c_str(), stencil.name, index, kindName(hole.kind), hole.offset,
+        hole.target == HoleTarget::kSymbol ? library_.symbols[hole.symbol]
+        : hole.target == HoleTarget::kCode ? "its code"
+                                           : "its read-only data",
+        target, address + hole.offset);
   }
   return llvm::Error::success();
 }
 
 llvm::Expected<EmittedUnit> CodeUnitBuilder::emit(Heap& heap, llvm::StringRef owner_name) {
-  if (instances_.empty())
-    return error("unit '%s': no stencil appended", owner_name.str().c_str());
+  if (instances_.empty()) return error("unit '%s': no stencil appended", owner_name.str().c_str());
   if (&heap != &helpers_.heap())
     return error("unit '%s': the heap is not the helper table's", owner_name.str().c_str());
   if (helpers_.generation() != helper_generation_) resolveHelpers();
@@ -343,8 +352,8 @@ llvm::Expected<EmittedUnit> CodeUnitBuilder::emit(Heap& heap, llvm::StringRef ow
     if (!bind(instance)) return bindingError(instance, owner_name, i);
     if (auto err = checkHoles(stencil, stencil.holes, stencil.hole_count, owner_name, i))
       return err;
-    if (auto err = checkHoles(stencil, stencil.rodata_holes, stencil.rodata_hole_count,
-                              owner_name, i))
+    if (auto err =
+            checkHoles(stencil, stencil.rodata_holes, stencil.rodata_hole_count, owner_name, i))
       return err;
     instance.drop_tail_jump = false;
     if (stencil.tail_jump_hole >= 0 && i + 1 < count) {
@@ -417,11 +426,10 @@ llvm::Expected<EmittedUnit> CodeUnitBuilder::emit(Heap& heap, llvm::StringRef ow
                          code.writable + instance.code_offset, at, at, rodata, owner_name, i))
       return abandon(std::move(err));
     if (instance.owns_rodata) {
-      std::memcpy(read_only.writable + instance.rodata_offset, stencil.rodata,
-                  stencil.rodata_size);
-      if (auto err = patch(stencil, stencil.rodata_holes, stencil.rodata_hole_count, -1,
-                           read_only.writable + instance.rodata_offset, rodata, at, rodata,
-                           owner_name, i))
+      std::memcpy(read_only.writable + instance.rodata_offset, stencil.rodata, stencil.rodata_size);
+      if (auto err =
+              patch(stencil, stencil.rodata_holes, stencil.rodata_hole_count, -1,
+                    read_only.writable + instance.rodata_offset, rodata, at, rodata, owner_name, i))
         return abandon(std::move(err));
     }
     if (stencil.fde_size > 0) {

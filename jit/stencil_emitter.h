@@ -79,7 +79,7 @@ struct EmittedUnit {
   OwnerId owner = kNoOwner;  // the heap owner of the unit's blocks
   uintptr_t code = 0;        // execution address of the code block
   size_t code_size = 0;
-  uintptr_t read_only = 0;   // its read-only data and .eh_frame (0 if it has neither)
+  uintptr_t read_only = 0;  // its read-only data and .eh_frame (0 if it has neither)
   size_t read_only_size = 0;
   // Deregisters the unit's unwind info (empty if it has none). Pass it as `on_gone` to
   // Heap::retire_group(owner, on_gone), as retireUnit does, so that it runs only once no
@@ -97,8 +97,7 @@ class CodeUnitBuilder {
   // Both must outlive the builder. `perf_map`: append one /tmp/perf-<pid>.map line per
   // stencil instance of every unit ("<owner name>:<stencil>"; see jit/visibility.h), e.g.
   // VisibilityOptions::fromEnvironment().perf_map.
-  CodeUnitBuilder(const StencilLibrary& library, const HelperTable& helpers,
-                  bool perf_map = false);
+  CodeUnitBuilder(const StencilLibrary& library, const HelperTable& helpers, bool perf_map = false);
 
   // Starts a new unit, keeping capacity. Labels and label addresses of the last unit are gone.
   void reset();

@@ -97,8 +97,8 @@ class Object {
     auto buffer = llvm::MemoryBuffer::getFile(path);
     if (!buffer) fail(path + ": " + buffer.getError().message());
     buffer_ = std::move(*buffer);
-    auto object = check(llvm::object::ObjectFile::createObjectFile(buffer_->getMemBufferRef()),
-                        path);
+    auto object =
+        check(llvm::object::ObjectFile::createObjectFile(buffer_->getMemBufferRef()), path);
     elf_.reset(llvm::dyn_cast<ELF64LEObjectFile>(object.release()));
     if (!elf_ || elf_->getArch() != llvm::Triple::x86_64 || !elf_->isRelocatableObject())
       fail(path + ": not an ELF x86-64 relocatable object");
@@ -171,17 +171,15 @@ class Object {
 
   Hole hole(Stencil& stencil, const ELFSectionRef& section, const ELFRelocationRef& relocation) {
     const uint32_t type = relocation.getType();
-    const StringRef type_name =
-        llvm::object::getELFRelocationTypeName(llvm::ELF::EM_X86_64, type);
+    const StringRef type_name = llvm::object::getELFRelocationTypeName(llvm::ELF::EM_X86_64, type);
     auto symbol_it = relocation.getSymbol();
     if (symbol_it == elf_->symbol_end())
       fail("stencil '" + stencil.name + "': relocation " + type_name + " without a symbol");
     const ELFSymbolRef symbol(*symbol_it);
     const StringRef target_name = check(symbol.getName(), path_ + ": symbol name");
     const std::string in_data =
-        section == stencil.text
-            ? ""
-            : (" in its read-only data '" + sectionName(section) + "'").str();
+        section == stencil.text ? ""
+                                : (" in its read-only data '" + sectionName(section) + "'").str();
     const std::string refused = "stencil '" + stencil.name + "': relocation " + type_name.str() +
                                 " against '" + target_name.str() + "'" + in_data +
                                 " cannot be placed (";
@@ -193,14 +191,22 @@ class Object {
     if (relocation.getOffset() + size > section.getSize())
       return refuse("beyond its section's end");
     switch (type) {
-      case llvm::ELF::R_X86_64_64: hole.kind = HoleKind::kAbs64; break;
-      case llvm::ELF::R_X86_64_PC32: hole.kind = HoleKind::kPcRel32; break;
+      case llvm::ELF::R_X86_64_64:
+        hole.kind = HoleKind::kAbs64;
+        break;
+      case llvm::ELF::R_X86_64_PC32:
+        hole.kind = HoleKind::kPcRel32;
+        break;
       case llvm::ELF::R_X86_64_PLT32:
         hole.kind = HoleKind::kPcRel32;
         hole.branch = true;
         break;
-      case llvm::ELF::R_X86_64_32: hole.kind = HoleKind::kAbs32; break;
-      case llvm::ELF::R_X86_64_32S: hole.kind = HoleKind::kAbs32S; break;
+      case llvm::ELF::R_X86_64_32:
+        hole.kind = HoleKind::kAbs32;
+        break;
+      case llvm::ELF::R_X86_64_32S:
+        hole.kind = HoleKind::kAbs32S;
+        break;
       case llvm::ELF::R_X86_64_GOTPCREL:
       case llvm::ELF::R_X86_64_GOTPCRELX:
       case llvm::ELF::R_X86_64_REX_GOTPCRELX:
@@ -348,8 +354,8 @@ class Object {
     }
     llvm::decodeULEB128(p, &n, end, &error);  // augmentation data length
     p += n;
-    if (error != nullptr || p >= end || *p != (llvm::dwarf::DW_EH_PE_pcrel |
-                                               llvm::dwarf::DW_EH_PE_sdata4))
+    if (error != nullptr || p >= end ||
+        *p != (llvm::dwarf::DW_EH_PE_pcrel | llvm::dwarf::DW_EH_PE_sdata4))
       fail(".eh_frame CIE: FDE pointers are not encoded pcrel|sdata4 (0x1b)");
   }
 
@@ -363,9 +369,8 @@ class Object {
       fail(where + ": more than one relocation (an LSDA?)");
     const ELFSymbolRef symbol(*first->second.getSymbol());
     auto section = check(symbol.getSection(), where);
-    const uint64_t value = symbol.getELFType() == llvm::ELF::STT_SECTION
-                               ? 0
-                               : check(symbol.getValue(), where);
+    const uint64_t value =
+        symbol.getELFType() == llvm::ELF::STT_SECTION ? 0 : check(symbol.getValue(), where);
     auto stencil = std::find_if(stencils.begin(), stencils.end(),
                                 [&](const Stencil& s) { return s.text == *section; });
     if (stencil == stencils.end()) return;  // an unreferenced local function
@@ -394,19 +399,26 @@ class Object {
 
 const char* kindName(HoleKind kind) {
   switch (kind) {
-    case HoleKind::kAbs64: return "kAbs64";
-    case HoleKind::kPcRel32: return "kPcRel32";
-    case HoleKind::kAbs32: return "kAbs32";
-    case HoleKind::kAbs32S: return "kAbs32S";
+    case HoleKind::kAbs64:
+      return "kAbs64";
+    case HoleKind::kPcRel32:
+      return "kPcRel32";
+    case HoleKind::kAbs32:
+      return "kAbs32";
+    case HoleKind::kAbs32S:
+      return "kAbs32S";
   }
   return "";
 }
 
 const char* targetName(HoleTarget target) {
   switch (target) {
-    case HoleTarget::kSymbol: return "kSymbol";
-    case HoleTarget::kReadOnly: return "kReadOnly";
-    case HoleTarget::kCode: return "kCode";
+    case HoleTarget::kSymbol:
+      return "kSymbol";
+    case HoleTarget::kReadOnly:
+      return "kReadOnly";
+    case HoleTarget::kCode:
+      return "kCode";
   }
   return "";
 }
@@ -502,9 +514,9 @@ void writeOutputs(const std::string& library, const std::string& ns, const std::
                     [](const Hole& h) { return h.target == HoleTarget::kReadOnly; });
     cc << "    {.name = \"" << s.name << "\", .code = kCode" << n
        << ", .code_size = " << s.code.size() << ", .holes = " << array(s.holes, "kHoles" + n)
-       << ", .hole_count = " << s.holes.size() << ",\n     .rodata = "
-       << array(s.rodata, "kRodata" + n) << ", .rodata_size = " << s.rodata.size()
-       << ", .rodata_align = " << s.rodata_align
+       << ", .hole_count = " << s.holes.size()
+       << ",\n     .rodata = " << array(s.rodata, "kRodata" + n)
+       << ", .rodata_size = " << s.rodata.size() << ", .rodata_align = " << s.rodata_align
        << ", .rodata_holes = " << array(s.rodata_holes, "kRodataHoles" + n)
        << ", .rodata_hole_count = " << s.rodata_holes.size()
        << ", .rodata_shared = " << (shared ? "true" : "false")
@@ -548,8 +560,9 @@ int main(int argc, char** argv) {
     }
   }
   if (library.empty() || ns.empty() || header.empty() || paths.size() != 3)
-    fail("usage: stencil_tool --library=//pkg:name --namespace=name --header=pkg/name.h "
-         "IN.o OUT.h OUT.cc");
+    fail(
+        "usage: stencil_tool --library=//pkg:name --namespace=name --header=pkg/name.h "
+        "IN.o OUT.h OUT.cc");
   Object object(paths[0]);
   const std::vector<Stencil> stencils = object.stencils();
   if (stencils.empty()) fail(paths[0] + ": no stencil (a global function in .text.<name>)");

@@ -101,9 +101,10 @@ __attribute__((no_sanitize("address", "thread"), always_inline)) inline void mar
 }
 
 // Reads another frame's stack words, including ASan redzones, like any conservative scanner.
-__attribute__((no_sanitize("address", "thread"))) size_t scan_words(
-    uintptr_t low, uintptr_t high, const AddressRange* ranges, size_t count,
-    std::atomic<uint8_t>* hits) {
+__attribute__((no_sanitize("address", "thread"))) size_t scan_words(uintptr_t low, uintptr_t high,
+                                                                    const AddressRange* ranges,
+                                                                    size_t count,
+                                                                    std::atomic<uint8_t>* hits) {
   low &= ~uintptr_t(sizeof(uintptr_t) - 1);
   size_t n = 0;
   for (uintptr_t p = low; p + sizeof(uintptr_t) <= high; p += sizeof(uintptr_t), ++n) {
@@ -115,9 +116,11 @@ __attribute__((no_sanitize("address", "thread"))) size_t scan_words(
 // A thread's registers, then its stack from the stack pointer they hold up to `stack_high`
 // (below the stack pointer lies only the x86-64 red zone, leaf data, never a return address).
 // Returns the stack words read.
-__attribute__((no_sanitize("address", "thread"))) size_t scan_thread(
-    const ucontext_t* uc, uintptr_t stack_high, const AddressRange* ranges, size_t count,
-    std::atomic<uint8_t>* hits) {
+__attribute__((no_sanitize("address", "thread"))) size_t scan_thread(const ucontext_t* uc,
+                                                                     uintptr_t stack_high,
+                                                                     const AddressRange* ranges,
+                                                                     size_t count,
+                                                                     std::atomic<uint8_t>* hits) {
   for (int i = 0; i < NGREG; ++i) mark(ranges, count, hits, uintptr_t(uc->uc_mcontext.gregs[i]));
   return scan_words(uintptr_t(uc->uc_mcontext.gregs[REG_RSP]), stack_high, ranges, count, hits);
 }
@@ -139,8 +142,8 @@ static void handshake_handler(int sig, siginfo_t* info, void* context) {
   HandshakeRequest* r = g_request.load(std::memory_order_acquire);
   if (r != nullptr && r->target == pid_t(syscall(SYS_gettid)) &&
       !r->done.load(std::memory_order_acquire)) {
-    r->words.store(scan_thread(static_cast<const ucontext_t*>(context), r->stack_high,
-                               r->ranges, r->count, r->hits),
+    r->words.store(scan_thread(static_cast<const ucontext_t*>(context), r->stack_high, r->ranges,
+                               r->count, r->hits),
                    std::memory_order_relaxed);
     r->done.store(true, std::memory_order_release);
     sem_post(&r->ack);
@@ -201,11 +204,11 @@ llvm::Error ThreadRegistry::register_current_thread() {
       return make_error("thread registry: thread is already registered");
     }
   }
-  records_.push_back(std::make_unique<Record>(
-      Record{pthread_self(), pid_t(syscall(SYS_gettid)),
-             reinterpret_cast<uintptr_t>(stack_low) + stack_size}));
+  records_.push_back(
+      std::make_unique<Record>(Record{pthread_self(), pid_t(syscall(SYS_gettid)),
+                                      reinterpret_cast<uintptr_t>(stack_low) + stack_size}));
   codeheap::logger("scan")->debug("registered thread {} (stack top {:#x})", records_.back()->tid,
-                                records_.back()->stack_high);
+                                  records_.back()->stack_high);
   return llvm::Error::success();
 }
 

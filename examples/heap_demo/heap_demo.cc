@@ -45,8 +45,8 @@ int run() {
   // addresses for the same memory, so no page is ever writable and executable at once.
   std::memcpy(block->writable, kReturn42, sizeof kReturn42);
   const auto answer = reinterpret_cast<int (*)()>(block->address);
-  fmt::print("allocated {} bytes of code at {:#x} (written through the alias at {})\n",
-             block->size, block->address, fmt::ptr(block->writable));
+  fmt::print("allocated {} bytes of code at {:#x} (written through the alias at {})\n", block->size,
+             block->address, fmt::ptr(block->writable));
   fmt::print("answer() = {}\n", answer());
 
   if (auto released = heap.release(block->address); !released) {
@@ -54,8 +54,8 @@ int run() {
     return 1;
   }
   for (const codeheap::BlockInfo& q : heap.quarantined()) {
-    fmt::print("quarantined: {} bytes at {:#x} (owner {}), first byte now {:#04x} (int3)\n",
-               q.size, q.address, q.owner, *reinterpret_cast<const uint8_t*>(q.address));
+    fmt::print("quarantined: {} bytes at {:#x} (owner {}), first byte now {:#04x} (int3)\n", q.size,
+               q.address, q.owner, *reinterpret_cast<const uint8_t*>(q.address));
   }
   for (const codeheap::OwnerStats& o : heap.stats().owners) {
     fmt::print("owner {} '{}': {} live, {} quarantined block(s)\n", o.id, o.name, o.live_blocks,
@@ -63,8 +63,7 @@ int run() {
   }
 
   // A runtime would scan its threads' stacks here; nothing references the block.
-  const codeheap::ReclaimReport report =
-      heap.reclaim([](uintptr_t, uintptr_t) { return false; });
+  const codeheap::ReclaimReport report = heap.reclaim([](uintptr_t, uintptr_t) { return false; });
   fmt::print("reclaimed {} block(s), {} bytes, in {} ns; {} left in quarantine\n",
              report.reclaimed_blocks, report.reclaimed_bytes, report.duration_ns,
              heap.quarantined().size());

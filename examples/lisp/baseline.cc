@@ -60,8 +60,10 @@ bool ends_flow(uint16_t stencil) {
     case s::kStencil_tail_call2_cell:
     case s::kStencil_tail_call3_cell:
     case s::kStencil_tail_call_n_cell:
-    case s::kStencil_tail_apply: return true;
-    default: return false;
+    case s::kStencil_tail_apply:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -222,16 +224,20 @@ class Compiler {
         op(s::kStencil_set_global);
         value(s::kSymbol_SYM, node->value);
         return done(tail);
-      case NodeKind::kIf: return emit_if(node, tail);
+      case NodeKind::kIf:
+        return emit_if(node, tail);
       case NodeKind::kSeq:
         for (size_t i = 0; i + 1 < node->kids.size(); ++i) emit(node->kids[i], false);
         return emit(node->kids.back(), tail);
-      case NodeKind::kLet: return emit_let(node, tail);
+      case NodeKind::kLet:
+        return emit_let(node, tail);
       case NodeKind::kLambda:
         emit_closure(node->lambda);
         return done(tail);
-      case NodeKind::kCall: return emit_call(node, tail);
-      case NodeKind::kPrimCall: return emit_primitive(node, tail);
+      case NodeKind::kCall:
+        return emit_call(node, tail);
+      case NodeKind::kPrimCall:
+        return emit_primitive(node, tail);
     }
     throw Error("internal compiler error: unknown node kind");
   }
@@ -287,12 +293,23 @@ class Compiler {
     if (test->kind != NodeKind::kPrimCall || test->kids.size() != 2) return false;
     uint16_t stencil;
     switch (test->prim->open_code) {
-      case OpenCode::kLess: stencil = s::kStencil_less_branch; break;
-      case OpenCode::kLessEqual: stencil = s::kStencil_less_equal_branch; break;
-      case OpenCode::kNumEqual: stencil = s::kStencil_num_equal_branch; break;
-      case OpenCode::kGreater: stencil = s::kStencil_greater_branch; break;
-      case OpenCode::kGreaterEqual: stencil = s::kStencil_greater_equal_branch; break;
-      default: return false;
+      case OpenCode::kLess:
+        stencil = s::kStencil_less_branch;
+        break;
+      case OpenCode::kLessEqual:
+        stencil = s::kStencil_less_equal_branch;
+        break;
+      case OpenCode::kNumEqual:
+        stencil = s::kStencil_num_equal_branch;
+        break;
+      case OpenCode::kGreater:
+        stencil = s::kStencil_greater_branch;
+        break;
+      case OpenCode::kGreaterEqual:
+        stencil = s::kStencil_greater_equal_branch;
+        break;
+      default:
+        return false;
     }
     int first = binary_operands(test);
     op(stencil);
@@ -379,9 +396,8 @@ class Compiler {
         store(first + int(i));
       }
       const bool global = head->kind == NodeKind::kGlobalRef;
-      static constexpr uint16_t kPlain[] = {s::kStencil_call0, s::kStencil_call1,
-                                            s::kStencil_call2, s::kStencil_call3,
-                                            s::kStencil_call_n};
+      static constexpr uint16_t kPlain[] = {s::kStencil_call0, s::kStencil_call1, s::kStencil_call2,
+                                            s::kStencil_call3, s::kStencil_call_n};
       static constexpr uint16_t kTailPlain[] = {s::kStencil_tail_call0, s::kStencil_tail_call1,
                                                 s::kStencil_tail_call2, s::kStencil_tail_call3,
                                                 s::kStencil_tail_call_n};
@@ -408,12 +424,16 @@ class Compiler {
     switch (prim->open_code) {
       case OpenCode::kAdd:
       case OpenCode::kSub:
-      case OpenCode::kMul: emit_arithmetic(node); break;
+      case OpenCode::kMul:
+        emit_arithmetic(node);
+        break;
       case OpenCode::kLess:
       case OpenCode::kLessEqual:
       case OpenCode::kNumEqual:
       case OpenCode::kGreater:
-      case OpenCode::kGreaterEqual: emit_compare(node); break;
+      case OpenCode::kGreaterEqual:
+        emit_compare(node);
+        break;
       case OpenCode::kCar:
       case OpenCode::kCdr:
       case OpenCode::kIsNull:
@@ -424,12 +444,15 @@ class Compiler {
         break;
       case OpenCode::kCons:
       case OpenCode::kIsEq:
-        slot_operand_after(binary_operands(node),
-                           prim->open_code == OpenCode::kCons ? s::kStencil_cons
-                                                              : s::kStencil_is_eq);
+        slot_operand_after(binary_operands(node), prim->open_code == OpenCode::kCons
+                                                      ? s::kStencil_cons
+                                                      : s::kStencil_is_eq);
         break;
-      case OpenCode::kApply: return emit_apply(node, tail);
-      case OpenCode::kNone: emit_host_call(node, n); break;
+      case OpenCode::kApply:
+        return emit_apply(node, tail);
+      case OpenCode::kNone:
+        emit_host_call(node, n);
+        break;
     }
     frame_->next = mark;
     done(tail);
@@ -442,11 +465,16 @@ class Compiler {
 
   static uint16_t unary_stencil(OpenCode code) {
     switch (code) {
-      case OpenCode::kCar: return s::kStencil_car;
-      case OpenCode::kCdr: return s::kStencil_cdr;
-      case OpenCode::kIsNull: return s::kStencil_is_null;
-      case OpenCode::kIsPair: return s::kStencil_is_pair;
-      default: return s::kStencil_is_not;
+      case OpenCode::kCar:
+        return s::kStencil_car;
+      case OpenCode::kCdr:
+        return s::kStencil_cdr;
+      case OpenCode::kIsNull:
+        return s::kStencil_is_null;
+      case OpenCode::kIsPair:
+        return s::kStencil_is_pair;
+      default:
+        return s::kStencil_is_not;
     }
   }
 
@@ -490,11 +518,21 @@ class Compiler {
     if (node->kids.size() == 2) {
       uint16_t stencil;
       switch (code) {
-        case OpenCode::kLess: stencil = s::kStencil_less; break;
-        case OpenCode::kLessEqual: stencil = s::kStencil_less_equal; break;
-        case OpenCode::kNumEqual: stencil = s::kStencil_num_equal; break;
-        case OpenCode::kGreater: stencil = s::kStencil_greater; break;
-        default: stencil = s::kStencil_greater_equal; break;
+        case OpenCode::kLess:
+          stencil = s::kStencil_less;
+          break;
+        case OpenCode::kLessEqual:
+          stencil = s::kStencil_less_equal;
+          break;
+        case OpenCode::kNumEqual:
+          stencil = s::kStencil_num_equal;
+          break;
+        case OpenCode::kGreater:
+          stencil = s::kStencil_greater;
+          break;
+        default:
+          stencil = s::kStencil_greater_equal;
+          break;
       }
       return slot_operand_after(binary_operands(node), stencil);
     }
@@ -552,8 +590,8 @@ class Compiler {
     int call = temps(6);
     emit(node->kids[0], false);
     store(call);
-    int extra = n > 2 ? operands(std::vector<Node*>(node->kids.begin() + 1, node->kids.end() - 1))
-                      : 0;
+    int extra =
+        n > 2 ? operands(std::vector<Node*>(node->kids.begin() + 1, node->kids.end() - 1)) : 0;
     emit(node->kids.back(), false);
     for (size_t i = n - 2; i >= 1; --i) {
       op(s::kStencil_cons);
@@ -617,9 +655,9 @@ llvm::Expected<BaselineUnit> BaselineTier::compile(Unit& unit,
   for (size_t i = 0; i < unit.lambdas.size(); ++i) {
     result.entries.push_back(builder_.labelAddress(compiler.entry(i)));
   }
-  result.compile_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                          std::chrono::steady_clock::now() - start)
-                          .count();
+  result.compile_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count();
   return result;
 }
 

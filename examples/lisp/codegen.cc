@@ -226,9 +226,12 @@ void Codegen::emit_lambda(const Lambda& lambda) {
 
 llvm::Value* Codegen::emit(const Node* node, bool tail) {
   switch (node->kind) {
-    case NodeKind::kConst: return done(word(node->value), tail);
-    case NodeKind::kLocalRef: return done(read(node->var), tail);
-    case NodeKind::kGlobalRef: return done(global_value(node->value), tail);
+    case NodeKind::kConst:
+      return done(word(node->value), tail);
+    case NodeKind::kLocalRef:
+      return done(read(node->var), tail);
+    case NodeKind::kGlobalRef:
+      return done(global_value(node->value), tail);
     case NodeKind::kLocalSet:
       write(node->var, emit(node->kids[0], false));
       return done(word(kUnspecified), tail);
@@ -239,7 +242,8 @@ llvm::Value* Codegen::emit(const Node* node, bool tail) {
                     {pointer(as<Symbol>(node->value)), value});
       return done(word(kUnspecified), tail);
     }
-    case NodeKind::kIf: return emit_if(node, tail);
+    case NodeKind::kIf:
+      return emit_if(node, tail);
     case NodeKind::kSeq:
       for (size_t i = 0; i + 1 < node->kids.size(); ++i) emit(node->kids[i], false);
       return emit(node->kids.back(), tail);
@@ -249,9 +253,12 @@ llvm::Value* Codegen::emit(const Node* node, bool tail) {
       for (size_t i = 0; i < node->vars.size(); ++i) bind(node->vars[i], values[i]);
       return emit(node->kids.back(), tail);
     }
-    case NodeKind::kLambda: return done(emit_closure(node->lambda), tail);
-    case NodeKind::kCall: return emit_call(node, tail);
-    case NodeKind::kPrimCall: return emit_primitive(node, tail);
+    case NodeKind::kLambda:
+      return done(emit_closure(node->lambda), tail);
+    case NodeKind::kCall:
+      return emit_call(node, tail);
+    case NodeKind::kPrimCall:
+      return emit_primitive(node, tail);
   }
   throw Error("internal compiler error: unknown node kind");
 }
@@ -422,8 +429,8 @@ llvm::Value* Codegen::emit_call(const Node* node, bool tail) {
     for (size_t i = 1; i < node->kids.size(); ++i) args.push_back(emit(node->kids[i], false));
     llvm::Value* procedure = global_value(head->value);
     llvm::Value* entry = closure_entry(procedure, head->value);
-    return call_with(llvm::FunctionCallee(entry_type_, entry),
-                     b_.CreateIntToPtr(procedure, ptr_), args, tail);
+    return call_with(llvm::FunctionCallee(entry_type_, entry), b_.CreateIntToPtr(procedure, ptr_),
+                     args, tail);
   }
   llvm::Value* procedure = emit(head, false);
   for (size_t i = 1; i < node->kids.size(); ++i) args.push_back(emit(node->kids[i], false));
@@ -470,11 +477,21 @@ llvm::Value* Codegen::compare(OpenCode op, const std::vector<llvm::Value*>& args
     if (i + 1 == args.size()) break;
     llvm::Value* holds;
     switch (op) {  // tagged fixnums compare like the integers they encode
-      case OpenCode::kLess: holds = b_.CreateICmpSLT(a, b); break;
-      case OpenCode::kLessEqual: holds = b_.CreateICmpSLE(a, b); break;
-      case OpenCode::kGreater: holds = b_.CreateICmpSGT(a, b); break;
-      case OpenCode::kGreaterEqual: holds = b_.CreateICmpSGE(a, b); break;
-      default: holds = b_.CreateICmpEQ(a, b); break;
+      case OpenCode::kLess:
+        holds = b_.CreateICmpSLT(a, b);
+        break;
+      case OpenCode::kLessEqual:
+        holds = b_.CreateICmpSLE(a, b);
+        break;
+      case OpenCode::kGreater:
+        holds = b_.CreateICmpSGT(a, b);
+        break;
+      case OpenCode::kGreaterEqual:
+        holds = b_.CreateICmpSGE(a, b);
+        break;
+      default:
+        holds = b_.CreateICmpEQ(a, b);
+        break;
     }
     all = b_.CreateAnd(all, holds);
   }
@@ -501,7 +518,8 @@ llvm::Value* Codegen::emit_primitive(const Node* node, bool tail) {
     case OpenCode::kLessEqual:
     case OpenCode::kNumEqual:
     case OpenCode::kGreater:
-    case OpenCode::kGreaterEqual: return done(compare(prim->open_code, args), tail);
+    case OpenCode::kGreaterEqual:
+      return done(compare(prim->open_code, args), tail);
     case OpenCode::kCar:
     case OpenCode::kCdr: {
       llvm::Value* code = b_.getInt64(static_cast<uint64_t>(prim->open_code));
@@ -512,12 +530,18 @@ llvm::Value* Codegen::emit_primitive(const Node* node, bool tail) {
     }
     case OpenCode::kCons:
       return done(b_.CreateCall(host(abi::kCons, i64_, {i64_, i64_}), {args[0], args[1]}), tail);
-    case OpenCode::kIsNull: return done(boolean(b_.CreateICmpEQ(args[0], word(kNil))), tail);
-    case OpenCode::kIsPair: return done(boolean(has_type(args[0], Type::kPair)), tail);
-    case OpenCode::kIsEq: return done(boolean(b_.CreateICmpEQ(args[0], args[1])), tail);
-    case OpenCode::kNot: return done(boolean(b_.CreateICmpEQ(args[0], word(kFalse))), tail);
-    case OpenCode::kApply: return emit_apply(args, tail);
-    case OpenCode::kNone: break;
+    case OpenCode::kIsNull:
+      return done(boolean(b_.CreateICmpEQ(args[0], word(kNil))), tail);
+    case OpenCode::kIsPair:
+      return done(boolean(has_type(args[0], Type::kPair)), tail);
+    case OpenCode::kIsEq:
+      return done(boolean(b_.CreateICmpEQ(args[0], args[1])), tail);
+    case OpenCode::kNot:
+      return done(boolean(b_.CreateICmpEQ(args[0], word(kFalse))), tail);
+    case OpenCode::kApply:
+      return emit_apply(args, tail);
+    case OpenCode::kNone:
+      break;
   }
   // A plain call of the host function: fixed arity as C arguments, otherwise (argc, argv)
   // with the arguments in a stack array (where the collector sees them).

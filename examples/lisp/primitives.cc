@@ -450,8 +450,8 @@ Value heap_stat(Value key) {
   } else if (k.starts_with("baseline-") || k.starts_with("llvm-")) {
     // Per tier: units (created), live-units, bytes (of the live units), compile-ns (total).
     const bool baseline = k.starts_with("baseline-");
-    const codeheap::gc::TierCounters& tier = counters.tier(
-        baseline ? codeheap::gc::Tier::kBaseline : codeheap::gc::Tier::kOptimized);
+    const codeheap::gc::TierCounters& tier =
+        counters.tier(baseline ? codeheap::gc::Tier::kBaseline : codeheap::gc::Tier::kOptimized);
     std::string_view what = k.substr(baseline ? 9 : 5);
     if (what == "units") {
       n = tier.code_objects_created;
@@ -462,21 +462,22 @@ Value heap_stat(Value key) {
     } else if (what == "compile-ns") {
       n = tier.compile_ns_total;
     } else {
-      throw Error(fmt::format("heap-stat: unknown key {} (baseline-/llvm- units, live-units, "
-                              "bytes, compile-ns)",
-                              k));
+      throw Error(
+          fmt::format("heap-stat: unknown key {} (baseline-/llvm- units, live-units, "
+                      "bytes, compile-ns)",
+                      k));
     }
   } else if (k == "tier-ups") {
     n = counters.tier_ups;
   } else if (k == "tier-ups-discarded") {
     n = counters.tier_ups_discarded;
   } else {
-    throw Error(
-        fmt::format("heap-stat: unknown key {} (code-used, code-committed, code-quarantined, used, "
-                    "committed, live-code-objects, code-objects-created, code-objects-finalized, "
-                    "baseline-units, baseline-live-units, baseline-bytes, baseline-compile-ns, the same for "
-                    "llvm-, tier-ups, tier-ups-discarded)",
-                    k));
+    throw Error(fmt::format(
+        "heap-stat: unknown key {} (code-used, code-committed, code-quarantined, used, "
+        "committed, live-code-objects, code-objects-created, code-objects-finalized, "
+        "baseline-units, baseline-live-units, baseline-bytes, baseline-compile-ns, the same for "
+        "llvm-, tier-ups, tier-ups-discarded)",
+        k));
   }
   return make_fixnum(static_cast<int64_t>(n));
 }
@@ -487,9 +488,12 @@ Value heap_stat(Value key) {
 Value procedure_tier(Value f) {
   if (!is_closure(f)) wrong_type("procedure-tier", "a procedure", f);
   switch (as<Closure>(f)->templ->tier) {
-    case Tier::kBaseline: return intern("baseline");
-    case Tier::kOptimized: return intern("llvm");
-    case Tier::kHost: break;
+    case Tier::kBaseline:
+      return intern("baseline");
+    case Tier::kOptimized:
+      return intern("llvm");
+    case Tier::kHost:
+      break;
   }
   return intern("primitive");
 }
@@ -648,10 +652,14 @@ Value variadic_entry(Closure* self, int64_t argc, Value a0, Value a1, Value a2, 
 Entry entry_for(const Primitive& p) {
   if (!p.fixed()) return variadic_entry;
   switch (p.min_args) {
-    case 0: return fixed_entry<0>;
-    case 1: return fixed_entry<1>;
-    case 2: return fixed_entry<2>;
-    default: return fixed_entry<3>;
+    case 0:
+      return fixed_entry<0>;
+    case 1:
+      return fixed_entry<1>;
+    case 2:
+      return fixed_entry<2>;
+    default:
+      return fixed_entry<3>;
   }
 }
 

@@ -81,17 +81,23 @@ Value Reader::read() {
       advance();
       return read_list(line, column);
     }
-    case ')': fail("unexpected ')'");
+    case ')':
+      fail("unexpected ')'");
     case '\'': {
       advance();
       Value quoted = read();
       return cons(intern("quote"), cons(quoted, kNil));
     }
-    case '"': advance(); return read_string();
+    case '"':
+      advance();
+      return read_string();
     case '`':
-    case ',': fail("quasiquote (` , ,@) is not supported");
-    case '#': return read_hash();
-    default: return read_atom();
+    case ',':
+      fail("quasiquote (` , ,@) is not supported");
+    case '#':
+      return read_hash();
+    default:
+      return read_atom();
   }
 }
 
@@ -140,11 +146,20 @@ Value Reader::read_string() {
     }
     if (at_end()) fail("unterminated string", /*incomplete=*/true);
     switch (char e = advance()) {
-      case 'n': text += '\n'; break;
-      case 't': text += '\t'; break;
-      case '\\': text += '\\'; break;
-      case '"': text += '"'; break;
-      default: fail(fmt::format("unknown string escape '\\{}'", e));
+      case 'n':
+        text += '\n';
+        break;
+      case 't':
+        text += '\t';
+        break;
+      case '\\':
+        text += '\\';
+        break;
+      case '"':
+        text += '"';
+        break;
+      default:
+        fail(fmt::format("unknown string escape '\\{}'", e));
     }
   }
 }

@@ -26,7 +26,7 @@ namespace {
 struct Options {
   bool stats = false;
   std::optional<int64_t> tier_up;  // --tier-up; else LISP_TIER_UP; else the default
-  size_t stack_kib = 0;  // 0: run on the calling thread
+  size_t stack_kib = 0;            // 0: run on the calling thread
   std::string script;
 };
 

@@ -85,11 +85,21 @@ Value helper_compare(int64_t op, int64_t argc, const Value* argv) {
     if (i + 1 == argc) break;
     auto x = static_cast<int64_t>(a), y = static_cast<int64_t>(b);
     switch (static_cast<OpenCode>(op)) {
-      case OpenCode::kLess: all = all && x < y; break;
-      case OpenCode::kLessEqual: all = all && x <= y; break;
-      case OpenCode::kGreater: all = all && x > y; break;
-      case OpenCode::kGreaterEqual: all = all && x >= y; break;
-      default: all = all && x == y; break;
+      case OpenCode::kLess:
+        all = all && x < y;
+        break;
+      case OpenCode::kLessEqual:
+        all = all && x <= y;
+        break;
+      case OpenCode::kGreater:
+        all = all && x > y;
+        break;
+      case OpenCode::kGreaterEqual:
+        all = all && x >= y;
+        break;
+      default:
+        all = all && x == y;
+        break;
     }
   }
   return make_bool(all);
@@ -174,7 +184,8 @@ std::unique_ptr<Runtime> Runtime::create(RuntimeOptions options) {
   if (!gc) throw Error("cannot create the code heap runtime: " + llvm::toString(gc.takeError()));
   std::unique_ptr<Runtime> runtime(new Runtime(std::move(options), std::move(*gc)));
   auto helpers = codeheap::jit::HelperTable::create(runtime->gc_->heap());
-  if (!helpers) throw Error("cannot create the helper table: " + llvm::toString(helpers.takeError()));
+  if (!helpers)
+    throw Error("cannot create the helper table: " + llvm::toString(helpers.takeError()));
   runtime->helpers_ = std::move(*helpers);
   current_runtime = runtime.get();
   runtime->register_helpers();
@@ -310,8 +321,8 @@ Value Runtime::apply(Value procedure, std::span<const Value> args) {
     (i < kRegisterArgs ? registers[i] : rest[i - kRegisterArgs]) = args[i];
   }
   Closure* closure = as<Closure>(procedure);
-  return closure->templ->entry(closure, static_cast<int64_t>(args.size()), registers[0], registers[1],
-                        registers[2], rest);
+  return closure->templ->entry(closure, static_cast<int64_t>(args.size()), registers[0],
+                               registers[1], registers[2], rest);
 }
 
 void Runtime::define_global(Value symbol, Value value) {
@@ -343,8 +354,9 @@ void Runtime::before_compile() {
   if (created - compiled_at_last_collection_ >= options_.compiles_per_collection) collect();
 }
 
-codeheap::gc::Runtime::Compiled Runtime::link(const std::function<llvm::orc::ThreadSafeModule()>& module,
-                                     const std::string& name, llvm::ArrayRef<void*> literals) {
+codeheap::gc::Runtime::Compiled Runtime::link(
+    const std::function<llvm::orc::ThreadSafeModule()>& module, const std::string& name,
+    llvm::ArrayRef<void*> literals) {
   before_compile();
   // A full code heap: compile collects and links again the object code it kept, so `module`
   // is called once.

@@ -106,12 +106,11 @@ class Runtime {
   // heap is full (gc::Runtime does that), and throws lisp::Error when it still fails.
   // `module` makes the module (once: gc::Runtime::compile keeps its object code for a retry).
   codeheap::gc::Runtime::Compiled link(const std::function<llvm::orc::ThreadSafeModule()>& module,
-                              const std::string& name, llvm::ArrayRef<void*> literals);
+                                       const std::string& name, llvm::ArrayRef<void*> literals);
   BaselineUnit emit_baseline(Unit& unit, const std::vector<Template*>& templates,
                              const std::string& name);
   // Wraps an emitted baseline unit in a code object (retiring the unit if that fails).
-  codeheap::gc::CodeObject* adopt_baseline(codeheap::jit::EmittedUnit unit,
-                                           const std::string& name,
+  codeheap::gc::CodeObject* adopt_baseline(codeheap::jit::EmittedUnit unit, const std::string& name,
                                            llvm::ArrayRef<void*> literals, uint64_t compile_ns);
 
   // Makes a primitive's host function callable from both tiers under `name`.

@@ -69,9 +69,7 @@ template <typename T = int64_t>
 inline T hole(char* symbol) {
   return (T)(uintptr_t)symbol;
 }
-inline Value& slot(Value* fp, char* symbol) {
-  return *(Value*)((char*)fp + hole(symbol));
-}
+inline Value& slot(Value* fp, char* symbol) { return *(Value*)((char*)fp + hole(symbol)); }
 inline Value& free_slot(Closure* self, char* symbol) {
   return *(Value*)((char*)self + hole(symbol));
 }
@@ -87,29 +85,29 @@ inline int64_t op(OpenCode code) { return (int64_t)code; }
 // The arguments go to the frame first, so that nothing but the frame lives across the calls
 // below: no callee-saved register to spill, which keeps a baseline frame small (deep non-tail
 // recursion runs on the same stack in both tiers).
-#define ENTRY(NAME, SLOTS, BAD_ARITY, VARIADIC)                                             \
-  STENCIL Value NAME(Closure* self, int64_t argc, Value a0, Value a1, Value a2, Value* rest) { \
-    Value fp[SLOTS];                                                                         \
-    if (__builtin_expect((uintptr_t)fp < *(uintptr_t*)lisp_stack_limit, 0)) lisp_error_stack(); \
-    if (__builtin_expect(BAD_ARITY, 0)) lisp_error_arity(self, argc, hole(REQ), VARIADIC);    \
-    fp[kTailClosure] = (Value)self;                                                          \
-    fp[kTailArgc] = (Value)argc;                                                             \
-    fp[kTailA0] = a0;                                                                        \
-    fp[kTailA0 + 1] = a1;                                                                    \
-    fp[kTailA0 + 2] = a2;                                                                    \
-    fp[kTailRest] = (Value)rest;                                                             \
-    Template* templ = (Template*)TEMPL;                                                      \
-    if (__builtin_expect(--templ->budget == 0, 0)) lisp_tier_up(templ);                      \
-    Value result = BODY(fp, 0, (Closure*)fp[kTailClosure]);                                  \
-    if (__builtin_expect(result != 0, 1)) return result;                                     \
-    Closure* callee = (Closure*)fp[kTailClosure];                                            \
-    Entry entry = (Entry)fp[kTailEntry];                                                     \
-    [[clang::musttail]] return entry(callee, (int64_t)fp[kTailArgc], fp[kTailA0],            \
-                                     fp[kTailA0 + 1], fp[kTailA0 + 2], (Value*)fp[kTailRest]); \
+#define ENTRY(NAME, SLOTS, BAD_ARITY, VARIADIC)                                                    \
+  STENCIL Value NAME(Closure* self, int64_t argc, Value a0, Value a1, Value a2, Value* rest) {     \
+    Value fp[SLOTS];                                                                               \
+    if (__builtin_expect((uintptr_t)fp < *(uintptr_t*)lisp_stack_limit, 0)) lisp_error_stack();    \
+    if (__builtin_expect(BAD_ARITY, 0)) lisp_error_arity(self, argc, hole(REQ), VARIADIC);         \
+    fp[kTailClosure] = (Value)self;                                                                \
+    fp[kTailArgc] = (Value)argc;                                                                   \
+    fp[kTailA0] = a0;                                                                              \
+    fp[kTailA0 + 1] = a1;                                                                          \
+    fp[kTailA0 + 2] = a2;                                                                          \
+    fp[kTailRest] = (Value)rest;                                                                   \
+    Template* templ = (Template*)TEMPL;                                                            \
+    if (__builtin_expect(--templ->budget == 0, 0)) lisp_tier_up(templ);                            \
+    Value result = BODY(fp, 0, (Closure*)fp[kTailClosure]);                                        \
+    if (__builtin_expect(result != 0, 1)) return result;                                           \
+    Closure* callee = (Closure*)fp[kTailClosure];                                                  \
+    Entry entry = (Entry)fp[kTailEntry];                                                           \
+    [[clang::musttail]] return entry(callee, (int64_t)fp[kTailArgc], fp[kTailA0], fp[kTailA0 + 1], \
+                                     fp[kTailA0 + 2], (Value*)fp[kTailRest]);                      \
   }
 
-#define ENTRIES(SLOTS)                                           \
-  ENTRY(entry_fixed_##SLOTS, SLOTS, argc != hole(REQ), 0)        \
+#define ENTRIES(SLOTS)                                    \
+  ENTRY(entry_fixed_##SLOTS, SLOTS, argc != hole(REQ), 0) \
   ENTRY(entry_rest_##SLOTS, SLOTS, argc < hole(REQ), 1)
 
 // Frame sizes in slots; odd ones keep the native frame 16-byte aligned with the return address.
@@ -185,9 +183,7 @@ STENCIL Value set_global(BODY_ARGS) {
 }
 
 // A closure of TEMPL with N slots; set_closure_* fill them (acc stays the closure).
-STENCIL Value make_closure(BODY_ARGS) {
-  NEXT((Value)lisp_make_closure((Template*)TEMPL, hole(N)));
-}
+STENCIL Value make_closure(BODY_ARGS) { NEXT((Value)lisp_make_closure((Template*)TEMPL, hole(N))); }
 STENCIL Value closure_from_local(BODY_ARGS) {
   ((Closure*)acc)->slots[hole(N)] = slot(fp, SLOT);
   NEXT(acc);
@@ -202,41 +198,42 @@ STENCIL Value closure_from_free(BODY_ARGS) {
 STENCIL Value ret(BODY_ARGS) { return acc; }
 STENCIL Value jump(BODY_ARGS) { NEXT(acc); }
 STENCIL Value branch_if_false(BODY_ARGS) {
-  if (acc == kFalse) [[clang::musttail]] return ELSE(fp, acc, self);
+  if (acc == kFalse) [[clang::musttail]]
+    return ELSE(fp, acc, self);
   NEXT(acc);
 }
 
 // --- Open-coded primitives: the first operand in SLOT, the last in acc ---
 
-#define ARITHMETIC(NAME, CODE, FIRST, SECOND, BUILTIN, FIX)                \
-  STENCIL Value NAME(BODY_ARGS) {                                          \
-    int64_t a = (int64_t)(FIRST), b = (int64_t)(SECOND), r;               \
+#define ARITHMETIC(NAME, CODE, FIRST, SECOND, BUILTIN, FIX)                        \
+  STENCIL Value NAME(BODY_ARGS) {                                                  \
+    int64_t a = (int64_t)(FIRST), b = (int64_t)(SECOND), r;                        \
     if (__builtin_expect(!both_fixnums(a, b), 0)) lisp_error_type(op(CODE), a, b); \
-    if (BUILTIN) lisp_error_overflow(op(CODE), a, b);                      \
-    NEXT(FIX);                                                             \
+    if (BUILTIN) lisp_error_overflow(op(CODE), a, b);                              \
+    NEXT(FIX);                                                                     \
   }
 // On tagged words (value.h): (2x+1) + (2y+1) - 1, (2x+1) - (2y+1) + 1, (2x) * y | 1.
 ARITHMETIC(add, OpenCode::kAdd, slot(fp, SLOT), acc, __builtin_add_overflow(a, b - 1, &r), r)
 ARITHMETIC(sub, OpenCode::kSub, slot(fp, SLOT), acc, __builtin_sub_overflow(a, b - 1, &r), r)
-ARITHMETIC(mul, OpenCode::kMul, slot(fp, SLOT), acc,
-           __builtin_mul_overflow(a - 1, b >> 1, &r), r | 1)
+ARITHMETIC(mul, OpenCode::kMul, slot(fp, SLOT), acc, __builtin_mul_overflow(a - 1, b >> 1, &r),
+           r | 1)
 // The second operand a fixnum constant K (still type-checked, as the LLVM tier does).
 ARITHMETIC(add_constant, OpenCode::kAdd, acc, hole<Value>(K), __builtin_add_overflow(a, b - 1, &r),
            r)
 ARITHMETIC(sub_constant, OpenCode::kSub, acc, hole<Value>(K), __builtin_sub_overflow(a, b - 1, &r),
            r)
 
-#define COMPARE(NAME, CODE, RELATION)                                      \
-  STENCIL Value NAME(BODY_ARGS) {                                          \
-    int64_t a = (int64_t)slot(fp, SLOT), b = (int64_t)acc;                 \
+#define COMPARE(NAME, CODE, RELATION)                                              \
+  STENCIL Value NAME(BODY_ARGS) {                                                  \
+    int64_t a = (int64_t)slot(fp, SLOT), b = (int64_t)acc;                         \
     if (__builtin_expect(!both_fixnums(a, b), 0)) lisp_error_type(op(CODE), a, b); \
-    NEXT(a RELATION b ? kTrue : kFalse);                                   \
-  }                                                                        \
-  STENCIL Value NAME##_branch(BODY_ARGS) {                                 \
-    int64_t a = (int64_t)slot(fp, SLOT), b = (int64_t)acc;                 \
+    NEXT(a RELATION b ? kTrue : kFalse);                                           \
+  }                                                                                \
+  STENCIL Value NAME##_branch(BODY_ARGS) {                                         \
+    int64_t a = (int64_t)slot(fp, SLOT), b = (int64_t)acc;                         \
     if (__builtin_expect(!both_fixnums(a, b), 0)) lisp_error_type(op(CODE), a, b); \
-    if (a RELATION b) NEXT(acc);                                           \
-    [[clang::musttail]] return ELSE(fp, acc, self);                        \
+    if (a RELATION b) NEXT(acc);                                                   \
+    [[clang::musttail]] return ELSE(fp, acc, self);                                \
   }
 COMPARE(less, OpenCode::kLess, <)
 COMPARE(less_equal, OpenCode::kLessEqual, <=)
@@ -245,14 +242,12 @@ COMPARE(greater, OpenCode::kGreater, >)
 COMPARE(greater_equal, OpenCode::kGreaterEqual, >=)
 
 // Comparisons of other than two operands: N operands from SLOT on.
-STENCIL Value compare_n(BODY_ARGS) {
-  NEXT(lisp_compare(hole(K), hole(N), &slot(fp, SLOT)));
-}
+STENCIL Value compare_n(BODY_ARGS) { NEXT(lisp_compare(hole(K), hole(N), &slot(fp, SLOT))); }
 
-#define PAIR_ACCESS(NAME, CODE, FIELD)                                              \
-  STENCIL Value NAME(BODY_ARGS) {                                                   \
+#define PAIR_ACCESS(NAME, CODE, FIELD)                                                    \
+  STENCIL Value NAME(BODY_ARGS) {                                                         \
     if (__builtin_expect(!has(acc, Type::kPair), 0)) lisp_error_type(op(CODE), acc, acc); \
-    NEXT(((Pair*)acc)->FIELD);                                                      \
+    NEXT(((Pair*)acc)->FIELD);                                                            \
   }
 PAIR_ACCESS(car, OpenCode::kCar, car)
 PAIR_ACCESS(cdr, OpenCode::kCdr, cdr)
@@ -286,7 +281,9 @@ inline Value* rest_of(Value* args, int64_t argc) {
   return rest;
 }
 // Argument i, or unspecified past argc (never read then; keeps the frame's end unread).
-inline Value arg(const Value* p, int64_t i, int64_t argc) { return i < argc ? p[1 + i] : kUnspecified; }
+inline Value arg(const Value* p, int64_t i, int64_t argc) {
+  return i < argc ? p[1 + i] : kUnspecified;
+}
 // The argument count of a call_n stencil: always more than fits in registers.
 inline int64_t many() {
   int64_t n = hole(N);
@@ -317,26 +314,26 @@ inline Value tail(Value* fp, Value closure, Entry entry, int64_t argc, Value* ar
 }  // namespace
 
 // call<argc><kind> / tail_call<argc><kind>: argc 0 to 3 baked in, `_n` takes it from N.
-#define CALL(NAME, ARGC, PROCEDURE, ENTRY, CLOSURE)                              \
-  STENCIL Value call##NAME(BODY_ARGS) {                                          \
-    Value* p = &slot(fp, SLOT);                                                  \
-    int64_t argc = ARGC;                                                         \
-    [[maybe_unused]] Value procedure = PROCEDURE;                                \
-    Value* rest = rest_of(p + 1, argc);                                          \
+#define CALL(NAME, ARGC, PROCEDURE, ENTRY, CLOSURE)                                            \
+  STENCIL Value call##NAME(BODY_ARGS) {                                                        \
+    Value* p = &slot(fp, SLOT);                                                                \
+    int64_t argc = ARGC;                                                                       \
+    [[maybe_unused]] Value procedure = PROCEDURE;                                              \
+    Value* rest = rest_of(p + 1, argc);                                                        \
     NEXT((ENTRY)((Closure*)(CLOSURE), argc, arg(p, 0, argc), arg(p, 1, argc), arg(p, 2, argc), \
-                 rest));                                                         \
-  }                                                                              \
-  STENCIL Value tail_call##NAME(BODY_ARGS) {                                     \
-    Value* p = &slot(fp, SLOT);                                                  \
-    int64_t argc = ARGC;                                                         \
-    [[maybe_unused]] Value procedure = PROCEDURE;                                \
-    return tail(fp, CLOSURE, ENTRY, argc, p + 1, rest_of(p + 1, argc));          \
+                 rest));                                                                       \
+  }                                                                                            \
+  STENCIL Value tail_call##NAME(BODY_ARGS) {                                                   \
+    Value* p = &slot(fp, SLOT);                                                                \
+    int64_t argc = ARGC;                                                                       \
+    [[maybe_unused]] Value procedure = PROCEDURE;                                              \
+    return tail(fp, CLOSURE, ENTRY, argc, p + 1, rest_of(p + 1, argc));                        \
   }
-#define CALLS(NAME, PROCEDURE, ENTRY, CLOSURE)                 \
-  CALL(0##NAME, 0, PROCEDURE, ENTRY, CLOSURE)                   \
-  CALL(1##NAME, 1, PROCEDURE, ENTRY, CLOSURE)                   \
-  CALL(2##NAME, 2, PROCEDURE, ENTRY, CLOSURE)                   \
-  CALL(3##NAME, 3, PROCEDURE, ENTRY, CLOSURE)                   \
+#define CALLS(NAME, PROCEDURE, ENTRY, CLOSURE) \
+  CALL(0##NAME, 0, PROCEDURE, ENTRY, CLOSURE)  \
+  CALL(1##NAME, 1, PROCEDURE, ENTRY, CLOSURE)  \
+  CALL(2##NAME, 2, PROCEDURE, ENTRY, CLOSURE)  \
+  CALL(3##NAME, 3, PROCEDURE, ENTRY, CLOSURE)  \
   CALL(_n##NAME, many(), PROCEDURE, ENTRY, CLOSURE)
 CALLS(, checked(p[0]), entry_of(procedure), procedure)
 CALLS(_global, checked_global(p[0]), entry_of(procedure), procedure)

@@ -68,9 +68,9 @@ std::vector<int> all_lambdas(const Unit& unit) {
 
 void compile_with_llvm(Runtime& runtime, Unit& unit, const std::vector<Template*>& templates,
                        const std::string& name) {
-  auto compiled = runtime.link(
-      [&] { return emit_llvm(runtime, unit, templates, all_lambdas(unit), name); }, name,
-      unit.literals);
+  auto compiled =
+      runtime.link([&] { return emit_llvm(runtime, unit, templates, all_lambdas(unit), name); },
+                   name, unit.literals);
   for (const Lambda& lambda : unit.lambdas) {
     Template* templ = templates[lambda.index];
     templ->code = compiled.code;
@@ -133,16 +133,14 @@ namespace {
 // arithmetic, a call of a global) goes through the LLVM tier's own IR passes and code
 // generator, to an object in memory: compiling a one-instruction function instead left the
 // first real tier-up ~30 ms slower than the next. Nothing reaches the code heap.
-constexpr std::string_view kWarmUpForm =
-    "(lambda (n) (if (< n 2) n (lisp:warm-up (- n 1))))";
+constexpr std::string_view kWarmUpForm = "(lambda (n) (if (< n 2) n (lisp:warm-up (- n 1))))";
 
 void warm_up(const Runtime& runtime, Unit& unit) {
   auto builder = codeheap::jit::targetMachineBuilder(runtime.options().gc.engine);
   if (!builder) return llvm::consumeError(builder.takeError());
   auto machine = builder->createTargetMachine();
   if (!machine) return llvm::consumeError(machine.takeError());
-  llvm::orc::ThreadSafeModule module =
-      emit_llvm(runtime, unit, {nullptr}, {0}, "lisp:warm-up");
+  llvm::orc::ThreadSafeModule module = emit_llvm(runtime, unit, {nullptr}, {0}, "lisp:warm-up");
   module.withModuleDo([&](llvm::Module& m) {
     auto object = llvm::orc::SimpleCompiler(**machine)(m);
     if (!object) llvm::consumeError(object.takeError());
@@ -313,9 +311,9 @@ void TierUp::compile(Job& job) {
   }
   const Lambda& lambda = unit.lambdas[templ->index];
   const auto start = std::chrono::steady_clock::now();
-  auto compiled = runtime_.gc().compile(
-      emit_llvm(runtime_, unit, siblings, {int(templ->index)}, job.name), job.name,
-      unit.literals, codeheap::gc::Tier::kOptimized);
+  auto compiled =
+      runtime_.gc().compile(emit_llvm(runtime_, unit, siblings, {int(templ->index)}, job.name),
+                            job.name, unit.literals, codeheap::gc::Tier::kOptimized);
   if (!compiled) {
     log()->warn("tier-up of {} failed, it stays in the baseline tier: {}", job.name,
                 llvm::toString(compiled.takeError()));
@@ -331,9 +329,9 @@ void TierUp::compile(Job& job) {
     stale = !(is_closure(now) && as<Closure>(now)->templ == templ);
   }
   Entry expected = job.baseline;
-  bool installed = !stale && std::atomic_ref<Entry>(templ->entry)
-                                 .compare_exchange_strong(expected, entry,
-                                                          std::memory_order_release);
+  bool installed =
+      !stale && std::atomic_ref<Entry>(templ->entry)
+                    .compare_exchange_strong(expected, entry, std::memory_order_release);
   if (installed) {
     // The baseline code object is now unreferenced (unless a sibling still runs there).
     std::atomic_ref<codeheap::gc::CodeObject*>(templ->code)

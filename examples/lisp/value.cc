@@ -105,11 +105,20 @@ void write_string_literal(std::string& out, std::string_view text) {
   out += '"';
   for (char c : text) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      default: out += c;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        out += c;
     }
   }
   out += '"';
@@ -121,10 +130,18 @@ void write_char(std::string& out, uint32_t code, bool display) {
     return;
   }
   switch (code) {
-    case ' ': out += "#\\space"; break;
-    case '\n': out += "#\\newline"; break;
-    case '\t': out += "#\\tab"; break;
-    default: out += "#\\"; out += static_cast<char>(code);
+    case ' ':
+      out += "#\\space";
+      break;
+    case '\n':
+      out += "#\\newline";
+      break;
+    case '\t':
+      out += "#\\tab";
+      break;
+    default:
+      out += "#\\";
+      out += static_cast<char>(code);
   }
 }
 
@@ -135,19 +152,32 @@ void write_to(std::string& out, Value v, bool display, int depth) {
   }
   if (is_char(v)) return write_char(out, char_value(v), display);
   switch (v) {
-    case kFalse: out += "#f"; return;
-    case kTrue: out += "#t"; return;
-    case kNil: out += "()"; return;
-    case kUnspecified: out += "#<unspecified>"; return;
-    case kUnbound: out += "#<unbound>"; return;
-    case kUnassigned: out += "#<unassigned>"; return;
+    case kFalse:
+      out += "#f";
+      return;
+    case kTrue:
+      out += "#t";
+      return;
+    case kNil:
+      out += "()";
+      return;
+    case kUnspecified:
+      out += "#<unspecified>";
+      return;
+    case kUnbound:
+      out += "#<unbound>";
+      return;
+    case kUnassigned:
+      out += "#<unassigned>";
+      return;
   }
   if (!is_object(v)) {
     out += fmt::format("#<unknown {:#x}>", v);
     return;
   }
   switch (type_of(as<Object>(v))) {
-    case Type::kPair: return write_list(out, v, display, depth);
+    case Type::kPair:
+      return write_list(out, v, display, depth);
     case Type::kString:
       if (display) {
         out += string_view_of(v);
@@ -155,7 +185,9 @@ void write_to(std::string& out, Value v, bool display, int depth) {
         write_string_literal(out, string_view_of(v));
       }
       return;
-    case Type::kSymbol: out += symbol_name(v); return;
+    case Type::kSymbol:
+      out += symbol_name(v);
+      return;
     case Type::kClosure: {
       const Template* templ = as<Closure>(v)->templ;
       out += templ->tier == Tier::kHost ? "#<primitive" : "#<procedure";
@@ -166,8 +198,11 @@ void write_to(std::string& out, Value v, bool display, int depth) {
       out += '>';
       return;
     }
-    case Type::kBox: out += "#<box>"; return;
-    case Type::kTemplate: break;
+    case Type::kBox:
+      out += "#<box>";
+      return;
+    case Type::kTemplate:
+      break;
   }
   out += fmt::format("#<object {:#x}>", v);
 }

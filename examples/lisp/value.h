@@ -118,11 +118,11 @@ enum class Tier : uint8_t { kHost = 0, kBaseline = 1, kOptimized = 2 };
 // the baseline code is garbage like any other. Not a Lisp value (no type test sees one).
 struct Template {
   uint64_t header;
-  Entry entry;                      // the current tier's code
-  codeheap::gc::CodeObject* code;   // null for host primitives
-  Value name;                       // a symbol, or #f for an anonymous lambda
-  int64_t budget;                   // baseline calls left before a tier-up is requested
-  Closure* constant;                // the one closure of a lambda without free variables
+  Entry entry;                     // the current tier's code
+  codeheap::gc::CodeObject* code;  // null for host primitives
+  Value name;                      // a symbol, or #f for an anonymous lambda
+  int64_t budget;                  // baseline calls left before a tier-up is requested
+  Closure* constant;               // the one closure of a lambda without free variables
   // For the LLVM tier: the top-level form this lambda was compiled from, how (kSource*), its
   // index among that form's lambdas and the templates of all of them (nested lambdas).
   Value source;

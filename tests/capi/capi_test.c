@@ -17,15 +17,15 @@
 
 static int passed, failed;
 
-#define CHECK(cond)                                                  \
-  do {                                                               \
-    if (cond) {                                                      \
-      ++passed;                                                      \
-    } else {                                                         \
-      ++failed;                                                      \
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    if (cond) {                                                                \
+      ++passed;                                                                \
+    } else {                                                                   \
+      ++failed;                                                                \
       printf("FAILED %s:%d: %s (last error: %s)\n", __FILE__, __LINE__, #cond, \
-             codeheap_last_error());                                 \
-    }                                                                \
+             codeheap_last_error());                                           \
+    }                                                                          \
   } while (0)
 
 static const char* kAdder =
@@ -181,7 +181,8 @@ int main(void) {
   void* literals[1] = {text};
   codeheap_code* greeting = codeheap_compile(runtime, ir, "greeting", literals, 1);
   CHECK(greeting != NULL);
-  const char* (*greet)(void*) = (const char* (*)(void*))codeheap_symbol(runtime, greeting, "greeting");
+  const char* (*greet)(void*) =
+      (const char* (*)(void*))codeheap_symbol(runtime, greeting, "greeting");
   CHECK(greet != NULL && strcmp(greet(NULL), "hello from C") == 0);
 
   /* Host functions. */

@@ -213,9 +213,9 @@ TEST_F(AllocatorTest, ForeignAndInteriorAddressesAreDetected) {
   LogCapture log;
   const uintptr_t free_memory = before.arenas[1].begin + 4096;
   const int probe = 0;
-  for (uintptr_t address : {uintptr_t{0}, uintptr_t{0x1234}, reinterpret_cast<uintptr_t>(&probe),
-                            a.address + 16, a.address + 1, q.address + 32, free_memory,
-                            before.arenas[2].end}) {
+  for (uintptr_t address :
+       {uintptr_t{0}, uintptr_t{0x1234}, reinterpret_cast<uintptr_t>(&probe), a.address + 16,
+        a.address + 1, q.address + 32, free_memory, before.arenas[2].end}) {
     for (auto op : {&Heap::release, &Heap::retire, &Heap::abandon}) {
       auto r = (heap_.get()->*op)(address);
       ASSERT_FALSE(r) << std::hex << address;
@@ -274,8 +274,8 @@ TEST_F(AllocatorTest, FindReachesBackOverLargeBlocksAndEmptyStretches) {
   auto large = heap->allocate(Arena::kCode, size_t{5} << 20, 4096);
   auto after = heap->allocate(Arena::kCode, 100, 16);
   ASSERT_TRUE(small && large && after);
-  for (size_t offset : {size_t{0}, size_t{1023}, size_t{65536}, size_t{70000},
-                        (size_t{5} << 20) - 1}) {
+  for (size_t offset :
+       {size_t{0}, size_t{1023}, size_t{65536}, size_t{70000}, (size_t{5} << 20) - 1}) {
     auto info = heap->find(large->address + offset);
     ASSERT_TRUE(info) << offset;
     EXPECT_EQ(info->address, large->address) << offset;

@@ -182,8 +182,8 @@ TEST_F(DescribeTest, ConcurrentReadersSeeConsistentDescriptions) {
       if (info.block == 0) continue;
       const bool inside = info.block <= address && address < info.block + info.block_size;
       const bool named = std::string(info.owner_name) == "b" + std::to_string(info.block_size);
-      const bool function = info.function == 0 ||
-                            std::string(info.function_name) == "f" + std::to_string(info.block);
+      const bool function =
+          info.function == 0 || std::string(info.function_name) == "f" + std::to_string(info.block);
       if (!inside || !named || !function) ++wrong;
     }
   };
@@ -204,7 +204,8 @@ TEST_F(DescribeTest, ConcurrentReadersSeeConsistentDescriptions) {
       ASSERT_TRUE(heap_->add_symbols(symbol));
       blocks.push_back(block[0].address);
       uintptr_t end = block[0].address + size;
-      for (uintptr_t h = high.load(); h < end && !high.compare_exchange_weak(h, end);) {}
+      for (uintptr_t h = high.load(); h < end && !high.compare_exchange_weak(h, end);) {
+      }
     }
     for (uintptr_t address : blocks) {
       ASSERT_TRUE(random() % 2 ? heap_->release(address) : heap_->retire(address));

@@ -45,7 +45,7 @@ TEST(FreeListTest, AlignmentPaddingStaysFree) {
   FreeList list(kBase, 1 << 20);
   ASSERT_EQ(list.allocate(16, 16), kBase);
   EXPECT_EQ(list.allocate(32, 4096), kBase + 4096);
-  EXPECT_EQ(list.span_count(), 2u);  // [16, 4096) and the tail
+  EXPECT_EQ(list.span_count(), 2u);                // [16, 4096) and the tail
   EXPECT_EQ(list.allocate(4080, 16), kBase + 16);  // the padding, exactly
   EXPECT_EQ(list.span_count(), 1u);
 }
@@ -150,11 +150,11 @@ TEST(FreeListTest, CarvingOnFromTheLastSpanNeverBeatsABetterFit) {
   const uintptr_t a = *list.allocate(4096, 16);
   const uintptr_t fence = *list.allocate(16, 16);
   EXPECT_EQ(fence, a + 4096);
-  EXPECT_EQ(list.allocate(256, 16), fence + 16);  // carved on from the large span
-  list.free(a, 4096);                             // a 4 KiB hole below
-  EXPECT_EQ(list.allocate(256, 16), a);           // best fit: the hole, not the large span
-  EXPECT_EQ(list.allocate(256, 16), a + 256);     // and on from the hole
-  EXPECT_EQ(list.allocate(3584, 16), a + 512);    // the hole exactly
+  EXPECT_EQ(list.allocate(256, 16), fence + 16);        // carved on from the large span
+  list.free(a, 4096);                                   // a 4 KiB hole below
+  EXPECT_EQ(list.allocate(256, 16), a);                 // best fit: the hole, not the large span
+  EXPECT_EQ(list.allocate(256, 16), a + 256);           // and on from the hole
+  EXPECT_EQ(list.allocate(3584, 16), a + 512);          // the hole exactly
   EXPECT_EQ(list.allocate(256, 16), fence + 16 + 256);  // back to the large span
   EXPECT_EQ(list.free_bytes(), (1u << 20) - 4096 - 16 - 512);
 }
@@ -235,15 +235,14 @@ TEST(CommitMapTest, TracksUsersAndIdlePages) {
 
 TEST(CommitMapTest, FindsTheIdlePagesABlockCommitted) {
   CommitMap map(64);
-  map.acquire(2, 3, 7);   // an older block
-  map.release(2, 3);      // now idle, committed by 7
-  map.acquire(3, 9, 8);   // reuses page 3, commits 4..9
-  map.acquire(6, 6, 9);   // shares page 6
+  map.acquire(2, 3, 7);  // an older block
+  map.release(2, 3);     // now idle, committed by 7
+  map.acquire(3, 9, 8);  // reuses page 3, commits 4..9
+  map.acquire(6, 6, 9);  // shares page 6
   map.release(3, 9);
   std::vector<std::pair<size_t, size_t>> runs;
-  map.for_each_idle_committed_by(3, 9, 8, [&](size_t first, size_t count) {
-    runs.emplace_back(first, count);
-  });
+  map.for_each_idle_committed_by(
+      3, 9, 8, [&](size_t first, size_t count) { runs.emplace_back(first, count); });
   // Page 3 was committed by block 7; page 6 is still used by block 9.
   EXPECT_EQ(runs, (std::vector<std::pair<size_t, size_t>>{{4, 2}, {7, 3}}));
 }
@@ -272,7 +271,7 @@ TEST(NodePoolTest, ReusesFreedNodesOfTheSameSizeClass) {
   EXPECT_EQ(reinterpret_cast<uintptr_t>(a) % 16, 0u);
   pool.deallocate(a, 48, 8);
   EXPECT_EQ(pool.used_bytes(), 48u);
-  EXPECT_EQ(pool.allocate(33, 8), a);  // last freed, first reused
+  EXPECT_EQ(pool.allocate(33, 8), a);   // last freed, first reused
   void* other = pool.allocate(64, 16);  // another class: fresh memory
   EXPECT_NE(other, a);
   EXPECT_NE(other, b);

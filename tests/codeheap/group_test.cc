@@ -163,9 +163,8 @@ TEST_F(GroupTest, BadAddressesAreRefusedAndTheRestStillRetire) {
 
   LogCapture log;
   // Another owner's block, an already retired block, an interior address, and two good ones.
-  const std::array<uintptr_t, 5> addresses = {mine[0].address, theirs[0].address,
-                                              mine[2].address, mine[1].address + 16,
-                                              mine[1].address};
+  const std::array<uintptr_t, 5> addresses = {mine[0].address, theirs[0].address, mine[2].address,
+                                              mine[1].address + 16, mine[1].address};
   auto result = heap_->retire_group(me, addresses);
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);  // the first refusal
@@ -268,8 +267,8 @@ TEST_F(GroupTest, RetireGroupByOwnerRefusesAnUnknownOrRetiredOwner) {
 
 // A group larger than the record tracks can still be retired with its addresses, not by owner.
 TEST_F(GroupTest, ALargeGroupNeedsItsAddresses) {
-  std::vector<BlockRequest> requests(kMaxGroupByOwner + 1,
-                                     BlockRequest{.arena = Arena::kData, .size = 32, .alignment = 16});
+  std::vector<BlockRequest> requests(
+      kMaxGroupByOwner + 1, BlockRequest{.arena = Arena::kData, .size = 32, .alignment = 16});
   std::vector<Allocation> blocks(requests.size());
   auto owner = heap_->allocate_group("large", requests, blocks);
   ASSERT_TRUE(owner);

@@ -263,8 +263,8 @@ class HeapModel {
   }
 
   size_t count(BlockState state) const {
-    return static_cast<size_t>(std::count_if(blocks_.begin(), blocks_.end(),
-                                             [&](const auto& e) { return e.second.state == state; }));
+    return static_cast<size_t>(std::count_if(
+        blocks_.begin(), blocks_.end(), [&](const auto& e) { return e.second.state == state; }));
   }
 
   Heap& heap_;

@@ -307,8 +307,8 @@ TEST_F(QuarantineTest, OnGoneRunsBeforeTheOwnersBlocksAreFreedAllTogether) {
   EXPECT_EQ(calls, 0);
 
   // The code is still referenced: the tables stay too, though nothing points into them.
-  const ReclaimReport held = heap_->reclaim(
-      [&](uintptr_t begin, uintptr_t) { return begin == code->address; });
+  const ReclaimReport held =
+      heap_->reclaim([&](uintptr_t begin, uintptr_t) { return begin == code->address; });
   EXPECT_EQ(held.reclaimed_blocks, 0u);
   EXPECT_EQ(calls, 0);
   EXPECT_TRUE(heap_->find(tables->address).has_value());

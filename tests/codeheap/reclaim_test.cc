@@ -66,7 +66,8 @@ TEST_F(ReclaimTest, TheScannerGetsEverySortedFootprintOnceAndKeepsWhatItMarks) {
   std::vector<Allocation> blocks;
   for (size_t size : {1, 17, 100, 4096}) blocks.push_back(*heap_->allocate(Arena::kCode, size, 16));
   blocks.push_back(*heap_->allocate(Arena::kReadOnly, 40, 16));
-  for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) ASSERT_TRUE(heap_->retire(it->address));
+  for (auto it = blocks.rbegin(); it != blocks.rend(); ++it)
+    ASSERT_TRUE(heap_->retire(it->address));
   scanner_.keep = {blocks[1].address};
   const uint64_t passes_before = heap_->counters().reclaim_passes;
 
@@ -120,7 +121,8 @@ TEST_F(ReclaimTest, BytesFreedBeforeTheCallbacksAreFreeWhileTheyRun) {
   heap_->reclaim([](uintptr_t, uintptr_t) { return false; });
   ASSERT_TRUE(ran);
   EXPECT_EQ(free_inside, free_before + footprint(plain.size));
-  EXPECT_EQ(heap_->stats().arenas[static_cast<int>(Arena::kCode)].free_bytes, free_before + 2 * footprint(plain.size));
+  EXPECT_EQ(heap_->stats().arenas[static_cast<int>(Arena::kCode)].free_bytes,
+            free_before + 2 * footprint(plain.size));
 }
 
 TEST_F(ReclaimTest, NoPolicyNoAutomaticPass) {

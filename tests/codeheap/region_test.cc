@@ -73,9 +73,9 @@ TEST_F(RegionTest, ArenasAreContiguousWithTheirPermissions) {
   EXPECT_EQ(mapping_of(stats.arenas[1].begin).perms, "r--s");
   EXPECT_EQ(mapping_of(stats.arenas[2].begin).perms, "rw-p");
   // The alias of code and read-only data: writable, shared, never executable.
-  EXPECT_EQ(mapping_of(reinterpret_cast<uintptr_t>(heap->writable_alias(stats.arenas[0].begin)))
-                .perms,
-            "rw-s");
+  EXPECT_EQ(
+      mapping_of(reinterpret_cast<uintptr_t>(heap->writable_alias(stats.arenas[0].begin))).perms,
+      "rw-s");
 
   // Read-only data written through the alias reads back through the low view.
   auto ro = heap->allocate(Arena::kReadOnly, 64, 64);
@@ -121,8 +121,7 @@ TEST_F(RegionTest, CodeViewsAreOneSharedAnonymousObjectAsPerfSeesThem) {
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EINVAL),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
   };
-  const sock_fprog program{.len = std::size(filter),
-                           .filter = const_cast<sock_filter*>(filter)};
+  const sock_fprog program{.len = std::size(filter), .filter = const_cast<sock_filter*>(filter)};
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
       prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) {
     std::_Exit(2);
@@ -149,8 +148,7 @@ TEST_F(RegionTest, CodeViewsAreOneSharedAnonymousObjectAsPerfSeesThem) {
   }
   if (objects.size() != 1) std::_Exit(7);
   if (mapping_of(stats.arenas[0].begin).perms != "r-xs" ||
-      mapping_of(stats.arenas[1].begin).perms != "r--s" ||
-      mapping_of(alias).perms != "rw-s") {
+      mapping_of(stats.arenas[1].begin).perms != "r--s" || mapping_of(alias).perms != "rw-s") {
     std::_Exit(8);
   }
   std::_Exit(0);
@@ -333,11 +331,12 @@ TEST_F(RegionTest, DISABLED_MeasureBaseEntropy) {
   }
   const double pairs = kChildren * (kChildren - 1) / 2.0;
   const std::set<uint64_t> distinct(bases.begin(), bases.end());
-  std::printf("%d heaps: %zu distinct bases in [%#lx, %#lx], %.0f equal pairs: collision "
-              "entropy ~%.1f bits\n",
-              kChildren, distinct.size(), static_cast<unsigned long>(bases.front()),
-              static_cast<unsigned long>(bases.back()), equal_pairs,
-              equal_pairs > 0 ? std::log2(pairs / equal_pairs) : std::log2(pairs));
+  std::printf(
+      "%d heaps: %zu distinct bases in [%#lx, %#lx], %.0f equal pairs: collision "
+      "entropy ~%.1f bits\n",
+      kChildren, distinct.size(), static_cast<unsigned long>(bases.front()),
+      static_cast<unsigned long>(bases.back()), equal_pairs,
+      equal_pairs > 0 ? std::log2(pairs / equal_pairs) : std::log2(pairs));
 }
 
 // x86-64: mov eax, 7; ret
@@ -450,7 +449,7 @@ TEST_F(RegionTest, SteadyStateLeavesTheMappingsAlone) {
       }
     }
     for (size_t i = 0; i < blocks.size(); ++i) {
-      ASSERT_TRUE(i % 3 == 0 ? heap->abandon(blocks[i])
+      ASSERT_TRUE(i % 3 == 0   ? heap->abandon(blocks[i])
                   : i % 3 == 1 ? heap->release(blocks[i])
                                : heap->retire(blocks[i]));
     }

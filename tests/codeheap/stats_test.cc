@@ -92,7 +92,8 @@ TEST_F(StatsTest, TextDumpIsATableForPeople) {
   EXPECT_THAT(text, HasSubstr("heap-stats \"stats\""));
   // Arenas side by side, sizes in binary units with exact bytes.
   EXPECT_THAT(text, ContainsRegex("arena +code +read_only +data"));
-  EXPECT_THAT(text, ContainsRegex("reserved +1\\.0 MiB \\(1048576 B\\) +256\\.0 KiB \\(262144 B\\)"));
+  EXPECT_THAT(text,
+              ContainsRegex("reserved +1\\.0 MiB \\(1048576 B\\) +256\\.0 KiB \\(262144 B\\)"));
   EXPECT_THAT(text, ContainsRegex("quarantined +4\\.9 KiB \\(5008 B\\)"));
   EXPECT_THAT(text, HasSubstr("free blocks by size"));
   EXPECT_THAT(text, HasSubstr("owners: 2"));
@@ -112,8 +113,7 @@ TEST_F(StatsTest, JsonDumpHasTheDocumentedFieldsAndRoundTrips) {
   };
   EXPECT_EQ(keys(j), (std::set<std::string>{"name", "reserved_bytes", "committed_bytes",
                                             "used_bytes", "quarantined_bytes", "free_bytes",
-                                            "largest_free_block", "arenas", "owners",
-                                            "counters"}));
+                                            "largest_free_block", "arenas", "owners", "counters"}));
   ASSERT_EQ(j["arenas"].size(), 3u);
   EXPECT_EQ(keys(j["arenas"][0]),
             (std::set<std::string>{"name", "begin", "end", "reserved_bytes", "committed_bytes",
@@ -124,12 +124,12 @@ TEST_F(StatsTest, JsonDumpHasTheDocumentedFieldsAndRoundTrips) {
   EXPECT_EQ(keys(j["owners"][0]),
             (std::set<std::string>{"id", "name", "retired", "live_blocks", "live_bytes",
                                    "quarantined_blocks", "quarantined_bytes", "low", "high"}));
-  EXPECT_EQ(keys(j["counters"]),
-            (std::set<std::string>{"allocations", "allocation_failures", "releases", "retires",
-                                   "abandons", "release_errors", "reclaim_passes",
-                                   "blocks_reclaimed", "bytes_reclaimed", "reclaim_ns_total",
-                                   "reclaim_ns_last", "decommitted_bytes",
-                                   "automatic_reclaim_passes"}));
+  EXPECT_EQ(
+      keys(j["counters"]),
+      (std::set<std::string>{"allocations", "allocation_failures", "releases", "retires",
+                             "abandons", "release_errors", "reclaim_passes", "blocks_reclaimed",
+                             "bytes_reclaimed", "reclaim_ns_total", "reclaim_ns_last",
+                             "decommitted_bytes", "automatic_reclaim_passes"}));
   EXPECT_EQ(j["owners"][0]["name"], "lisp:fact");
   EXPECT_EQ(j["arenas"][1]["name"], "read_only");
   EXPECT_EQ(j.get<HeapStats>(), heap_->stats());
@@ -306,8 +306,9 @@ TEST(StatsDumpTest, AnUnwritableMapIsLogged) {
   ASSERT_NE(heap, nullptr);
   LogCapture log;
   heap.reset();
-  EXPECT_TRUE(log.contains("CODEHEAP_MAP: heap 'unmappable-heap': cannot open "
-                           "'/nonexistent-dir/map.svg' for writing"));
+  EXPECT_TRUE(
+      log.contains("CODEHEAP_MAP: heap 'unmappable-heap': cannot open "
+                   "'/nonexistent-dir/map.svg' for writing"));
 }
 
 TEST(StatsDumpDeathTest, WritesTheMapOfALiveHeapAtExit) {

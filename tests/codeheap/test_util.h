@@ -28,9 +28,9 @@ std::unique_ptr<Heap> make_heap(const HeapOptions& options = small_options());
 std::vector<std::string> writable_executable_mappings();
 
 // W^X for the whole process, checked after each phase of a test.
-#define EXPECT_NO_WX_MAPPINGS()                                                        \
-  EXPECT_TRUE(::codeheap::test::writable_executable_mappings().empty())               \
-      << "writable+executable mappings:\n"                                             \
+#define EXPECT_NO_WX_MAPPINGS()                                         \
+  EXPECT_TRUE(::codeheap::test::writable_executable_mappings().empty()) \
+      << "writable+executable mappings:\n"                              \
       << ::testing::PrintToString(::codeheap::test::writable_executable_mappings())
 
 // One line of /proc/self/maps.

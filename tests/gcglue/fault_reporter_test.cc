@@ -103,8 +103,8 @@ class FaultReporterDeathTest : public ::testing::Test {
 void run_trap() {
   no_core_dump();
   auto runtime = must_create();
-  auto* boom = reinterpret_cast<void (*)(void*)>(
-      must_symbol(*runtime, kTrap, "trap_module", "boom"));
+  auto* boom =
+      reinterpret_cast<void (*)(void*)>(must_symbol(*runtime, kTrap, "trap_module", "boom"));
   boom(nullptr);
 }
 
@@ -122,8 +122,8 @@ TEST_F(FaultReporterDeathTest, WithTheReporterOffATrapDiesSilently) {
         RuntimeOptions options;
         options.faults.enabled = false;
         auto runtime = must_create(options);
-        auto* boom = reinterpret_cast<void (*)(void*)>(
-            must_symbol(*runtime, kTrap, "trap_module", "boom"));
+        auto* boom =
+            reinterpret_cast<void (*)(void*)>(must_symbol(*runtime, kTrap, "trap_module", "boom"));
         boom(nullptr);
       },
       KilledBySignal(SIGILL), ::testing::Not(HasSubstr("codeheap: fatal")));
@@ -168,9 +168,9 @@ void run_collected_call() {
   uintptr_t scrambled = 0;
   testing::run_on_fresh_stack([&] {
     if (runtime->register_current_thread()) std::abort();
-    scrambled = reinterpret_cast<uintptr_t>(
-                    must_symbol(*runtime, kVictim, "collected_module", "victim")) ^
-                kScramble;
+    scrambled =
+        reinterpret_cast<uintptr_t>(must_symbol(*runtime, kVictim, "collected_module", "victim")) ^
+        kScramble;
     if (runtime->unregister_current_thread()) std::abort();
   });
   if (runtime->unregister_current_thread()) std::abort();  // its frames are the scan's

@@ -1,6 +1,6 @@
-// A full code heap is the runtime's problem first (ARCHITECTURE.md, invariant 5): compile,
-// define_function and with_code_space collect, reclaim and retry before they fail, and a
-// request no collection can satisfy fails cleanly.
+// A full code heap is the runtime's problem first (docs/embedding.md, "When the code heap is
+// full"; docs/reliability.md): compile, define_function and with_code_space collect, reclaim and
+// retry before they fail, and a request no collection can satisfy fails cleanly.
 #include "gcglue/runtime.h"
 
 #define GC_THREADS
@@ -57,8 +57,7 @@ std::string answer_ir(int value) {
 
 // A module whose code takes `bytes` of the code arena, and a few more.
 std::string blob_ir(size_t bytes) {
-  return llvm::formatv("define i64 @blob(ptr %env) {{\n{0}  ret i64 0\n}\n", padding(bytes))
-      .str();
+  return llvm::formatv("define i64 @blob(ptr %env) {{\n{0}  ret i64 0\n}\n", padding(bytes)).str();
 }
 
 class FullHeapTest : public ::testing::Test {
@@ -190,8 +189,8 @@ TEST_F(FullHeapTest, AModuleLargerThanTheArenaFailsCleanlyWithoutCollecting) {
   auto big = runtime_->compile(blob_ir(kArena + 4096), "too_big");
   ASSERT_FALSE(bool(big));
   const std::string message = llvm::toString(big.takeError());
-  EXPECT_THAT(message, AllOf(HasSubstr("too_big"), HasSubstr("requested"),
-                             HasSubstr("free"), HasSubstr("largest free block")))
+  EXPECT_THAT(message, AllOf(HasSubstr("too_big"), HasSubstr("requested"), HasSubstr("free"),
+                             HasSubstr("largest free block")))
       << message;
 
   EXPECT_THAT(message, HasSubstr("code arena")) << message;

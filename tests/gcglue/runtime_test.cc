@@ -345,8 +345,7 @@ TEST_F(RuntimeTest, CodeStaysQuarantinedUnderDeepRecursion) {
   int64_t depth = -1;
   std::thread worker([&] {
     ASSERT_TRUE(ok(runtime_->register_current_thread()));
-    depth = reinterpret_cast<int64_t (*)(void*, int64_t, void (*)())>(entry)(nullptr, 5000,
-                                                                             &park);
+    depth = reinterpret_cast<int64_t (*)(void*, int64_t, void (*)())>(entry)(nullptr, 5000, &park);
     ASSERT_TRUE(ok(runtime_->unregister_current_thread()));
   });
   while (!g_parked) std::this_thread::yield();
@@ -417,7 +416,8 @@ TEST_F(RuntimeTest, AReturnAddressAtTheVeryEndOfABlockKeepsIt) {
   });
   while (!g_parked) std::this_thread::yield();
   EXPECT_EQ(g_fail_return, end) << "the call to fail() is not the last instruction of the "
-                                   "block [" << std::hex << block->address << ", " << end
+                                   "block ["
+                                << std::hex << block->address << ", " << end
                                 << "): the test would prove nothing";
   const AddressRange all_but_the_end[] = {{block->address, end - 1}};
   uint8_t hit[1] = {};
@@ -499,9 +499,8 @@ TEST_F(RuntimeTest, AForkedChildThrowsAndCompilesInANewRuntime) {
   ASSERT_EQ(waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
   EXPECT_TRUE(unwinds_through(entry));
-  EXPECT_EQ(reinterpret_cast<int64_t (*)(void*, int64_t (*)())>(entry)(nullptr, [] {
-              return int64_t{41};
-            }),
+  EXPECT_EQ(reinterpret_cast<int64_t (*)(void*, int64_t (*)())>(entry)(nullptr,
+                                                                       [] { return int64_t{41}; }),
             42);
   EXPECT_NE(take(runtime_->compile(kCalls, "after-fork")), nullptr);
 }
@@ -595,10 +594,10 @@ TEST_F(RuntimeTest, BadInputGivesErrorsAndLeavesTheHeapAsItWas) {
   auto bad = runtime_->compile("define i64 @f( {", "broken");
   ASSERT_FALSE(bool(bad));
   EXPECT_NE(llvm::toString(bad.takeError()).find("broken"), std::string::npos);
-  auto undefined =
-      runtime_->compile("declare i64 @nowhere()\ndefine i64 @f(ptr %e) {\n  %r = call i64 "
-                        "@nowhere()\n  ret i64 %r\n}\n",
-                        "undefined");
+  auto undefined = runtime_->compile(
+      "declare i64 @nowhere()\ndefine i64 @f(ptr %e) {\n  %r = call i64 "
+      "@nowhere()\n  ret i64 %r\n}\n",
+      "undefined");
   ASSERT_FALSE(bool(undefined));
   EXPECT_NE(llvm::toString(undefined.takeError()).find("nowhere"), std::string::npos);
   HeapStats after = runtime_->heap().stats();
@@ -676,8 +675,7 @@ define i64 @peek(ptr %env) {{
 )";
 
 TEST_F(RuntimeTest, CompileReturnsEveryDefinitionByItsWrittenName) {
-  auto compiled =
-      runtime_->compile(parse_module(llvm::formatv(kCounterIr, 1).str()), "counter");
+  auto compiled = runtime_->compile(parse_module(llvm::formatv(kCounterIr, 1).str()), "counter");
   ASSERT_TRUE(bool(compiled)) << llvm::toString(compiled.takeError());
   ASSERT_NE(compiled->code, nullptr);
   std::set<std::string> names;
@@ -815,8 +813,8 @@ AdoptedUnit emit_park_unit(Heap& heap, OwnerId* owner) {
   }
   *owner = *group;
   // push rbp; mov rbp, rsp; movabs rax, park; call rax; pop rbp; ret
-  uint8_t code[] = {0x55, 0x48, 0x89, 0xe5, 0x48, 0xb8, 0, 0, 0, 0, 0, 0,
-                    0,    0,    0xff, 0xd0, 0x5d, 0xc3};
+  uint8_t code[] = {0x55, 0x48, 0x89, 0xe5, 0x48, 0xb8, 0,    0,    0,
+                    0,    0,    0,    0,    0,    0xff, 0xd0, 0x5d, 0xc3};
   const uint64_t target = reinterpret_cast<uint64_t>(&park);
   std::memcpy(code + 6, &target, sizeof target);
   std::memcpy(blocks[0].writable, code, sizeof code);
@@ -966,11 +964,10 @@ TEST_F(RuntimeTest, CountersAndDumpsSayWhatEachTierMade) {
 
   nlohmann::json json = nlohmann::json::parse(runtime_->dump_json());
   const nlohmann::json& gc = json.at("gc");
-  for (const char* key :
-       {"live_code_objects", "code_objects_created", "code_objects_finalized", "closures_created",
-        "modules_retired", "collections", "reclaim_passes", "blocks_kept_referenced",
-        "threads_timed_out", "retire_failures", "scan_ns_total", "scan_ns_last",
-        "registered_threads"}) {
+  for (const char* key : {"live_code_objects", "code_objects_created", "code_objects_finalized",
+                          "closures_created", "modules_retired", "collections", "reclaim_passes",
+                          "blocks_kept_referenced", "threads_timed_out", "retire_failures",
+                          "scan_ns_total", "scan_ns_last", "registered_threads"}) {
     EXPECT_TRUE(gc.contains(key)) << key;
   }
   EXPECT_EQ(gc.at("live_code_objects"), 3);
@@ -1036,8 +1033,7 @@ TEST_F(RuntimeTest, BackgroundCompilesWhileTheMainThreadCollectsAndAdopts) {
       const uintptr_t entry = reinterpret_cast<uintptr_t>(result->definitions.lookup("lambda"));
       int64_t env = i;
       if (entry == 0 ||
-          reinterpret_cast<int64_t (*)(void*, int64_t)>(entry)(&env, 5) !=
-              lambda_value(i, i, 5)) {
+          reinterpret_cast<int64_t (*)(void*, int64_t)>(entry)(&env, 5) != lambda_value(i, i, 5)) {
         ++failures;
       }
       if (i % kKeepEvery == 0) {

@@ -179,9 +179,9 @@ TEST_P(OrcEngineCodegen, ClosuresJumpTableAndRecursionAreLowAndDirect) {
   ASSERT_TRUE(fib_symbol.has_value());
   const uint64_t fib_address = reinterpret_cast<uint64_t>(fib);
   EXPECT_EQ(fib_symbol->address, fib_address);
-  EXPECT_THAT(callTargets(fib_address, fib_symbol->size, fib_address,
-                          fib_address + fib_symbol->size),
-              Contains(fib_address));
+  EXPECT_THAT(
+      callTargets(fib_address, fib_symbol->size, fib_address, fib_address + fib_symbol->size),
+      Contains(fib_address));
 
   if (GetParam() == llvm::Reloc::Static) {
     // The table holds absolute addresses of dispatch's cases and dispatch indexes it with a
@@ -189,8 +189,7 @@ TEST_P(OrcEngineCodegen, ClosuresJumpTableAndRecursionAreLowAndDirect) {
     size_t table_entries = 0;
     bool absolute_table_reference = false;
     for (const GraphRecorder::Edge& e : recorder->edges()) {
-      if (e.from_section.starts_with(".rodata") && e.to_section == ".text" &&
-          e.kind == "Pointer64")
+      if (e.from_section.starts_with(".rodata") && e.to_section == ".text" && e.kind == "Pointer64")
         ++table_entries;
       if (e.from_section == ".text" && e.to_section.starts_with(".rodata") &&
           e.kind == "Pointer32Signed")
@@ -233,7 +232,8 @@ TEST(OrcEngine, HostCallsAndDataGoThroughLowStubsAndGot) {
       %r = add i64 %a, %c
       ret i64 %r
     }
-  )IR", "host_calls");
+  )IR",
+                                  "host_calls");
   ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
   auto call_host = function<int64_t (*)(int64_t)>(*engine, "call_host");
   ASSERT_NE(call_host, nullptr);
@@ -318,10 +318,10 @@ TEST(OrcEngine, RetiredCodeThatIsStillRunningCanUnwind) {
   ASSERT_NE(heap, nullptr);
   auto engine = makeEngine(*heap);
   ASSERT_NE(engine, nullptr);
-  ASSERT_EQ(errorText(engine->defineHostSymbols(
-                {{"remove_then_throw",
-                  llvm::orc::ExecutorAddr::fromPtr(&orc_test_remove_then_throw)}})),
-            "");
+  ASSERT_EQ(
+      errorText(engine->defineHostSymbols(
+          {{"remove_then_throw", llvm::orc::ExecutorAddr::fromPtr(&orc_test_remove_then_throw)}})),
+      "");
   const size_t owners_before = heap->stats().owners.size();
   auto handle = engine->addModule(R"IR(
     declare void @remove_then_throw(i64)
@@ -329,7 +329,8 @@ TEST(OrcEngine, RetiredCodeThatIsStillRunningCanUnwind) {
       call void @remove_then_throw(i64 %x)
       ret i64 %x
     }
-  )IR", "retiring");
+  )IR",
+                                  "retiring");
   ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
   auto retiring = function<int64_t (*)(int64_t)>(*engine, "retiring");
   ASSERT_NE(retiring, nullptr);
@@ -537,10 +538,8 @@ TEST(OrcEngine, DestroyingTheEngineRetiresEveryLiveModule) {
     ASSERT_NE(engine, nullptr);
     for (int i = 0; i < live; ++i) {
       const std::string name = "teardown_" + std::to_string(live) + "_" + std::to_string(i);
-      ASSERT_TRUE(static_cast<bool>(
-          engine->addModule("define i64 @" + name + "() {\n  ret i64 " + std::to_string(i) +
-                                "\n}\n",
-                            name)));
+      ASSERT_TRUE(static_cast<bool>(engine->addModule(
+          "define i64 @" + name + "() {\n  ret i64 " + std::to_string(i) + "\n}\n", name)));
     }
     ASSERT_EQ(engine->liveModules(), size_t(live));
     ASSERT_GT(heap->stats().used_bytes, 0u);
@@ -613,8 +612,7 @@ class OrcEngineErrors : public ::testing::Test {
 };
 
 TEST_F(OrcEngineErrors, MalformedIr) {
-  const std::string error =
-      addError("define i64 @broken() {\n  ret i64 %nowhere\n}\n", "broken");
+  const std::string error = addError("define i64 @broken() {\n  ret i64 %nowhere\n}\n", "broken");
   EXPECT_THAT(error, HasSubstr("cannot parse module 'broken'"));
   EXPECT_THAT(error, HasSubstr("line 2"));
   EXPECT_THAT(error, HasSubstr("%nowhere"));
@@ -629,7 +627,8 @@ TEST_F(OrcEngineErrors, IrThatFailsVerification) {
       %y = add i64 %x, 1
       ret i64 %z
     }
-  )IR", "unverified");
+  )IR",
+                                     "unverified");
   EXPECT_THAT(error, HasSubstr("cannot add module 'unverified'"));
   EXPECT_THAT(error, HasSubstr("invalid IR"));
   expectHeapUnchanged();
@@ -642,7 +641,8 @@ TEST_F(OrcEngineErrors, UndefinedExternalSymbol) {
       %r = call i64 @no_such_function_anywhere(i64 %x)
       ret i64 %r
     }
-  )IR", "undefined");
+  )IR",
+                                     "undefined");
   EXPECT_THAT(error, HasSubstr("cannot add module 'undefined'"));
   EXPECT_THAT(error, HasSubstr("no_such_function_anywhere"));
   expectHeapUnchanged();
@@ -667,20 +667,19 @@ TEST_F(OrcEngineErrors, StaticConstructorsAreRefused) {
     define void @init() {
       ret void
     }
-  )IR", "ctors");
+  )IR",
+                                     "ctors");
   EXPECT_THAT(error, HasSubstr("llvm.global_ctors"));
   expectHeapUnchanged();
 }
 
 TEST_F(OrcEngineErrors, UnknownLookup) {
-  EXPECT_THAT(errorText(engine_->lookup("never_defined").takeError()),
-              HasSubstr("never_defined"));
+  EXPECT_THAT(errorText(engine_->lookup("never_defined").takeError()), HasSubstr("never_defined"));
   expectHeapUnchanged();
 }
 
 TEST_F(OrcEngineErrors, RemovingUnknownOrRemovedHandle) {
-  EXPECT_THAT(errorText(engine_->removeModule(ModuleHandle{12345})),
-              HasSubstr("no such module"));
+  EXPECT_THAT(errorText(engine_->removeModule(ModuleHandle{12345})), HasSubstr("no such module"));
   auto handle = engine_->addModule("define i64 @temp() {\n ret i64 0\n}", "temp");
   ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
   EXPECT_EQ(errorText(engine_->removeModule(*handle)), "");
@@ -707,9 +706,9 @@ TEST_F(OrcEngineErrors, LookupForgetsRemovedModulesAndFindsTheirSuccessors) {
 
 TEST_F(OrcEngineErrors, DuplicateHostSymbolDefinesNone) {
   int64_t data = 0;
-  const std::string error = errorText(engine_->defineHostSymbols(
-      {{"fresh_name", llvm::orc::ExecutorAddr::fromPtr(&data)},
-       {"existing", llvm::orc::ExecutorAddr::fromPtr(&data)}}));
+  const std::string error = errorText(
+      engine_->defineHostSymbols({{"fresh_name", llvm::orc::ExecutorAddr::fromPtr(&data)},
+                                  {"existing", llvm::orc::ExecutorAddr::fromPtr(&data)}}));
   EXPECT_THAT(error, HasSubstr("Duplicate definition"));
   EXPECT_THAT(errorText(engine_->lookup("fresh_name").takeError()), HasSubstr("fresh_name"));
   expectHeapUnchanged();
@@ -775,7 +774,9 @@ TEST(OrcEngineChurn, TenThousandModulesLeaveNothingBehind) {
                            "(ptr %env, i64 %x) {\n"
                            "  %e = load i64, ptr %env\n"
                            "  %s = add i64 %e, %x\n"
-                           "  %r = add i64 %s, " + std::to_string(i) + "\n"
+                           "  %r = add i64 %s, " +
+                           std::to_string(i) +
+                           "\n"
                            "  ret i64 %r\n}\n";
     auto handle = engine->addModule(ir, name);
     ASSERT_TRUE(static_cast<bool>(handle)) << i << ": " << errorText(handle.takeError());
@@ -796,8 +797,7 @@ TEST(OrcEngineChurn, TenThousandModulesLeaveNothingBehind) {
   EXPECT_TRUE(stats.owners.empty()) << heap->dump_text();
   EXPECT_EQ(engine->liveModules(), 0u);
   EXPECT_LE(mapsLines(), maps_baseline);
-  ::testing::Test::RecordProperty("us_per_module",
-                                  std::to_string(seconds * 1e6 / kModules));
+  ::testing::Test::RecordProperty("us_per_module", std::to_string(seconds * 1e6 / kModules));
   std::cout << kModules << " modules added, called and removed in " << seconds << " s ("
             << seconds * 1e6 / kModules << " us each)\n";
 }

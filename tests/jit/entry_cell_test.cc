@@ -94,7 +94,8 @@ TEST(OrcHotSwap, CallersCompiledEarlierSeeEveryRedefinition) {
       %r = call i64 @answer()
       ret i64 %r
     }
-  )IR", "caller");
+  )IR",
+                                  "caller");
   ASSERT_TRUE(static_cast<bool>(caller)) << errorText(caller.takeError());
   auto ask_address = engine->lookup("ask");
   ASSERT_TRUE(static_cast<bool>(ask_address)) << errorText(ask_address.takeError());
@@ -105,9 +106,9 @@ TEST(OrcHotSwap, CallersCompiledEarlierSeeEveryRedefinition) {
   // through a slot in the data arena.
   const auto ask_symbol = recorder->symbol("ask");
   ASSERT_TRUE(ask_symbol.has_value());
-  EXPECT_THAT(callTargets(ask_symbol->address, ask_symbol->size, stub->getValue(),
-                          stub->getValue() + 1),
-              Contains(stub->getValue()));
+  EXPECT_THAT(
+      callTargets(ask_symbol->address, ask_symbol->size, stub->getValue(), stub->getValue() + 1),
+      Contains(stub->getValue()));
   const auto slot = indirectJumpSlot(stub->getValue());
   ASSERT_TRUE(slot.has_value());
   ASSERT_TRUE(heap->find(*slot).has_value());
@@ -159,10 +160,11 @@ TEST(OrcHotSwap, DefinitionErrorsLeaveTheHeapAndCurrentVersionAlone) {
               HasSubstr("cannot parse"));
   // Links against nothing.
   EXPECT_THAT(errorText(engine
-                            ->defineFunction("f", "declare i64 @nowhere()\n"
-                                                  "define i64 @f() {\n"
-                                                  "  %r = call i64 @nowhere()\n"
-                                                  "  ret i64 %r\n}\n")
+                            ->defineFunction("f",
+                                             "declare i64 @nowhere()\n"
+                                             "define i64 @f() {\n"
+                                             "  %r = call i64 @nowhere()\n"
+                                             "  ret i64 %r\n}\n")
                             .takeError()),
               HasSubstr("nowhere"));
 
@@ -269,7 +271,7 @@ TEST(OrcHotSwap, OldVersionStaysWhileAThreadRunsIt) {
   ASSERT_TRUE(kept.has_value());
   EXPECT_EQ(kept->state, BlockState::kQuarantined);
   EXPECT_NE(*reinterpret_cast<const uint8_t*>(old_body), 0xCC);  // intact, not trapped
-  EXPECT_EQ(result.load(), 0);  // still spinning
+  EXPECT_EQ(result.load(), 0);                                   // still spinning
 
   flag = 1;
   runner.join();

@@ -36,7 +36,7 @@ std::atomic<bool> fail_finalize_action{false};
 }  // namespace
 
 extern "C" llvm::orc::shared::CWrapperFunctionResult orcTestFinalizeAction(const char* data,
-                                                                          size_t size) {
+                                                                           size_t size) {
   using llvm::orc::shared::SPSError;
   return llvm::orc::shared::WrapperFunction<SPSError()>::handle(
              data, size,
@@ -51,7 +51,7 @@ extern "C" llvm::orc::shared::CWrapperFunctionResult orcTestFinalizeAction(const
 }
 
 extern "C" llvm::orc::shared::CWrapperFunctionResult orcTestDeallocAction(const char* data,
-                                                                         size_t size) {
+                                                                          size_t size) {
   using llvm::orc::shared::SPSError;
   return llvm::orc::shared::WrapperFunction<SPSError()>::handle(data, size,
                                                                 []() -> llvm::Error {
@@ -109,9 +109,8 @@ class OrcPlainStack : public ::testing::Test {
     auto process = llvm::orc::SelfExecutorProcessControl::Create();
     ASSERT_TRUE(static_cast<bool>(process)) << errorText(process.takeError());
     session_ = std::make_unique<llvm::orc::ExecutionSession>(std::move(*process));
-    session_->setErrorReporter([this](llvm::Error err) {
-      reported_ += llvm::toString(std::move(err));
-    });
+    session_->setErrorReporter(
+        [this](llvm::Error err) { reported_ += llvm::toString(std::move(err)); });
     dylib_ = &session_->createBareJITDylib("main");
     linker_ = std::make_unique<llvm::orc::ObjectLinkingLayer>(*session_, *memory_);
     linker_->addPlugin(std::make_shared<ActionsPlugin>());
@@ -168,7 +167,8 @@ TEST_F(OrcPlainStack, LinksRunsAndRemovesThroughTheHeap) {
       %r = add i64 %v, %c1
       ret i64 %r
     }
-  )IR")), "");
+  )IR")),
+            "");
   auto pick = session_->lookup({dylib_}, "pick");
   ASSERT_TRUE(static_cast<bool>(pick)) << errorText(pick.takeError());
   auto counter = session_->lookup({dylib_}, "counter");
@@ -211,9 +211,9 @@ TEST_F(OrcPlainStack, LinksRunsAndRemovesThroughTheHeap) {
 TEST_F(OrcPlainStack, FailedFinalizeActionReturnsEveryByte) {
   const HeapStats empty = statsWithoutCounters(*heap_);
   fail_finalize_action = true;
-  ASSERT_EQ(errorText(add(dylib_->getDefaultResourceTracker(),
-                          "define i64 @f() {\n ret i64 1\n}\n")),
-            "");
+  ASSERT_EQ(
+      errorText(add(dylib_->getDefaultResourceTracker(), "define i64 @f() {\n ret i64 1\n}\n")),
+      "");
   auto f = session_->lookup({dylib_}, "f");
   EXPECT_FALSE(static_cast<bool>(f));
   llvm::consumeError(f.takeError());
@@ -339,9 +339,9 @@ TEST_F(OrcMemoryManager, DroppedInFlightAllocationReturnsEveryByte) {
 
 TEST_F(OrcMemoryManager, WritableExecutableSegmentIsRefused) {
   HeapJITLinkMemoryManager memory(*heap_);
-  auto alloc = allocate(memory, {{kR, {64, llvm::Align(8)}},
-                                 {MemProt::Read | MemProt::Write | MemProt::Exec,
-                                  {64, llvm::Align(16)}}});
+  auto alloc =
+      allocate(memory, {{kR, {64, llvm::Align(8)}},
+                        {MemProt::Read | MemProt::Write | MemProt::Exec, {64, llvm::Align(16)}}});
   ASSERT_FALSE(static_cast<bool>(alloc));
   EXPECT_THAT(errorText(alloc.takeError()), HasSubstr("W^X"));
   EXPECT_EQ(statsWithoutCounters(*heap_), empty_) << heap_->dump_text();

@@ -85,8 +85,10 @@ McjitEngine makeMcjit(Heap& heap, const std::string& ir, const std::string& name
     return result;
   }
   // MCJIT installs LLVM's own GDB listener; visibility.h asks users to replace it by ours.
-  result.engine->UnregisterJITEventListener(llvm::JITEventListener::createGDBRegistrationListener());
-  for (llvm::JITEventListener* listener : listeners) result.engine->RegisterJITEventListener(listener);
+  result.engine->UnregisterJITEventListener(
+      llvm::JITEventListener::createGDBRegistrationListener());
+  for (llvm::JITEventListener* listener : listeners)
+    result.engine->RegisterJITEventListener(listener);
   result.engine->finalizeObject();
   return result;
 }
@@ -132,20 +134,19 @@ inline std::unique_ptr<llvm::orc::LLJIT> makeRtdyldLLJIT(
   }
   machine->setCodeModel(llvm::CodeModel::Small);
   machine->setRelocationModel(llvm::Reloc::Static);
-  auto jit = llvm::orc::LLJITBuilder()
-                 .setJITTargetMachineBuilder(std::move(*machine))
-                 .setObjectLinkingLayerCreator(
-                     [&heap, name, configure](llvm::orc::ExecutionSession& session,
-                                              const llvm::Triple&) {
-                       auto layer = std::make_unique<llvm::orc::RTDyldObjectLinkingLayer>(
-                           session, [&heap, name] {
-                             return std::make_unique<RtdyldMemoryManager>(heap, name);
-                           });
-                       if (configure) configure(*layer);
-                       return layer;
-                     })
-                 .setPlatformSetUp(llvm::orc::setUpInactivePlatform)
-                 .create();
+  auto jit =
+      llvm::orc::LLJITBuilder()
+          .setJITTargetMachineBuilder(std::move(*machine))
+          .setObjectLinkingLayerCreator(
+              [&heap, name, configure](llvm::orc::ExecutionSession& session, const llvm::Triple&) {
+                auto layer = std::make_unique<llvm::orc::RTDyldObjectLinkingLayer>(
+                    session,
+                    [&heap, name] { return std::make_unique<RtdyldMemoryManager>(heap, name); });
+                if (configure) configure(*layer);
+                return layer;
+              })
+          .setPlatformSetUp(llvm::orc::setUpInactivePlatform)
+          .create();
   if (!jit) {
     ADD_FAILURE() << llvm::toString(jit.takeError());
     return nullptr;

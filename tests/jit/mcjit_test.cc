@@ -25,8 +25,8 @@
 namespace codeheap::jit {
 namespace {
 
-using testing::makeHeap;
 using testing::errorText;
+using testing::makeHeap;
 using testing::makeMcjit;
 using testing::makeRtdyldLLJIT;
 using testing::parseModule;
@@ -39,15 +39,24 @@ std::string closuresIr() { return testdata::ir("array_env_closures") + testdata:
 
 int64_t referenceDispatch(int which, const int64_t* env, int64_t x) {
   switch (which) {
-    case 0: return x + env[0];
-    case 1: return x * env[1];
-    case 2: return x - env[2];
-    case 3: return x ^ env[3];
-    case 4: return (x + 100) + env[0];
-    case 5: return (x << 1) * env[1];
-    case 6: return (-x) - env[2];
-    case 7: return (x | 4096) ^ env[3];
-    default: return -1;
+    case 0:
+      return x + env[0];
+    case 1:
+      return x * env[1];
+    case 2:
+      return x - env[2];
+    case 3:
+      return x ^ env[3];
+    case 4:
+      return (x + 100) + env[0];
+    case 5:
+      return (x << 1) * env[1];
+    case 6:
+      return (-x) - env[2];
+    case 7:
+      return (x | 4096) ^ env[3];
+    default:
+      return -1;
   }
 }
 
@@ -104,7 +113,8 @@ TEST(McjitTest, SmallCodeModelClosuresJumpTableRecursionAndHostCall) {
     saw_rodata |= section.name == ".rodata";
   }
   EXPECT_TRUE(saw_rodata) << "the switch did not produce a jump table in .rodata";
-  for (const char* name : {"add_env", "mul_env", "sub_env", "xor_env", "dispatch", "fib", "call_host"}) {
+  for (const char* name :
+       {"add_env", "mul_env", "sub_env", "xor_env", "dispatch", "fib", "call_host"}) {
     uintptr_t address = jit.engine->getFunctionAddress(name);
     EXPECT_LT(address, kLow) << name;
     auto block = heap->find(address);

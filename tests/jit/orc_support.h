@@ -117,11 +117,11 @@ class GraphRecorder : public jit::StatelessLinkPlugin {
                            allocated, block->getAddress().getValue(), block->getSize()});
         for (llvm::jitlink::Edge& edge : block->edges()) {
           const llvm::jitlink::Symbol& target = edge.getTarget();
-          edges_.push_back({graph.getName(), section.getName().str(),
-                            target.isDefined() ? target.getBlock().getSection().getName().str()
-                                               : std::string(),
-                            target.hasName() ? target.getName().str() : std::string(),
-                            graph.getEdgeKindName(edge.getKind())});
+          edges_.push_back(
+              {graph.getName(), section.getName().str(),
+               target.isDefined() ? target.getBlock().getSection().getName().str() : std::string(),
+               target.hasName() ? target.getName().str() : std::string(),
+               graph.getEdgeKindName(edge.getKind())});
         }
       }
     }

@@ -256,9 +256,9 @@ TEST_F(StencilTest, HostHelpersAreCalledThroughTrampolines) {
 
 TEST_F(StencilTest, ReadOnlyDataSwitchTablesAndStrings) {
   CodeUnitBuilder builder(ts::library(), *helpers_);
-  const auto lookup = builder.newLabel(), greet1 = builder.newLabel(),
-             greet2 = builder.newLabel(), dispatch1 = builder.newLabel(),
-             dispatch2 = builder.newLabel(), last = builder.newLabel();
+  const auto lookup = builder.newLabel(), greet1 = builder.newLabel(), greet2 = builder.newLabel(),
+             dispatch1 = builder.newLabel(), dispatch2 = builder.newLabel(),
+             last = builder.newLabel();
   builder.place(lookup);
   builder.append(ts::kStencil_lookup);
   builder.setLabel(ts::kSymbol_CONT, last);
@@ -365,8 +365,7 @@ TEST_F(StencilTest, UnboundSymbolsAreErrorsThatNameStencilAndSymbol) {
   builder.setValue(ts::kSymbol_K, 1);
   builder.setValue(ts::kSymbol_CONT, 0x1000);
   builder.setValue(ts::kSymbol_K, 2);
-  EXPECT_THAT(errorText(builder.emit(*heap_, "twice").takeError()),
-              HasSubstr("'K' is set twice"));
+  EXPECT_THAT(errorText(builder.emit(*heap_, "twice").takeError()), HasSubstr("'K' is set twice"));
   EXPECT_EQ(statsWithoutCounters(*heap_), before);
 }
 
@@ -450,8 +449,8 @@ TEST(StencilTool, RefusesRelocationsItCannotPlace) {
              "stencil 'bad_call': relocation R_X86_64_PLT32 against '.text.helper' cannot be "
              "placed"}}) {
     const std::string command = runfiles + "jit/stencil_tool --library=//tests:bad " +
-                                "--namespace=bad --header=bad.h " + runfiles + "tests/" +
-                                c.object + " " + out + ".h " + out + ".cc 2>&1";
+                                "--namespace=bad --header=bad.h " + runfiles + "tests/" + c.object +
+                                " " + out + ".h " + out + ".cc 2>&1";
     FILE* pipe = ::popen(command.c_str(), "r");
     ASSERT_NE(pipe, nullptr);
     std::string output;

@@ -26,8 +26,8 @@ extern "C" jit_descriptor __jit_debug_descriptor;
 namespace codeheap::jit {
 namespace {
 
-using testing::makeHeap;
 using testing::errorText;
+using testing::makeHeap;
 using testing::makeMcjit;
 using testing::makeRtdyldLLJIT;
 using testing::parseModule;
@@ -69,7 +69,8 @@ struct GdbView {
 
 GdbView readGdbDescriptor(llvm::StringRef name) {
   GdbView view;
-  for (jit_code_entry* entry = __jit_debug_descriptor.first_entry; entry; entry = entry->next_entry) {
+  for (jit_code_entry* entry = __jit_debug_descriptor.first_entry; entry;
+       entry = entry->next_entry) {
     ++view.entries;
     llvm::MemoryBufferRef buffer(llvm::StringRef(entry->symfile_addr, entry->symfile_size), "gdb");
     auto object = llvm::object::ObjectFile::createObjectFile(buffer);
@@ -115,18 +116,18 @@ TEST(VisibilityTest, OptionsFromEnvironmentAcceptExactlyOne) {
 // A minimal LLJIT whose ObjectLinkingLayer carries the visibility plugins.
 std::unique_ptr<llvm::orc::LLJIT> makeLLJIT(const VisibilityOptions& options) {
   testing::initNativeTarget();
-  auto jit = llvm::orc::LLJITBuilder()
-                 .setObjectLinkingLayerCreator(
-                     [&](llvm::orc::ExecutionSession& session, const llvm::Triple&)
-                         -> llvm::Expected<std::unique_ptr<llvm::orc::ObjectLayer>> {
-                       auto layer = std::make_unique<llvm::orc::ObjectLinkingLayer>(session);
-                       if (llvm::Error err = addVisibilityPlugins(*layer, session, options))
-                         return err;
-                       return layer;
-                     })
-                 // No platform: its support modules would be linked (and registered) too.
-                 .setPlatformSetUp(llvm::orc::setUpInactivePlatform)
-                 .create();
+  auto jit =
+      llvm::orc::LLJITBuilder()
+          .setObjectLinkingLayerCreator(
+              [&](llvm::orc::ExecutionSession& session,
+                  const llvm::Triple&) -> llvm::Expected<std::unique_ptr<llvm::orc::ObjectLayer>> {
+                auto layer = std::make_unique<llvm::orc::ObjectLinkingLayer>(session);
+                if (llvm::Error err = addVisibilityPlugins(*layer, session, options)) return err;
+                return layer;
+              })
+          // No platform: its support modules would be linked (and registered) too.
+          .setPlatformSetUp(llvm::orc::setUpInactivePlatform)
+          .create();
   if (!jit) {
     ADD_FAILURE() << llvm::toString(jit.takeError());
     return nullptr;
@@ -160,8 +161,8 @@ TEST(VisibilityTest, PerfMapNamesJitLinkFunctions) {
   EXPECT_EQ(twice->toPtr<int64_t (*)(int64_t)>()(7), 98);
 
   auto lines = readPerfMap();
-  for (auto [name, address] : {std::pair{"vis_jitlink_twice", *twice},
-                               std::pair{"vis_jitlink_square", *square}}) {
+  for (auto [name, address] :
+       {std::pair{"vis_jitlink_twice", *twice}, std::pair{"vis_jitlink_square", *square}}) {
     ASSERT_TRUE(lines.count(name)) << name;
     EXPECT_EQ(lines[name].address, address.getValue()) << name;
     EXPECT_GT(lines[name].size, 0u) << name;
@@ -242,8 +243,9 @@ TEST(VisibilityTest, GdbDescriptorGainsAndLosesMcjitObjects) {
   options.gdb_jit = true;
   const int before = readGdbDescriptor("").entries;
   {
-    auto jit = makeMcjit(*heap, kMcjitIR, "vis-gdb-mcjit", [](RtdyldMemoryManager&) {},
-                         visibilityListeners(options));
+    auto jit = makeMcjit(
+        *heap, kMcjitIR, "vis-gdb-mcjit", [](RtdyldMemoryManager&) {},
+        visibilityListeners(options));
     ASSERT_TRUE(jit.engine);
     GdbView registered = readGdbDescriptor("vis_mcjit_dec");
     EXPECT_EQ(registered.entries, before + 1);

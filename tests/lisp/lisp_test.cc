@@ -273,7 +273,8 @@ TEST(TailCalls, RunInConstantStack) {
 // The control for the test above: the same stack does overflow with non-tail recursion, and
 // the overflow is a Lisp error after which the runtime goes on.
 TEST(TailCalls, DeepNonTailRecursionIsAnErrorNotACrash) {
-  Outcome r = lisp({"--stack-size", kStackKiB}, R"((define (deep n) (if (= n 0) 0 (+ 1 (deep (- n 1)))))
+  Outcome r =
+      lisp({"--stack-size", kStackKiB}, R"((define (deep n) (if (= n 0) 0 (+ 1 (deep (- n 1)))))
 (deep 1000000)
 (deep 1000)
 )");
@@ -411,7 +412,9 @@ TEST(Tiers, TierUpWhileALoopRunsOnAnotherRegisteredThread) {
 // A non-tail frame of the baseline version is still on the stack when the LLVM version is
 // installed: it finishes in its intact baseline code, and the collection after it reclaims it.
 TEST(Tiers, ABaselineFrameOutlivesItsTierUp) {
-  Outcome r = lisp({"--tier-up", "50"}, R"((define (down n) (if (= n 0) (begin (tier-up-wait) (gc) 0) (+ 1 (down (- n 1)))))
+  Outcome r =
+      lisp({"--tier-up", "50"},
+           R"((define (down n) (if (= n 0) (begin (tier-up-wait) (gc) 0) (+ 1 (down (- n 1)))))
 (down 100)
 (procedure-tier down)
 (gc)

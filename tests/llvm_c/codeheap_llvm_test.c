@@ -33,8 +33,7 @@ static void check(int ok, const char* what, int line) {
 #define CHECK(cond) check((cond) != 0, #cond, __LINE__)
 
 /* A failed call: non-zero or NULL result, a message naming the entry point. */
-#define CHECK_REFUSED(call, who) \
-  CHECK((call) && strstr(codeheap_llvm_last_error(), who) != NULL)
+#define CHECK_REFUSED(call, who) CHECK((call) && strstr(codeheap_llvm_last_error(), who) != NULL)
 
 /* The unwinder's own lookup (libgcc): non-NULL once a function's .eh_frame is registered. */
 struct dwarf_eh_bases {
@@ -80,7 +79,7 @@ static LLVMModuleRef parse(LLVMContextRef context, const char* name) {
       LLVMCreateMemoryBufferWithMemoryRangeCopy(kModule, strlen(kModule), name);
   LLVMModuleRef module = NULL;
   char* message = NULL;
-  if (LLVMParseIRInContext(context, buffer, &module, &message) != 0) {  /* takes the buffer */
+  if (LLVMParseIRInContext(context, buffer, &module, &message) != 0) { /* takes the buffer */
     printf("cannot parse the module: %s\n", message);
     LLVMDisposeMessage(message);
     return NULL;
@@ -93,11 +92,11 @@ static void check_functions(uint64_t classify, uint64_t fib) {
   CHECK(classify != 0 && classify < kLow);
   CHECK(fib != 0 && fib < kLow);
   if (classify == 0 || fib == 0) return;
-  int32_t (*classify_fn)(int32_t) = (int32_t(*)(int32_t))(uintptr_t)classify;
+  int32_t (*classify_fn)(int32_t) = (int32_t (*)(int32_t))(uintptr_t)classify;
   int ok = 1;
   for (int32_t i = 0; i < 10; ++i) ok &= classify_fn(i) == kClassified[i];
   CHECK(ok);
-  CHECK(((int64_t(*)(int64_t))(uintptr_t)fib)(20) == 6765);
+  CHECK(((int64_t (*)(int64_t))(uintptr_t)fib)(20) == 6765);
   CHECK(has_unwind_info(classify) && has_unwind_info(fib));
 }
 
@@ -182,9 +181,8 @@ static void test_lljit(codeheap_llvm_heap* heap, int through_creator) {
   LLVMTargetRef target = NULL;
   char* message = NULL;
   CHECK(LLVMGetTargetFromTriple(triple, &target, &message) == 0);
-  LLVMTargetMachineRef machine =
-      LLVMCreateTargetMachine(target, triple, cpu, features, LLVMCodeGenLevelDefault,
-                              LLVMRelocDefault, LLVMCodeModelSmall);
+  LLVMTargetMachineRef machine = LLVMCreateTargetMachine(
+      target, triple, cpu, features, LLVMCodeGenLevelDefault, LLVMRelocDefault, LLVMCodeModelSmall);
   LLVMDisposeMessage(triple);
   LLVMDisposeMessage(cpu);
   LLVMDisposeMessage(features);

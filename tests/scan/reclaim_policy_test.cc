@@ -54,8 +54,8 @@ bool parked_code_quarantined(const Heap& heap) {
   bool quarantined = false;
   std::thread([&] {
     const auto block = heap.find(g_parked_code.load());
-    quarantined = block && block->owner == g_parked_owner &&
-                  block->state == BlockState::kQuarantined;
+    quarantined =
+        block && block->owner == g_parked_owner && block->state == BlockState::kQuarantined;
   }).join();
   return quarantined;
 }
@@ -117,17 +117,17 @@ TEST(ReclaimPolicyTest, LLJITChurnsModulesInBoundedMemoryWhileARemovedOneStillRu
   jit::HeapJITLinkMemoryManager memory(*heap);
   auto target = jit::targetMachineBuilder(jit::EngineOptions{});
   ASSERT_TRUE(bool(target)) << llvm::toString(target.takeError());
-  auto built = llvm::orc::LLJITBuilder()
-                   .setJITTargetMachineBuilder(*target)
-                   .setObjectLinkingLayerCreator([&](llvm::orc::ExecutionSession& session,
-                                                     const llvm::Triple&)
-                                                     -> llvm::Expected<
-                                                         std::unique_ptr<llvm::orc::ObjectLayer>> {
-                     auto layer = std::make_unique<llvm::orc::ObjectLinkingLayer>(session, memory);
-                     layer->addPlugin(std::make_shared<jit::DeferredEHFramePlugin>());
-                     return layer;
-                   })
-                   .create();
+  auto built =
+      llvm::orc::LLJITBuilder()
+          .setJITTargetMachineBuilder(*target)
+          .setObjectLinkingLayerCreator(
+              [&](llvm::orc::ExecutionSession& session,
+                  const llvm::Triple&) -> llvm::Expected<std::unique_ptr<llvm::orc::ObjectLayer>> {
+                auto layer = std::make_unique<llvm::orc::ObjectLinkingLayer>(session, memory);
+                layer->addPlugin(std::make_shared<jit::DeferredEHFramePlugin>());
+                return layer;
+              })
+          .create();
   ASSERT_TRUE(bool(built)) << llvm::toString(built.takeError());
   std::unique_ptr<llvm::orc::LLJIT> lljit = std::move(*built);
   llvm::orc::JITDylib& main = lljit->getMainJITDylib();
@@ -186,7 +186,8 @@ TEST(ReclaimPolicyTest, LLJITChurnsModulesInBoundedMemoryWhileARemovedOneStillRu
       std::thread([&] {  // retired while the parked thread is inside
         EXPECT_TRUE(ok(parked_tracker->remove()));
         parked_tracker.reset();
-      }).join();
+      })
+          .join();
       ASSERT_TRUE(parked_code_quarantined(*heap));
       passes_while_parked = heap->counters().automatic_reclaim_passes;
     }

@@ -24,10 +24,9 @@ constexpr uint8_t kSpin[] = {0x80, 0x3F, 0x00, 0x75, 0xFB, 0xC3};
 // callback() with the stack aligned, so the block is referenced only by return addresses.
 //   0: test rdi, rdi ; 3: jz 14 ; 5: dec rdi ; 8: call 0 ; 13: ret
 //  14: push rbp ; mov rbp, rsp ; and rsp, -16 ; call rdx ; mov rsp, rbp ; pop rbp ; ret
-constexpr uint8_t kNest[] = {0x48, 0x85, 0xFF, 0x74, 0x09, 0x48, 0xFF, 0xCF, 0xE8,
-                             0xF3, 0xFF, 0xFF, 0xFF, 0xC3, 0x55, 0x48, 0x89, 0xE5,
-                             0x48, 0x83, 0xE4, 0xF0, 0xFF, 0xD2, 0x48, 0x89, 0xEC,
-                             0x5D, 0xC3};
+constexpr uint8_t kNest[] = {0x48, 0x85, 0xFF, 0x74, 0x09, 0x48, 0xFF, 0xCF, 0xE8, 0xF3,
+                             0xFF, 0xFF, 0xFF, 0xC3, 0x55, 0x48, 0x89, 0xE5, 0x48, 0x83,
+                             0xE4, 0xF0, 0xFF, 0xD2, 0x48, 0x89, 0xEC, 0x5D, 0xC3};
 
 ::testing::AssertionResult ok(llvm::Error error) {
   if (!error) return ::testing::AssertionSuccess();
@@ -164,7 +163,7 @@ constexpr uintptr_t kOnlyInThePass = 0x5eedc0de56780000;
 TEST_F(ThreadRegistryTest, ARegisteredCallerReadsItsOwnStackFromWhereThePassBegan) {
   testing::run_on_fresh_stack([&] {
     ASSERT_TRUE(ok(registry_->register_current_thread()));
-    volatile uintptr_t held = kHeld;  // in a caller's frame
+    volatile uintptr_t held = kHeld;      // in a caller's frame
     std::vector<AddressRange> ranges(2);  // written in place: no copy on this stack
     ranges[0].begin = kHeld;
     ranges[0].end = kHeld + 32;

@@ -45,11 +45,11 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr int kMutators = 4;
-constexpr int kRing = 8;             // closures each mutator keeps alive across iterations
+constexpr int kRing = 8;  // closures each mutator keeps alive across iterations
 constexpr int kClosuresPerModule = 4;
-constexpr int kRedefineEvery = 4;    // iterations between redefinitions of a mutator's function
-constexpr int kParkEvery = 32;       // iterations between parks inside an old version of hold
-constexpr int kCollectEvery = 128;   // iterations between a mutator's explicit collections
+constexpr int kRedefineEvery = 4;   // iterations between redefinitions of a mutator's function
+constexpr int kParkEvery = 32;      // iterations between parks inside an old version of hold
+constexpr int kCollectEvery = 128;  // iterations between a mutator's explicit collections
 // A small code arena: churn fills it within the first seconds, and from then on the runtime's
 // own full-heap collections (invariant 5) run on every thread that finds it full. Its pages
 // stay committed (retain_free_bytes), so committed bytes are a high-water mark: one that had
@@ -100,7 +100,7 @@ struct Env {
 };
 
 struct MutatorRoots {
-  Closure** ring = nullptr;  // kRing closures, GC memory
+  Closure** ring = nullptr;     // kRing closures, GC memory
   CodeObject* asker = nullptr;  // ask<t>(env) calls the entry cell answer<t>
 };
 MutatorRoots g_roots[kMutators];
@@ -173,9 +173,10 @@ extern "C" int64_t soak_park(int64_t nonce, int64_t version) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   if (state() != BlockState::kQuarantined) {
-    fail("hold version {}: not quarantined after a redefinition and collections while a thread "
-         "was parked in it",
-         version);
+    fail(
+        "hold version {}: not quarantined after a redefinition and collections while a thread "
+        "was parked in it",
+        version);
   }
   return nonce + 1;
 }
@@ -237,8 +238,7 @@ class Registered {
   bool registered_;
 };
 
-std::optional<Closure*> new_closure(Runtime& runtime, CodeObject* code, int64_t k,
-                                    int64_t value) {
+std::optional<Closure*> new_closure(Runtime& runtime, CodeObject* code, int64_t k, int64_t value) {
   auto* env = static_cast<Env*>(GC_MALLOC_ATOMIC(sizeof(Env)));
   if (env == nullptr) {
     fail("GC_MALLOC_ATOMIC failed");
@@ -299,11 +299,11 @@ void mutator(Runtime& runtime, int t) {
     // A redefinition, seen through the entry cell by code compiled against it once.
     if (i % kRedefineEvery == 0) {
       const int64_t value = k;
-      auto stub = take(runtime.define_function(
-                           answer, llvm::formatv("define i64 @{0}() {{\n  ret i64 {1}\n}\n",
-                                                 answer, value)
-                                       .str()),
-                       "define_function");
+      auto stub =
+          take(runtime.define_function(
+                   answer,
+                   llvm::formatv("define i64 @{0}() {{\n  ret i64 {1}\n}\n", answer, value).str()),
+               "define_function");
       if (stub) {
         ++g_redefinitions;
         if (answer_stub != nullptr && *stub != answer_stub) fail("{}'s entry cell moved", answer);
@@ -358,10 +358,10 @@ void compile_thread(Runtime& runtime) {
       fail("tier-up module {}: {}", k, diagnostic.getMessage().str());
       return;
     }
-    auto compiled = take(runtime.compile(llvm::orc::ThreadSafeModule(std::move(module),
-                                                                     std::move(context)),
-                                         "soak tier-up"),
-                         "tier-up compile");
+    auto compiled =
+        take(runtime.compile(llvm::orc::ThreadSafeModule(std::move(module), std::move(context)),
+                             "soak tier-up"),
+             "tier-up compile");
     if (!compiled) continue;
     auto* installed = static_cast<Installed*>(GC_MALLOC(sizeof(Installed)));
     if (installed == nullptr) {
@@ -411,7 +411,7 @@ double duration_seconds(int argc, char** argv) {
 }
 
 struct Samples {
-  size_t first_half_peak = 0;   // committed code bytes
+  size_t first_half_peak = 0;  // committed code bytes
   size_t second_half_peak = 0;
   size_t count = 0;
   size_t writable_executable = 0;  // W+X mappings seen, all samples together
@@ -423,8 +423,7 @@ Samples monitor(Runtime& runtime, Clock::time_point start, Clock::duration half)
   while (!g_stop) {
     const size_t committed =
         runtime.heap().stats().arenas[static_cast<int>(Arena::kCode)].committed_bytes;
-    size_t& peak =
-        Clock::now() - start < half ? samples.first_half_peak : samples.second_half_peak;
+    size_t& peak = Clock::now() - start < half ? samples.first_half_peak : samples.second_half_peak;
     peak = std::max(peak, committed);
     for (const std::string& line : writable_executable_mappings()) {
       fail("writable and executable mapping: {}", line);
@@ -472,8 +471,8 @@ int run(int argc, char** argv) {
 
   g_log->info("soak: {} mutators and a compile thread for {} s", kMutators, seconds);
   const auto start = Clock::now();
-  const auto duration = std::chrono::duration_cast<Clock::duration>(
-      std::chrono::duration<double>(seconds));
+  const auto duration =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   std::vector<std::thread> threads;
   for (int t = 0; t < kMutators; ++t) threads.emplace_back(mutator, std::ref(*runtime), t);
   threads.emplace_back(compile_thread, std::ref(*runtime));
@@ -512,7 +511,8 @@ int run(int argc, char** argv) {
     fail("{} engine modules, {} live LLVM-tier code objects and {} function bodies",
          runtime->engine().liveModules(), counters.tier(Tier::kOptimized).live(), bodies);
   }
-  if (counters.retire_failures != 0) fail("{} units could not be retired", counters.retire_failures);
+  if (counters.retire_failures != 0)
+    fail("{} units could not be retired", counters.retire_failures);
   if (g_units_gone == 0 || g_units_gone > g_adoptions) {
     fail("on_gone ran for {} of {} adopted units", g_units_gone.load(), g_adoptions.load());
   }
@@ -521,9 +521,10 @@ int run(int argc, char** argv) {
          samples.first_half_peak, samples.second_half_peak);
   }
   if (g_iterations == 0 || g_tier_ups == 0 || g_parks == 0 || samples.second_half_peak == 0) {
-    fail("the soak did too little to prove anything: {} iterations, {} tier-ups, {} parks, "
-         "{} peak committed bytes in the second half",
-         g_iterations.load(), g_tier_ups.load(), g_parks.load(), samples.second_half_peak);
+    fail(
+        "the soak did too little to prove anything: {} iterations, {} tier-ups, {} parks, "
+        "{} peak committed bytes in the second half",
+        g_iterations.load(), g_tier_ups.load(), g_parks.load(), samples.second_half_peak);
   }
 
   g_log->info(
@@ -540,10 +541,11 @@ int run(int argc, char** argv) {
       counters.collections, g_explicit_collections.load(), counters.full_heap_collections,
       counters.reclaim_passes, counters.blocks_kept_referenced, counters.threads_timed_out,
       counters.code_objects_finalized, counters.code_objects_created, g_units_gone.load());
-  g_log->info("soak: peak committed code bytes {} (first half) and {} (second half) of a {} byte "
-              "arena; {} samples of /proc/self/maps, {} W+X mappings",
-              samples.first_half_peak, samples.second_half_peak, kCodeArena, samples.count,
-              samples.writable_executable);
+  g_log->info(
+      "soak: peak committed code bytes {} (first half) and {} (second half) of a {} byte "
+      "arena; {} samples of /proc/self/maps, {} W+X mappings",
+      samples.first_half_peak, samples.second_half_peak, kCodeArena, samples.count,
+      samples.writable_executable);
   runtime.reset();
   if (g_failures != 0) {
     g_log->error("soak FAILED: {} failed checks", g_failures.load());
