@@ -13,7 +13,7 @@ void CommitMap::decommitted(size_t first, size_t count) {
     assert(users_[page] == 0 && committed(page));
     committed_[page / 64] &= ~(uint64_t{1} << (page % 64));
   }
-  committed_pages_ -= count;
+  committed_pages_.decrease(count);
   idle_pages_ -= count;
 }
 

@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "codeheap/gauge.h"
+
 namespace codeheap {
 
 class CommitMap {
@@ -47,7 +49,11 @@ class CommitMap {
   }
 
   bool committed(size_t page) const { return (committed_[page / 64] >> (page % 64)) & 1; }
-  size_t committed_pages() const { return committed_pages_; }
+  size_t committed_pages() const { return committed_pages_.current; }
+  size_t peak_committed_pages() const { return committed_pages_.peak; }
+  // For a failed allocate_group, which leaves no trace, high-water marks included.
+  const Gauge& committed_gauge() const { return committed_pages_; }
+  void restore(const Gauge& committed) { committed_pages_ = committed; }
   size_t idle_pages() const { return idle_pages_; }
   // The highest committed page in [first, end), or kNone. Skips 64 pages at a time, so long
   // never-used stretches (the untouched top of an arena) cost little.
@@ -60,7 +66,7 @@ class CommitMap {
   // Low bits of the generation of the block that committed each page. A collision only makes
   // abandon return an idle page that another block committed, which is always safe.
   std::vector<uint32_t> stamps_;
-  size_t committed_pages_ = 0;
+  Gauge committed_pages_;
   size_t idle_pages_ = 0;
 };
 
@@ -74,7 +80,7 @@ inline void CommitMap::acquire(size_t first, size_t last, uint64_t stamp) {
     } else {
       committed_[page / 64] |= uint64_t{1} << (page % 64);
       stamps_[page] = static_cast<uint32_t>(stamp);
-      ++committed_pages_;
+      committed_pages_.increase();
     }
   }
 }

@@ -6,6 +6,7 @@
 #include "codeheap/heap.h"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cassert>
 #include <mutex>
@@ -105,8 +106,8 @@ Result<void> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment
   if (entry != nullptr) *entry = inserted;
   const auto [first, last] = pages(a, *begin, footprint);
   a.commit.acquire(first, last, generation);
-  a.used_bytes += footprint;
-  ++a.live_blocks;
+  a.used_bytes.increase(footprint);
+  a.live_blocks.increase();
   OwnerTable::on_allocate(record, footprint);
   ++counters.allocations;
   out.address = *begin;
@@ -158,10 +159,10 @@ void Heap::Impl::quarantine_locked(uintptr_t begin, Block& block, bool trap_now)
                       trap_now ? FaultMap::Kind::kReleased : FaultMap::Kind::kQuarantined);
   quarantine.add(begin, block);
   ArenaState& a = arena(block.arena);
-  a.used_bytes -= block.footprint;
-  --a.live_blocks;
-  a.quarantined_bytes += block.footprint;
-  ++a.quarantined_blocks;
+  a.used_bytes.decrease(block.footprint);
+  a.live_blocks.decrease();
+  a.quarantined_bytes.increase(block.footprint);
+  a.quarantined_blocks.increase();
   OwnerTable::on_quarantine(block.owner_record, block.footprint);
 }
 
@@ -175,11 +176,11 @@ void Heap::Impl::unbook_locked(BlockTable::Handle entry, bool forget) {
   ArenaState& a = arena(block.arena);
   if (block.state == BlockState::kLive) {
     if (block.owner_record != nullptr) block.owner_record->forget(&block);
-    a.used_bytes -= block.footprint;
-    --a.live_blocks;
+    a.used_bytes.decrease(block.footprint);
+    a.live_blocks.decrease();
   } else {
-    a.quarantined_bytes -= block.footprint;
-    --a.quarantined_blocks;
+    a.quarantined_bytes.decrease(block.footprint);
+    a.quarantined_blocks.decrease();
     quarantine.remove(block);
   }
   const auto [first, last] = pages(a, begin, block.footprint);
@@ -317,6 +318,8 @@ Result<OwnerId> Heap::Impl::allocate_group_locked(std::string& name,
                                                   std::span<Allocation> out,
                                                   std::optional<std::string>& undo_failure) {
   const Counters before = counters;
+  std::array<ArenaState::Gauges, kArenaCount> gauges_before;
+  for (size_t i = 0; i < arenas.size(); ++i) gauges_before[i] = arenas[i].gauges();
   OwnerRecord& record = owners.add(std::move(name));
   const OwnerId owner = record.stats.id;
   const bool tracked = requests.size() <= OwnerRecord::kGroupCapacity;
@@ -347,6 +350,7 @@ Result<OwnerId> Heap::Impl::allocate_group_locked(std::string& name,
     name = std::move(record.stats.name);
     owners.remove(owner);
     counters = before;
+    for (size_t a = 0; a < arenas.size(); ++a) arenas[a].restore(gauges_before[a]);
     return make_error(block.error().code, fmt::format("allocate_group: request {} of {}: {}", i + 1,
                                                       requests.size(), block.error().message));
   }

@@ -41,10 +41,21 @@ struct ArenaState {
   uintptr_t end;
   FreeList free;
   CommitMap commit;
-  size_t used_bytes = 0;
-  size_t quarantined_bytes = 0;
-  size_t live_blocks = 0;
-  size_t quarantined_blocks = 0;
+  Gauge used_bytes;
+  Gauge quarantined_bytes;
+  Gauge live_blocks;
+  Gauge quarantined_blocks;
+
+  // The gauges as they were, for a failed allocate_group to put back (peaks and totals too).
+  struct Gauges {
+    Gauge used_bytes, live_blocks, committed_pages;
+  };
+  Gauges gauges() const { return {used_bytes, live_blocks, commit.committed_gauge()}; }
+  void restore(const Gauges& g) {
+    used_bytes = g.used_bytes;
+    live_blocks = g.live_blocks;
+    commit.restore(g.committed_pages);
+  }
 };
 
 struct Heap::Impl {

@@ -18,16 +18,22 @@ HeapStats Heap::Impl::stats_locked() const {
     as.end = a.end;
     as.reserved_bytes = a.end - a.begin;
     as.committed_bytes = a.commit.committed_pages() * region->page_size();
-    as.used_bytes = a.used_bytes;
-    as.quarantined_bytes = a.quarantined_bytes;
+    as.used_bytes = a.used_bytes.current;
+    as.quarantined_bytes = a.quarantined_bytes.current;
     as.free_bytes = a.free.free_bytes();
     assert(as.used_bytes + as.quarantined_bytes + as.free_bytes == as.reserved_bytes);
     as.largest_free_block = a.free.largest_span();
     as.fragmentation = as.free_bytes == 0 ? 0.0
                                           : 1.0 - static_cast<double>(as.largest_free_block) /
                                                       static_cast<double>(as.free_bytes);
-    as.live_blocks = a.live_blocks;
-    as.quarantined_blocks = a.quarantined_blocks;
+    as.live_blocks = a.live_blocks.current;
+    as.quarantined_blocks = a.quarantined_blocks.current;
+    as.peak_committed_bytes = a.commit.peak_committed_pages() * region->page_size();
+    as.peak_used_bytes = a.used_bytes.peak;
+    as.peak_quarantined_bytes = a.quarantined_bytes.peak;
+    as.peak_live_blocks = a.live_blocks.peak;
+    as.peak_quarantined_blocks = a.quarantined_blocks.peak;
+    as.allocated_bytes_total = a.used_bytes.total;
     as.free_blocks = a.free.span_count();
     // Enough buckets for a span as large as the arena.
     as.free_histogram.assign(std::bit_width(as.reserved_bytes), 0);

@@ -230,7 +230,7 @@ class Heap::Impl::ReclaimPass {
     c.reclaim_ns_total += report_.duration_ns;
     c.reclaim_ns_last = report_.duration_ns;
     h_.quarantined_after_pass = 0;
-    for (const ArenaState& a : h_.arenas) h_.quarantined_after_pass += a.quarantined_bytes;
+    for (const ArenaState& a : h_.arenas) h_.quarantined_after_pass += a.quarantined_bytes.current;
   }
 
   Heap::Impl& h_;
@@ -265,7 +265,7 @@ ReclaimReport Heap::reclaim(
 bool Heap::Impl::wants_pass_locked() const {
   if (policy.scanner == nullptr || policy.quarantined_bytes == 0) return false;
   size_t quarantined = 0;
-  for (const ArenaState& a : arenas) quarantined += a.quarantined_bytes;
+  for (const ArenaState& a : arenas) quarantined += a.quarantined_bytes.current;
   return quarantined >= quarantined_after_pass + policy.quarantined_bytes;
 }
 

@@ -88,6 +88,14 @@ void render_arenas(std::string& out, const std::vector<ArenaStats>& arenas) {
   add("quarantined blocks",
       [](const ArenaStats& a) { return fmt::format("{}", a.quarantined_blocks); });
   add("free blocks", [](const ArenaStats& a) { return fmt::format("{}", a.free_blocks); });
+  add("peak committed", [](const ArenaStats& a) { return size_cell(a.peak_committed_bytes); });
+  add("peak used", [](const ArenaStats& a) { return size_cell(a.peak_used_bytes); });
+  add("peak quarantined", [](const ArenaStats& a) { return size_cell(a.peak_quarantined_bytes); });
+  add("peak live blocks",
+      [](const ArenaStats& a) { return fmt::format("{}", a.peak_live_blocks); });
+  add("peak quarantined blocks",
+      [](const ArenaStats& a) { return fmt::format("{}", a.peak_quarantined_blocks); });
+  add("allocated in all", [](const ArenaStats& a) { return size_cell(a.allocated_bytes_total); });
   out += '\n';
   table.render(out, 2);
 }
@@ -185,6 +193,14 @@ std::string format_text(const HeapStats& stats) {
 
 // Owner names come from embedders and may be any bytes: invalid UTF-8 is replaced (U+FFFD), as
 // nlohmann would otherwise throw from the dump.
+void clear_history(HeapStats& stats) {
+  stats.counters = {};
+  for (ArenaStats& a : stats.arenas) {
+    a.peak_committed_bytes = a.peak_used_bytes = a.peak_quarantined_bytes = 0;
+    a.peak_live_blocks = a.peak_quarantined_blocks = a.allocated_bytes_total = 0;
+  }
+}
+
 std::string format_json(const HeapStats& stats) {
   return nlohmann::json(stats).dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }

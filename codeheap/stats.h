@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "codeheap/gauge.h"
+
 namespace codeheap {
 
 struct ArenaStats {
@@ -25,6 +27,14 @@ struct ArenaStats {
   size_t free_blocks = 0;
   // free_histogram[i] counts free blocks with size in [2^i, 2^(i+1)) bytes.
   std::vector<size_t> free_histogram;
+  // High-water marks since the heap was created. Per arena only: the arenas peak at different
+  // times, so their sum would overstate the heap's peak.
+  size_t peak_committed_bytes = 0;
+  size_t peak_used_bytes = 0;
+  size_t peak_quarantined_bytes = 0;
+  size_t peak_live_blocks = 0;
+  size_t peak_quarantined_blocks = 0;
+  size_t allocated_bytes_total = 0;  // footprints of every block ever handed out
 
   bool operator==(const ArenaStats&) const = default;
 };
@@ -75,6 +85,11 @@ struct HeapStats {
 
   bool operator==(const HeapStats&) const = default;
 };
+
+// Clears what records the past (the counters, each arena's peaks and totals), leaving what the
+// heap holds now: two snapshots so cleared are equal when the same blocks are in the same states,
+// whatever happened between them (a failed link that allocated and gave back its blocks).
+void clear_history(HeapStats& stats);
 
 // Text and JSON renderings of a snapshot (also reachable as Heap::dump_text/dump_json).
 // format_text is for people: aligned tables, sizes in binary units followed by exact bytes.

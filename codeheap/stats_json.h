@@ -14,7 +14,9 @@ namespace codeheap {
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ArenaStats, name, begin, end, reserved_bytes, committed_bytes,
                                    used_bytes, quarantined_bytes, free_bytes, largest_free_block,
                                    fragmentation, live_blocks, quarantined_blocks, free_blocks,
-                                   free_histogram)
+                                   free_histogram, peak_committed_bytes, peak_used_bytes,
+                                   peak_quarantined_bytes, peak_live_blocks,
+                                   peak_quarantined_blocks, allocated_bytes_total)
 
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(OwnerStats, id, name, retired, live_blocks, live_bytes,
                                    quarantined_blocks, quarantined_bytes, low, high)

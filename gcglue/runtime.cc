@@ -18,6 +18,8 @@
 #include <nlohmann/json.hpp>
 
 #include "codeheap/log.h"
+#include "codeheap/stats_json.h"
+#include "gcglue/runtime_stats.h"
 #include "jit/error.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"
@@ -549,69 +551,18 @@ GcCounters Runtime::counters() const {
   return c;
 }
 
-namespace {
-nlohmann::json to_json(const GcCounters& c, size_t live) {
-  return {{"live_code_objects", live},
-          {"code_objects_created", c.code_objects_created},
-          {"code_objects_finalized", c.code_objects_finalized},
-          {"closures_created", c.closures_created},
-          {"modules_retired", c.modules_retired},
-          {"collections", c.collections},
-          {"reclaim_passes", c.reclaim_passes},
-          {"blocks_kept_referenced", c.blocks_kept_referenced},
-          {"threads_timed_out", c.threads_timed_out},
-          {"retire_failures", c.retire_failures},
-          {"full_heap_collections", c.full_heap_collections},
-          {"scan_ns_total", c.scan_ns_total},
-          {"scan_ns_last", c.scan_ns_last}};
-}
-
-nlohmann::json to_json(const TierCounters& t) {
-  return {{"live_code_objects", t.live()},
-          {"code_objects_created", t.code_objects_created},
-          {"code_objects_finalized", t.code_objects_finalized},
-          {"code_bytes_live", t.code_bytes_live},
-          {"compile_ns_total", t.compile_ns_total}};
-}
-}  // namespace
-
 std::string Runtime::dump_json() const {
-  nlohmann::json dump = nlohmann::json::parse(impl_->heap->dump_json());
-  const GcCounters c = counters();
-  nlohmann::json& gc = dump["gc"] = to_json(c, live_code_objects());
-  gc["registered_threads"] = impl_->registry->registered_threads();
-  for (Tier tier : {Tier::kBaseline, Tier::kOptimized}) {
-    gc["tiers"][to_string(tier)] = to_json(c.tier(tier));
-  }
-  gc["tier_ups"] = c.tier_ups;
-  gc["tier_ups_discarded"] = c.tier_ups_discarded;
-  return dump.dump(2);
+  // The heap's statistics as data, with the gc section beside them. Owner names are not
+  // checked for UTF-8 (an embedder may name code anything): invalid bytes are replaced.
+  nlohmann::json dump = impl_->heap->stats();
+  dump["gc"] =
+      gc_section_json(counters(), live_code_objects(), impl_->registry->registered_threads());
+  return dump.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string Runtime::dump_text() const {
-  GcCounters c = counters();
-  std::string text = impl_->heap->dump_text();
-  text += fmt::format(
-      "gc: {} live code objects ({} created, {} finalized), {} closures created\n"
-      "    {} modules retired, {} collections ({} for a full code heap), {} reclaim passes ({} "
-      "blocks kept referenced, {} thread timeouts)\n"
-      "    stack scans: last {:.3f} ms, total {:.3f} ms; {} registered threads\n",
-      live_code_objects(), c.code_objects_created, c.code_objects_finalized, c.closures_created,
-      c.modules_retired, c.collections, c.full_heap_collections, c.reclaim_passes,
-      c.blocks_kept_referenced, c.threads_timed_out, c.scan_ns_last / 1e6, c.scan_ns_total / 1e6,
-      impl_->registry->registered_threads());
-  for (Tier tier : {Tier::kBaseline, Tier::kOptimized}) {
-    const TierCounters& t = c.tier(tier);
-    text += fmt::format(
-        "    {} tier: {} live units, {} bytes ({} created, {} finalized), compile {:.3f} ms "
-        "total ({:.1f} us per unit)\n",
-        to_string(tier), t.live(), t.code_bytes_live, t.code_objects_created,
-        t.code_objects_finalized, t.compile_ns_total / 1e6,
-        t.code_objects_created ? t.compile_ns_total / 1e3 / t.code_objects_created : 0.0);
-  }
-  text +=
-      fmt::format("    tier-ups: {} installed, {} discarded\n", c.tier_ups, c.tier_ups_discarded);
-  return text;
+  return impl_->heap->dump_text() +
+         gc_section_text(counters(), live_code_objects(), impl_->registry->registered_threads());
 }
 
 Heap& Runtime::heap() { return *impl_->heap; }

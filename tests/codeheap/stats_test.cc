@@ -115,11 +115,26 @@ TEST_F(StatsTest, JsonDumpHasTheDocumentedFieldsAndRoundTrips) {
                                             "used_bytes", "quarantined_bytes", "free_bytes",
                                             "largest_free_block", "arenas", "owners", "counters"}));
   ASSERT_EQ(j["arenas"].size(), 3u);
-  EXPECT_EQ(keys(j["arenas"][0]),
-            (std::set<std::string>{"name", "begin", "end", "reserved_bytes", "committed_bytes",
-                                   "used_bytes", "quarantined_bytes", "free_bytes",
-                                   "largest_free_block", "fragmentation", "live_blocks",
-                                   "quarantined_blocks", "free_blocks", "free_histogram"}));
+  EXPECT_EQ(keys(j["arenas"][0]), (std::set<std::string>{"name",
+                                                         "begin",
+                                                         "end",
+                                                         "reserved_bytes",
+                                                         "committed_bytes",
+                                                         "used_bytes",
+                                                         "quarantined_bytes",
+                                                         "free_bytes",
+                                                         "largest_free_block",
+                                                         "fragmentation",
+                                                         "live_blocks",
+                                                         "quarantined_blocks",
+                                                         "free_blocks",
+                                                         "free_histogram",
+                                                         "peak_committed_bytes",
+                                                         "peak_used_bytes",
+                                                         "peak_quarantined_bytes",
+                                                         "peak_live_blocks",
+                                                         "peak_quarantined_blocks",
+                                                         "allocated_bytes_total"}));
   ASSERT_EQ(j["owners"].size(), 2u);
   EXPECT_EQ(keys(j["owners"][0]),
             (std::set<std::string>{"id", "name", "retired", "live_blocks", "live_bytes",
@@ -133,6 +148,47 @@ TEST_F(StatsTest, JsonDumpHasTheDocumentedFieldsAndRoundTrips) {
   EXPECT_EQ(j["owners"][0]["name"], "lisp:fact");
   EXPECT_EQ(j["arenas"][1]["name"], "read_only");
   EXPECT_EQ(j.get<HeapStats>(), heap_->stats());
+}
+
+// Peaks are high-water marks: they stay when the gauges fall, and a later, lower rise leaves
+// them alone. Totals only grow.
+TEST(StatsPeaksTest, PeaksAreHighWaterMarksPerArena) {
+  HeapOptions options = small_options("peaks");
+  options.retain_free_bytes = 0;  // reclaim returns every whole free page
+  auto heap = make_heap(options);
+  ASSERT_NE(heap, nullptr);
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<uintptr_t> blocks;
+  for (int i = 0; i < 8; ++i) {
+    auto block = heap->allocate(Arena::kCode, page, 16);
+    ASSERT_TRUE(block);
+    blocks.push_back(block->address);
+  }
+  const ArenaStats full = heap->stats().arenas[0];
+  EXPECT_EQ(full.peak_used_bytes, full.used_bytes);
+  EXPECT_EQ(full.peak_live_blocks, 8u);
+  EXPECT_EQ(full.peak_committed_bytes, full.committed_bytes);
+  EXPECT_EQ(full.allocated_bytes_total, full.used_bytes);
+
+  for (uintptr_t address : blocks) ASSERT_TRUE(heap->retire(address));
+  heap->reclaim([](uintptr_t, uintptr_t) { return false; });
+  auto again = heap->allocate(Arena::kCode, page, 16);
+  ASSERT_TRUE(again);
+  const ArenaStats after = heap->stats().arenas[0];
+  EXPECT_LT(after.used_bytes, full.used_bytes);
+  EXPECT_LT(after.committed_bytes, full.committed_bytes);
+  EXPECT_EQ(after.quarantined_bytes, 0u);
+  EXPECT_EQ(after.peak_used_bytes, full.used_bytes);
+  EXPECT_EQ(after.peak_live_blocks, 8u);
+  EXPECT_EQ(after.peak_committed_bytes, full.committed_bytes);
+  EXPECT_EQ(after.peak_quarantined_bytes, full.used_bytes);
+  EXPECT_EQ(after.peak_quarantined_blocks, 8u);
+  EXPECT_EQ(after.allocated_bytes_total, full.used_bytes + after.used_bytes);
+  // The other arenas saw nothing.
+  EXPECT_EQ(heap->stats().arenas[1].peak_used_bytes, 0u);
+  EXPECT_EQ(heap->stats().arenas[2].peak_live_blocks, 0u);
+  // The text dump shows them.
+  EXPECT_THAT(heap->dump_text(), ContainsRegex("peak live blocks +8 +0 +0"));
 }
 
 // Every JSON field (and the environment variable) is described in docs/heap-stats.md.

@@ -81,7 +81,7 @@ bool all_bytes(const uint8_t* p, size_t size, uint8_t value) {
 }
 
 HeapStats without_counters(HeapStats stats) {
-  stats.counters = Counters{};
+  clear_history(stats);
   return stats;
 }
 

@@ -61,7 +61,8 @@ inline bool all_bytes(uintptr_t address, size_t size, uint8_t value) {
 
 inline size_t footprint(size_t size) { return (size + 15) / 16 * 16; }
 
-// Stats with the counters zeroed: "the heap is exactly as it was".
+// Stats with the counters, peaks and totals zeroed (clear_history): "the heap is exactly as it
+// was".
 HeapStats without_counters(HeapStats stats);
 
 // A failed allocation changed nothing but the allocation_failures counter.

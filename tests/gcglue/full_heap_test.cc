@@ -172,7 +172,7 @@ struct Snapshot {
   static Snapshot of(const Heap& heap) {
     Snapshot s{heap.stats(), {}};
     s.counters = s.layout.counters;
-    s.layout.counters = {};
+    clear_history(s.layout);
     s.counters.allocation_failures = 0;
     return s;
   }

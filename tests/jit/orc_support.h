@@ -41,10 +41,10 @@ inline std::unique_ptr<Heap> makeSmallHeap(const std::string& name) {
   return std::move(*heap);
 }
 
-// Everything but the counters, which legitimately change on every call.
+// Everything but the counters, peaks and totals, which legitimately change on every call.
 inline HeapStats statsWithoutCounters(const Heap& heap) {
   HeapStats stats = heap.stats();
-  stats.counters = {};
+  clear_history(stats);
   return stats;
 }
 
