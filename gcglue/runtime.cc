@@ -534,6 +534,10 @@ size_t Runtime::safepoint() { return impl_->safepoint(); }
 
 ReclaimReport Runtime::reclaim() { return impl_->reclaim(); }
 
+llvm::Error Runtime::warm_up(llvm::orc::ThreadSafeModule module) {
+  return impl_->engine->warmUp(std::move(module));
+}
+
 CollectReport Runtime::collect() { return impl_->collect(); }
 
 size_t Runtime::live_code_objects() const {

@@ -147,6 +147,11 @@ class Runtime {
   // engine's (target_triple(), data_layout()). May run on any registered thread. A full heap
   // is collected and the link retried (see above) with the object code the first attempt kept
   // (jit::CompiledModule): the module is compiled once.
+  // Compiles `module` through the engine's compiler without linking it (jit::Engine::warmUp):
+  // for a runtime's start-up, so that its first real compile does not pay LLVM's one-time
+  // costs. Nothing reaches the heap or the counters.
+  llvm::Error warm_up(llvm::orc::ThreadSafeModule module);
+
   llvm::Expected<Compiled> compile(llvm::orc::ThreadSafeModule module, llvm::StringRef name,
                                    llvm::ArrayRef<void*> literals = {},
                                    Tier tier = Tier::kOptimized);

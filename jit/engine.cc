@@ -137,6 +137,17 @@ Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Engine::~Engine() = default;
 
+Error Engine::warmUp(ThreadSafeModule module) {
+  if (!module) return makeError("warmUp: the module is empty");
+  return module.withModuleDo([&](llvm::Module& m) -> Error {
+    auto object = impl_->jit->getIRCompileLayer().getCompiler()(m);
+    if (!object)
+      return llvm::joinErrors(makeError("warmUp: cannot compile '" + m.getModuleIdentifier() + "'"),
+                              object.takeError());
+    return Error::success();
+  });
+}
+
 Expected<ModuleHandle> Engine::addModule(ThreadSafeModule module, StringRef name) {
   return impl_->add(std::move(module), name);
 }

@@ -136,6 +136,11 @@ class Engine {
   llvm::Expected<LinkedModule> linkModule(CompiledModule compiled,
                                           CompiledModule* keep_if_out_of_memory = nullptr);
 
+  // Compiles `module` with the engine's own compiler and drops the object: nothing is linked,
+  // nothing reaches the heap. For a runtime's start-up: LLVM's one-time costs are paid there,
+  // and the target machine it used waits in the engine's pool for the first real compile.
+  llvm::Error warmUp(llvm::orc::ThreadSafeModule module);
+
   // Removes a module added with addModule; its code goes to the heap's quarantine. Fails for a
   // handle this engine never returned or already removed.
   llvm::Error removeModule(ModuleHandle handle);

@@ -25,8 +25,6 @@
 #include "examples/lisp/error.h"
 #include "examples/lisp/reader.h"
 #include "examples/lisp/tiers.h"
-#include "jit/engine.h"
-#include "llvm/ExecutionEngine/Orc/CompileUtils.h"
 #include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"
@@ -135,16 +133,11 @@ namespace {
 // first real tier-up ~30 ms slower than the next. Nothing reaches the code heap.
 constexpr std::string_view kWarmUpForm = "(lambda (n) (if (< n 2) n (lisp:warm-up (- n 1))))";
 
-void warm_up(const Runtime& runtime, Unit& unit) {
-  auto builder = codeheap::jit::targetMachineBuilder(runtime.options().gc.engine);
-  if (!builder) return llvm::consumeError(builder.takeError());
-  auto machine = builder->createTargetMachine();
-  if (!machine) return llvm::consumeError(machine.takeError());
+void warm_up(Runtime& runtime, Unit& unit) {
   llvm::orc::ThreadSafeModule module = emit_llvm(runtime, unit, {nullptr}, {0}, "lisp:warm-up");
-  module.withModuleDo([&](llvm::Module& m) {
-    auto object = llvm::orc::SimpleCompiler(**machine)(m);
-    if (!object) llvm::consumeError(object.takeError());
-  });
+  if (llvm::Error err = runtime.gc().warm_up(std::move(module))) {
+    log()->debug("warm-up compile: {}", llvm::toString(std::move(err)));
+  }
 }
 
 }  // namespace

@@ -676,6 +676,20 @@ define i64 @peek(ptr %env) {{
 }
 )";
 
+// warm_up compiles and links nothing: no code object, no heap block, no definition; the same
+// module compiles afterwards as if the warm-up had not happened.
+TEST_F(RuntimeTest, WarmUpLeavesNoCodeObjectAndNoHeapBlock) {
+  const HeapStats heap_before = runtime_->heap().stats();
+  const GcCounters counters_before = runtime_->counters();
+  llvm::Error warmed = runtime_->warm_up(parse_module(llvm::formatv(kCounterIr, 1).str()));
+  ASSERT_FALSE(bool(warmed)) << llvm::toString(std::move(warmed));
+  EXPECT_EQ(runtime_->heap().stats(), heap_before);
+  EXPECT_EQ(runtime_->counters(), counters_before);
+  auto compiled = runtime_->compile(parse_module(llvm::formatv(kCounterIr, 1).str()), "counter");
+  ASSERT_TRUE(bool(compiled)) << llvm::toString(compiled.takeError());
+  EXPECT_EQ(reinterpret_cast<int64_t (*)(void*)>(compiled->definitions["next"])(nullptr), 101);
+}
+
 TEST_F(RuntimeTest, CompileReturnsEveryDefinitionByItsWrittenName) {
   auto compiled = runtime_->compile(parse_module(llvm::formatv(kCounterIr, 1).str()), "counter");
   ASSERT_TRUE(bool(compiled)) << llvm::toString(compiled.takeError());

@@ -552,6 +552,29 @@ TEST(OrcEngine, DestroyingTheEngineRetiresEveryLiveModule) {
   }
 }
 
+// warmUp compiles with the engine's compiler and links nothing: the heap and the engine's
+// modules are as they were, and the same module still links afterwards.
+TEST(OrcEngine, WarmUpCompilesWithoutTouchingTheHeap) {
+  auto heap = makeSmallHeap("orc-warm-up");
+  ASSERT_NE(heap, nullptr);
+  auto engine = makeEngine(*heap);
+  ASSERT_NE(engine, nullptr);
+  const HeapStats before = heap->stats();
+  const char* ir = "define i64 @warm(i64 %x) {\n  %y = mul i64 %x, 3\n  ret i64 %y\n}\n";
+  EXPECT_EQ(errorText(engine->warmUp(parseThreadSafeModule(ir))), "");
+  EXPECT_EQ(heap->stats(), before);
+  EXPECT_EQ(engine->liveModules(), 0u);
+  auto missing = engine->lookup("warm");
+  EXPECT_FALSE(static_cast<bool>(missing));
+  if (!missing) llvm::consumeError(missing.takeError());
+  EXPECT_NE(errorText(engine->warmUp(llvm::orc::ThreadSafeModule())).find("empty"),
+            std::string::npos);
+  ASSERT_TRUE(static_cast<bool>(engine->addModule(ir, "warm")));
+  auto warm = function<int64_t (*)(int64_t)>(*engine, "warm");
+  ASSERT_NE(warm, nullptr);
+  EXPECT_EQ(warm(14), 42);
+}
+
 TEST(OrcEngine, ModulesBuiltForTheEnginesTargetLink) {
   auto heap = makeSmallHeap("orc-target");
   ASSERT_NE(heap, nullptr);
