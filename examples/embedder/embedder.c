@@ -40,7 +40,8 @@ static void* scale_7_by_6(void* p) {
   codeheap_code* code = codeheap_compile(job->runtime, kScale, "scale", NULL, 0);
   int64_t* factor = GC_MALLOC_ATOMIC(sizeof *factor);
   *factor = 6;
-  codeheap_closure* times6 = code ? codeheap_closure_new(job->runtime, code, "scale", factor) : NULL;
+  codeheap_closure* times6 =
+      code ? codeheap_closure_new(job->runtime, code, "scale", factor) : NULL;
   int64_t arg = 7;
   job->failed = times6 == NULL || codeheap_call(times6, &arg, 1, &job->result) != 0;
   if (job->failed) fail("compiling or calling scale");
