@@ -44,8 +44,9 @@ struct Block {
   BlockState state = BlockState::kLive;
   // The bytes are trap bytes already (release fills at once; retire leaves them for reclaim).
   bool trapped = false;
-  // Where a quarantined block sits in the Quarantine's list.
-  uint32_t quarantine_slot = 0;
+  // Where the block sits in its owner's list of live blocks (LiveBlocks) while live, and in
+  // the Quarantine's list while quarantined: never both at once.
+  uint32_t slot = 0;
   // Its record in the heap's FaultMap (code blocks; null otherwise).
   FaultRecord* fault_record = nullptr;
 };

@@ -42,8 +42,7 @@ const char* to_string(Arena arena) {
 }
 
 Result<void> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment, OwnerId owner,
-                                         OwnerRecord* record, Allocation& out,
-                                         BlockTable::Entry** entry) {
+                                         OwnerRecord* record, Allocation& out) {
   if (region->inherited()) [[unlikely]] {
     return make_error(ErrorCode::kForkedChild,
                       fmt::format("heap '{}' belongs to the parent of this forked process: none "
@@ -103,12 +102,11 @@ Result<void> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment
           ? faults.add_block(*begin, footprint, owner,
                              record != nullptr ? std::string_view(record->stats.name) : "")
           : nullptr;
-  if (entry != nullptr) *entry = inserted;
   const auto [first, last] = pages(a, *begin, footprint);
   a.commit.acquire(first, last, generation);
   a.used_bytes.increase(footprint);
   a.live_blocks.increase();
-  OwnerTable::on_allocate(record, footprint);
+  owners.on_allocate(record, inserted);
   ++counters.allocations;
   out.address = *begin;
   out.writable = region->writable(*begin);
@@ -149,7 +147,8 @@ Result<Block*> Heap::Impl::releasable_locked(const char* operation, uintptr_t ad
 }
 
 void Heap::Impl::quarantine_locked(uintptr_t begin, Block& block, bool trap_now) {
-  if (block.owner_record != nullptr) block.owner_record->forget(&block);
+  // Out of the owner's live list before the quarantine takes over the block's slot.
+  OwnerTable::on_quarantine(block.owner_record, block);
   if (trap_now) {
     fill_with_traps(region->writable(begin), block.footprint);
     block.trapped = true;
@@ -163,7 +162,6 @@ void Heap::Impl::quarantine_locked(uintptr_t begin, Block& block, bool trap_now)
   a.live_blocks.decrease();
   a.quarantined_bytes.increase(block.footprint);
   a.quarantined_blocks.increase();
-  OwnerTable::on_quarantine(block.owner_record, block.footprint);
 }
 
 void Heap::Impl::unbook_locked(BlockTable::Handle entry, bool forget) {
@@ -175,7 +173,6 @@ void Heap::Impl::unbook_locked(BlockTable::Handle entry, bool forget) {
   }
   ArenaState& a = arena(block.arena);
   if (block.state == BlockState::kLive) {
-    if (block.owner_record != nullptr) block.owner_record->forget(&block);
     a.used_bytes.decrease(block.footprint);
     a.live_blocks.decrease();
   } else {
@@ -185,7 +182,7 @@ void Heap::Impl::unbook_locked(BlockTable::Handle entry, bool forget) {
   }
   const auto [first, last] = pages(a, begin, block.footprint);
   a.commit.release(first, last);
-  owners.on_free(block.owner_record, block.footprint, block.state);
+  owners.on_free(block.owner_record, block);
   faults.remove_block(block.fault_record, forget);
   blocks.erase(entry);  // last: `block` refers into the table
 }
@@ -289,7 +286,19 @@ Result<Allocation> Heap::allocate(Arena arena, size_t size, size_t alignment, Ow
 
 Result<OwnerId> Heap::allocate_group(std::string name, std::span<const BlockRequest> requests,
                                      std::span<Allocation> blocks) {
-  Impl& h = *impl_;
+  return impl_->allocate_group(&name, kNoOwner, requests, blocks);
+}
+
+Result<void> Heap::allocate_group(OwnerId owner, std::span<const BlockRequest> requests,
+                                  std::span<Allocation> blocks) {
+  Result<OwnerId> result = impl_->allocate_group(nullptr, owner, requests, blocks);
+  if (!result) return tl::make_unexpected(std::move(result.error()));
+  return {};
+}
+
+Result<OwnerId> Heap::Impl::allocate_group(std::string* name, OwnerId owner,
+                                           std::span<const BlockRequest> requests,
+                                           std::span<Allocation> blocks) {
   if (blocks.size() != requests.size()) {
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("allocate_group: {} requests but room for {} blocks",
@@ -300,30 +309,39 @@ Result<OwnerId> Heap::allocate_group(std::string name, std::span<const BlockRequ
   for (int attempt = 0; attempt < 2; ++attempt) {
     bool retry = false;
     {
-      std::lock_guard lock(h.mutex);
-      result = h.allocate_group_locked(name, requests, blocks, undo_failure);
-      retry = !result && attempt == 0 && h.may_retry_locked(result.error());
-      if (!result && !retry) ++h.counters.allocation_failures;
+      std::lock_guard lock(mutex);
+      result = allocate_group_locked(name, owner, requests, blocks, undo_failure);
+      retry = !result && attempt == 0 && may_retry_locked(result.error());
+      if (!result && !retry) ++counters.allocation_failures;
     }
     if (!retry) break;
-    h.reclaim_automatically(/*wait=*/true);
+    reclaim_automatically(/*wait=*/true);
   }
-  if (undo_failure) h.log->warn("{}", *undo_failure);
-  if (!result) h.log->debug("{}", result.error().message);
+  if (undo_failure) log->warn("{}", *undo_failure);
+  if (!result) log->debug("{}", result.error().message);
   return result;
 }
 
-Result<OwnerId> Heap::Impl::allocate_group_locked(std::string& name,
+Result<OwnerId> Heap::Impl::allocate_group_locked(std::string* name, OwnerId owner,
                                                   std::span<const BlockRequest> requests,
                                                   std::span<Allocation> out,
                                                   std::optional<std::string>& undo_failure) {
+  OwnerRecord* record = nullptr;
+  if (name == nullptr) {
+    bool accepted = false;
+    record = owners.accepting(owner, accepted);
+    if (record == nullptr) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("allocate_group: owner {} is unknown or retired", owner));
+    }
+  }
   const Counters before = counters;
   std::array<ArenaState::Gauges, kArenaCount> gauges_before;
   for (size_t i = 0; i < arenas.size(); ++i) gauges_before[i] = arenas[i].gauges();
-  OwnerRecord& record = owners.add(std::move(name));
-  const OwnerId owner = record.stats.id;
-  const bool tracked = requests.size() <= OwnerRecord::kGroupCapacity;
-  record.group_overflow = !tracked;
+  if (record == nullptr) {
+    record = &owners.add(std::move(*name));
+    owner = record->stats.id;
+  }
   // Prefetches each request's remembered span and the first block's fault record before the
   // searches (docs/performance-notes.md, "allocate_group: prefetches before the searches").
   for (const BlockRequest& r : requests) {
@@ -332,14 +350,9 @@ Result<OwnerId> Heap::Impl::allocate_group_locked(std::string& name,
   faults.prefetch_next();
   for (size_t i = 0; i < requests.size(); ++i) {
     const BlockRequest& r = requests[i];
-    BlockTable::Entry* entry = nullptr;
-    Result<void> block =
-        allocate_locked(r.arena, r.size, r.alignment, owner, &record, out[i], &entry);
-    if (block) {
-      if (tracked) record.group[record.group_size++] = entry;
-      continue;
-    }
-    // Undo the blocks so far, the pages they committed and the owner (its name back to the
+    Result<void> block = allocate_locked(r.arena, r.size, r.alignment, owner, record, out[i]);
+    if (block) continue;
+    // Undo the blocks so far, the pages they committed and a new owner (its name back to the
     // caller, for a retry); then the counters, so the group leaves no trace. The caller counts
     // the failure. Last block first: a page committed for an earlier block and shared by a
     // later one is only uncommitted once neither holds it.
@@ -347,8 +360,10 @@ Result<OwnerId> Heap::Impl::allocate_group_locked(std::string& name,
       const uintptr_t address = out[j].address;
       if (auto failure = abandon_locked(address, *blocks.at(address))) undo_failure = failure;
     }
-    name = std::move(record.stats.name);
-    owners.remove(owner);
+    if (name != nullptr) {
+      *name = std::move(record->stats.name);
+      owners.remove(owner);
+    }
     counters = before;
     for (size_t a = 0; a < arenas.size(); ++a) arenas[a].restore(gauges_before[a]);
     return make_error(block.error().code, fmt::format("allocate_group: request {} of {}: {}", i + 1,
@@ -357,110 +372,74 @@ Result<OwnerId> Heap::Impl::allocate_group_locked(std::string& name,
   return owner;
 }
 
-Result<void> Heap::Impl::end_group(Exit exit, OwnerId owner, std::span<const uintptr_t> addresses,
-                                   std::function<void()> on_gone) {
-  const char* operation = exit == Exit::kRelease ? "release_group" : "retire_group";
-  Result<void> result;
-  std::vector<std::string> refused;
-  std::vector<std::function<void()>> ready;
-  bool reclaim_now = false;
-  {
-    std::lock_guard lock(mutex);
-    for (const uintptr_t address : addresses) {
-      Result<Block*> block = releasable_locked(operation, address);
-      if (block && (*block)->owner != owner) {
-        block = make_error(ErrorCode::kInvalidArgument,
-                           fmt::format("{}({}): the block at {:#x} belongs to owner {}", operation,
-                                       owner, address, (*block)->owner));
-      }
-      if (!block) {
-        ++counters.release_errors;
-        refused.push_back(block.error().message);
-        if (result) result = tl::make_unexpected(std::move(block.error()));
-        continue;
-      }
-      quarantine_locked(address, **block, /*trap_now=*/exit == Exit::kRelease);
-      ++(exit == Exit::kRelease ? counters.releases : counters.retires);
-    }
-    if (!owners.retire(owner, std::move(on_gone)) && result) {
-      result = make_error(ErrorCode::kInvalidArgument,
-                          fmt::format("{}({}): no such owner", operation, owner));
-      refused.push_back(result.error().message);
-    }
-    ready = owners.take_ready();
-    reclaim_now = wants_pass_locked();
+const char* to_string(Exit exit) {
+  switch (exit) {
+    case Exit::kRelease:
+      return "release";
+    case Exit::kRetire:
+      return "retire";
+    case Exit::kAbandon:
+      return "abandon";
   }
-  for (auto& callback : ready) callback();
-  for (const std::string& message : refused) log->warn("heap '{}': {}", options.name, message);
-  if (reclaim_now) reclaim_automatically(/*wait=*/false);
-  return result;
+  return "unknown";
 }
 
-Result<void> Heap::retire_group(OwnerId owner, std::span<const uintptr_t> addresses,
-                                std::function<void()> on_gone) {
-  return impl_->end_group(Impl::Exit::kRetire, owner, addresses, std::move(on_gone));
-}
-
-Result<void> Heap::release_group(OwnerId owner, std::span<const uintptr_t> addresses,
-                                 std::function<void()> on_gone) {
-  return impl_->end_group(Impl::Exit::kRelease, owner, addresses, std::move(on_gone));
-}
-
-Result<void> Heap::Impl::end_owned_group(Exit exit, OwnerId owner, std::function<void()> on_gone) {
-  const char* operation = exit == Exit::kRelease ? "release_group" : "retire_group";
+Result<void> Heap::end_group(OwnerId owner, Exit exit, std::function<void()> on_gone) {
+  Impl& h = *impl_;
   Result<void> result;
+  std::optional<std::string> undo_failure;
   std::vector<std::function<void()>> ready;
   bool reclaim_now = false;
   {
-    std::lock_guard lock(mutex);
+    std::lock_guard lock(h.mutex);
     bool accepted = false;
-    OwnerRecord* const record = owners.accepting(owner, accepted);
+    OwnerRecord* const record = h.owners.accepting(owner, accepted);
     if (!accepted || record == nullptr) {
-      result =
-          make_error(ErrorCode::kInvalidArgument,
-                     fmt::format("{}({}): no such owner, or retired already", operation, owner));
-    } else if (record->group_overflow) {
+      ++h.counters.release_errors;
       result = make_error(ErrorCode::kInvalidArgument,
-                          fmt::format("{}({}): the group has more than {} blocks; pass their "
-                                      "addresses",
-                                      operation, owner, OwnerRecord::kGroupCapacity));
+                          fmt::format("end_group({}, {}): no such owner, or retired already", owner,
+                                      to_string(exit)));
     } else {
-      // The record holds the entries: no lookups. All of them are prefetched first, each next
-      // block's fault record one block ahead (docs/performance-notes.md, "Retire by owner: the
-      // group prefetched"). (The group is emptied first, so quarantine_locked has nothing to
-      // drop from it.)
-      const size_t count = std::exchange(record->group_size, 0);
-      const auto& group = record->group;
-      for (size_t i = 0; i < count; ++i) __builtin_prefetch(group[i]);
-      for (size_t i = 0; i < count; ++i) {
-        if (i + 1 < count) FaultMap::prefetch(group[i + 1]->second.fault_record);
-        quarantine_locked(group[i]->first, group[i]->second, /*trap_now=*/exit == Exit::kRelease);
+      // The record lists the blocks: no lookups. They are prefetched first, each next block's
+      // fault record one block ahead (docs/performance-notes.md, "Retire by owner: the group
+      // prefetched").
+      const std::span<BlockTable::Entry* const> group = record->live.take_all();
+      for (BlockTable::Entry* entry : group) __builtin_prefetch(entry);
+      if (exit == Exit::kAbandon) {
+        // Newest first, so that each block's pages are returned once no later block holds them
+        // (as a failed allocate_group undoes itself).
+        for (size_t i = group.size(); i-- > 0;) {
+          if (auto failure = h.abandon_locked(group[i]->first, group[i]->second))
+            undo_failure = failure;
+        }
+      } else {
+        for (size_t i = 0; i < group.size(); ++i) {
+          if (i + 1 < group.size()) FaultMap::prefetch(group[i + 1]->second.fault_record);
+          h.quarantine_locked(group[i]->first, group[i]->second,
+                              /*trap_now=*/exit == Exit::kRelease);
+        }
       }
-      (exit == Exit::kRelease ? counters.releases : counters.retires) += count;
-      owners.retire(*record, std::move(on_gone));
-      ready = owners.take_ready();
-      reclaim_now = wants_pass_locked();
+      (exit == Exit::kRelease  ? h.counters.releases
+       : exit == Exit::kRetire ? h.counters.retires
+                               : h.counters.abandons) += group.size();
+      h.owners.retire(*record, std::move(on_gone));
+      ready = h.owners.take_ready();
+      reclaim_now = exit != Exit::kAbandon && h.wants_pass_locked();
     }
-    if (!result) ++counters.release_errors;
   }
   for (auto& callback : ready) callback();
-  if (!result) log->warn("heap '{}': {}", options.name, result.error().message);
-  if (reclaim_now) reclaim_automatically(/*wait=*/false);
+  if (undo_failure) h.log->warn("{}", *undo_failure);
+  if (!result) {
+    h.log->warn("heap '{}': {}", h.options.name, result.error().message);
+  } else if (h.log->should_log(spdlog::level::trace)) {
+    h.log->trace("end_group({}, {})", owner, to_string(exit));
+  }
+  if (reclaim_now) h.reclaim_automatically(/*wait=*/false);
   return result;
-}
-
-Result<void> Heap::retire_group(OwnerId owner, std::function<void()> on_gone) {
-  return impl_->end_owned_group(Impl::Exit::kRetire, owner, std::move(on_gone));
-}
-
-Result<void> Heap::release_group(OwnerId owner, std::function<void()> on_gone) {
-  return impl_->end_owned_group(Impl::Exit::kRelease, owner, std::move(on_gone));
 }
 
 Result<void> Heap::Impl::end_block(Exit exit, uintptr_t address) {
-  const char* operation = exit == Exit::kRelease  ? "release"
-                          : exit == Exit::kRetire ? "retire"
-                                                  : "abandon";
+  const char* operation = to_string(exit);
   Result<void> result;
   std::optional<std::string> undo_failure;
   std::vector<std::function<void()>> ready;
@@ -492,17 +471,11 @@ Result<void> Heap::Impl::end_block(Exit exit, uintptr_t address) {
   return result;
 }
 
-Result<void> Heap::release(uintptr_t address) {
-  return impl_->end_block(Impl::Exit::kRelease, address);
-}
+Result<void> Heap::release(uintptr_t address) { return impl_->end_block(Exit::kRelease, address); }
 
-Result<void> Heap::retire(uintptr_t address) {
-  return impl_->end_block(Impl::Exit::kRetire, address);
-}
+Result<void> Heap::retire(uintptr_t address) { return impl_->end_block(Exit::kRetire, address); }
 
-Result<void> Heap::abandon(uintptr_t address) {
-  return impl_->end_block(Impl::Exit::kAbandon, address);
-}
+Result<void> Heap::abandon(uintptr_t address) { return impl_->end_block(Exit::kAbandon, address); }
 
 std::vector<BlockInfo> Heap::quarantined() const {
   const Impl& h = *impl_;

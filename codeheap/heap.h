@@ -19,8 +19,8 @@
 // memory that was used holds trap bytes, never old code.
 //
 // Thread safety: any member, from any thread. The scanner (or predicate) runs without the heap
-// lock and must not call reclaim on the same heap. Under a ReclaimPolicy, release, retire, the
-// *_group calls, allocate and allocate_group may run a whole pass (on_gone callbacks included)
+// lock and must not call reclaim on the same heap. Under a ReclaimPolicy, release, retire,
+// end_group, allocate and allocate_group may run a whole pass (on_gone callbacks included)
 // before they return: call them holding no lock that those callbacks or the scanner's threads
 // need. `contains` and `describe` take no lock, so a signal handler may call them.
 //
@@ -53,9 +53,9 @@ const char* to_string(Arena arena);
 using OwnerId = uint64_t;
 inline constexpr OwnerId kNoOwner = 0;
 
-// The most blocks of one allocate_group that Heap::retire_group(owner) can retire by owner
-// alone (JITLink needs at most six: three protections, standard or finalize lifetime).
-inline constexpr size_t kMaxGroupByOwner = 6;
+// How a live block leaves the live state (Heap::release, retire, abandon; Heap::end_group).
+enum class Exit : uint8_t { kRelease, kRetire, kAbandon };
+const char* to_string(Exit exit);
 
 // Validated by Heap::create (kInvalidArgument when out of range).
 struct HeapOptions {
@@ -209,6 +209,11 @@ class Heap {
   // allocation_failures counter.
   Result<OwnerId> allocate_group(std::string name, std::span<const BlockRequest> requests,
                                  std::span<Allocation> blocks);
+  // The same for an owner registered earlier (register_owner, not retired), which the blocks
+  // join: e.g. a module whose owner was chosen before its link. A failure leaves the owner as
+  // it was; an unknown or retired owner is kInvalidArgument.
+  Result<void> allocate_group(OwnerId owner, std::span<const BlockRequest> requests,
+                              std::span<Allocation> blocks);
 
   // Live block -> quarantine, filled with trap bytes now. Detects double release and foreign
   // addresses, which leave the heap unchanged (but for the release_errors counter) and are
@@ -221,25 +226,13 @@ class Heap {
   // Live block -> free list at once (trap-filled). Only for blocks no thread can have executed.
   Result<void> abandon(uintptr_t address);
 
-  // The end of one module in one call (one lock): retire (or release) every block in
-  // `addresses`, which must be live blocks of `owner`, then retire_owner(owner, on_gone). Each
-  // address is checked as retire checks it, and a block of another owner is refused
-  // (kInvalidArgument); a refused address is logged, counted and skipped, and the first such
-  // error is returned once the others are done. An unknown owner is kInvalidArgument (and
-  // `on_gone` is dropped).
-  Result<void> retire_group(OwnerId owner, std::span<const uintptr_t> addresses,
-                            std::function<void()> on_gone = {});
-  Result<void> release_group(OwnerId owner, std::span<const uintptr_t> addresses,
-                             std::function<void()> on_gone = {});
-  // The same for the blocks allocate_group gave `owner`, without their addresses: retires (or
-  // releases) each of them that is still live (one already released, retired or abandoned on
-  // its own is skipped), then retire_owner(owner, on_gone). The owner's record holds them, so
-  // nothing is looked up. Errors (kInvalidArgument, counted in release_errors, heap unchanged,
-  // `on_gone` dropped): an unknown or retired owner, or a group of more than kMaxGroupByOwner
-  // blocks (use the form with addresses). An owner from register_owner has no group: only the
-  // owner retires.
-  Result<void> retire_group(OwnerId owner, std::function<void()> on_gone = {});
-  Result<void> release_group(OwnerId owner, std::function<void()> on_gone = {});
+  // The end of one owner (a module, a code unit) in one call, one lock and no lookup: every
+  // live block of `owner`, however it was allocated, leaves by `exit` (blocks already released,
+  // retired or abandoned on their own are not touched), then the owner retires with `on_gone`
+  // (retire_owner). kAbandon frees at once and returns the pages, as abandon does: only for
+  // blocks no thread can have executed (a failed link). An unknown or retired owner is
+  // kInvalidArgument (counted in release_errors, the heap unchanged, `on_gone` dropped).
+  Result<void> end_group(OwnerId owner, Exit exit, std::function<void()> on_gone = {});
 
   // One reclaim pass (codeheap/reclaim.cc): snapshots the quarantine, hands the footprints of
   // its blocks, sorted by address, to `scanner` once (without the heap lock: it may stop

@@ -85,13 +85,16 @@ struct Heap::Impl {
 
   // `record` is the OwnerTable's record of `owner` (null for kNoOwner), which the caller has
   // checked. The block goes to `out`, written in place rather than returned
-  // (docs/performance-notes.md, "Allocations written into the caller's slot"); `entry`, if
-  // given, receives its table entry.
+  // (docs/performance-notes.md, "Allocations written into the caller's slot").
   Result<void> allocate_locked(Arena id, size_t size, size_t alignment, OwnerId owner,
-                               OwnerRecord* record, Allocation& out,
-                               BlockTable::Entry** entry = nullptr);
-  // allocate_group's work: all blocks or none. On failure `name` is given back.
-  Result<OwnerId> allocate_group_locked(std::string& name, std::span<const BlockRequest> requests,
+                               OwnerRecord* record, Allocation& out);
+  // Both allocate_groups: for a new owner named *name, or (name null) for `owner`. All blocks or
+  // none; a new owner goes with a failure, its name given back.
+  Result<OwnerId> allocate_group(std::string* name, OwnerId owner,
+                                 std::span<const BlockRequest> requests,
+                                 std::span<Allocation> blocks);
+  Result<OwnerId> allocate_group_locked(std::string* name, OwnerId owner,
+                                        std::span<const BlockRequest> requests,
                                         std::span<Allocation> out,
                                         std::optional<std::string>& undo_failure);
   Result<Block*> releasable_locked(const char* operation, uintptr_t address);
@@ -104,11 +107,7 @@ struct Heap::Impl {
 
   // release, retire and abandon: check the address, then move the block on (or count the
   // error), and log outside the lock.
-  enum class Exit { kRelease, kRetire, kAbandon };
   Result<void> end_block(Exit exit, uintptr_t address);
-  Result<void> end_group(Exit exit, OwnerId owner, std::span<const uintptr_t> addresses,
-                         std::function<void()> on_gone);
-  Result<void> end_owned_group(Exit exit, OwnerId owner, std::function<void()> on_gone);
   // Automatic reclamation (reclaim.cc): whether the quarantine has grown enough for a pass,
   // whether a failed allocation may reclaim and retry, and the pass itself.
   bool wants_pass_locked() const;

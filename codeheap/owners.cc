@@ -10,7 +10,27 @@ namespace codeheap {
 OwnerTable::~OwnerTable() {
   std::vector<OwnerRecord*> records;
   records_.for_each([&](uintptr_t, OwnerRecord* r) { records.push_back(r); });
-  for (OwnerRecord* r : records) metadata_->delete_node(r);
+  for (OwnerRecord* r : records) {
+    r->live.free_storage(*metadata_);
+    metadata_->delete_node(r);
+  }
+}
+
+void LiveBlocks::grow(NodePool& pool) {
+  const uint32_t capacity = capacity_ * 2;
+  auto* const grown =
+      static_cast<Entry**>(pool.allocate_node(capacity * sizeof(Entry*), alignof(Entry*)));
+  std::copy_n(data(), size_, grown);
+  free_storage(pool);
+  spill_ = grown;
+  capacity_ = capacity;
+}
+
+void LiveBlocks::free_storage(NodePool& pool) {
+  if (spill_ == nullptr) return;
+  pool.deallocate_node(spill_, capacity_ * sizeof(Entry*), alignof(Entry*));
+  spill_ = nullptr;
+  capacity_ = kInline;
 }
 
 OwnerRecord& OwnerTable::add(std::string name) {
@@ -31,6 +51,7 @@ void OwnerTable::remove(OwnerId owner) {
 
 void OwnerTable::erase(OwnerRecord& r) {
   records_.erase(r.stats.id);
+  r.live.free_storage(*metadata_);
   metadata_->delete_node(&r);
 }
 
@@ -43,7 +64,6 @@ bool OwnerTable::retire(OwnerId owner, std::function<void()> on_gone) {
 
 void OwnerTable::retire(OwnerRecord& record, std::function<void()> on_gone) {
   record.stats.retired = true;
-  record.group_size = 0;  // a retired owner's blocks are retired one by one, if at all
   if (on_gone && record.on_gone) {
     // Retired again: the first callback still runs (it may deregister unwind tables), then this.
     record.on_gone = [first = std::move(record.on_gone), then = std::move(on_gone)] {

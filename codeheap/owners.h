@@ -12,7 +12,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "codeheap/address_index.h"
@@ -23,20 +25,50 @@
 
 namespace codeheap {
 
-// What the dump shows of an owner (low and high stay 0: only the block table knows them), what
-// it waits for, and the blocks allocate_group gave it that are still live (so that the group
-// can be retired without its addresses, and without looking each one up).
-struct OwnerRecord {
-  static constexpr size_t kGroupCapacity = kMaxGroupByOwner;
+// An owner's live blocks, so that Heap::end_group ends them without their addresses and
+// without a lookup each. Each block knows its slot (Block::slot): adding and dropping one is
+// O(1). Six fit in the record (a JITLink graph has at most six segments: three protections,
+// two lifetimes); a larger group spills to a node of the heap's pool, doubled as it grows.
+class LiveBlocks {
+ public:
+  using Entry = BlockTable::Entry;
 
+  LiveBlocks() = default;
+  LiveBlocks(const LiveBlocks&) = delete;
+  LiveBlocks& operator=(const LiveBlocks&) = delete;
+
+  size_t size() const { return size_; }
+  Entry* const* begin() const { return data(); }
+  Entry* const* end() const { return data() + size_; }
+
+  void add(Entry* entry, NodePool& pool);
+  // Drops the block, if it is in the list (a block leaving the live state).
+  void remove(const Block& block);
+  // Empties the list for a caller that ends every block in it: the entries stay readable
+  // through begin()/end() of the returned span until the next add.
+  std::span<Entry* const> take_all() { return {data(), std::exchange(size_, 0)}; }
+  // Gives the spilled storage back to the pool (before the record goes).
+  void free_storage(NodePool& pool);
+
+ private:
+  static constexpr uint32_t kInline = 6;
+
+  Entry** data() { return spill_ != nullptr ? spill_ : inline_.data(); }
+  Entry* const* data() const { return spill_ != nullptr ? spill_ : inline_.data(); }
+  void grow(NodePool& pool);
+
+  std::array<Entry*, kInline> inline_;
+  Entry** spill_ = nullptr;
+  uint32_t size_ = 0;
+  uint32_t capacity_ = kInline;
+};
+
+// What the dump shows of an owner (low and high stay 0: only the block table knows them), what
+// it waits for, and its live blocks.
+struct OwnerRecord {
   OwnerStats stats;
   std::function<void()> on_gone;
-  std::array<BlockTable::Entry*, kGroupCapacity> group{};
-  uint8_t group_size = 0;
-  bool group_overflow = false;  // allocate_group had more requests than kGroupCapacity
-
-  // Drops `block` from the group, if it is there (a block leaving the live state).
-  void forget(const Block* block);
+  LiveBlocks live;
 };
 
 class OwnerTable {
@@ -71,11 +103,11 @@ class OwnerTable {
   // Every callback still waiting, for a heap that is going away.
   std::vector<std::function<void()>> take_all_pending();
 
-  // Block accounting, in footprint bytes; a null record (kNoOwner) is ignored. on_free may
-  // erase the record.
-  static void on_allocate(OwnerRecord* owner, size_t bytes);
-  static void on_quarantine(OwnerRecord* owner, size_t bytes);
-  void on_free(OwnerRecord* owner, size_t bytes, BlockState from);
+  // Block accounting (footprint bytes, the list of live blocks); a null record (kNoOwner) is
+  // ignored. on_free may erase the record.
+  void on_allocate(OwnerRecord* owner, BlockTable::Entry* entry);
+  static void on_quarantine(OwnerRecord* owner, const Block& block);
+  void on_free(OwnerRecord* owner, const Block& block);
 
   // One entry per record, by id; low/high are left 0 (only the block table knows them).
   std::vector<OwnerStats> snapshot() const;
@@ -96,23 +128,33 @@ class OwnerTable {
 };
 
 // Inline: the heap calls these for every block it hands out, retires and frees.
-inline void OwnerRecord::forget(const Block* block) {
-  for (size_t i = 0; i < group_size; ++i) {
-    if (&group[i]->second == block) {
-      group[i] = group[--group_size];
-      return;
-    }
-  }
+inline void LiveBlocks::add(Entry* entry, NodePool& pool) {
+  if (size_ == capacity_) [[unlikely]]
+    grow(pool);
+  entry->second.slot = size_;
+  data()[size_++] = entry;
 }
 
-inline void OwnerTable::on_allocate(OwnerRecord* owner, size_t bytes) {
+inline void LiveBlocks::remove(const Block& block) {
+  const uint32_t slot = block.slot;
+  Entry** const entries = data();
+  if (slot >= size_ || &entries[slot]->second != &block) return;  // taken out by take_all
+  Entry* const last = entries[--size_];
+  entries[slot] = last;
+  last->second.slot = slot;
+}
+
+inline void OwnerTable::on_allocate(OwnerRecord* owner, BlockTable::Entry* entry) {
   if (owner == nullptr) return;
   ++owner->stats.live_blocks;
-  owner->stats.live_bytes += bytes;
+  owner->stats.live_bytes += entry->second.footprint;
+  owner->live.add(entry, *metadata_);
 }
 
-inline void OwnerTable::on_quarantine(OwnerRecord* owner, size_t bytes) {
+inline void OwnerTable::on_quarantine(OwnerRecord* owner, const Block& block) {
   if (owner == nullptr) return;
+  owner->live.remove(block);
+  const size_t bytes = block.footprint;
   OwnerStats& s = owner->stats;
   --s.live_blocks;
   s.live_bytes -= bytes;
@@ -120,10 +162,12 @@ inline void OwnerTable::on_quarantine(OwnerRecord* owner, size_t bytes) {
   s.quarantined_bytes += bytes;
 }
 
-inline void OwnerTable::on_free(OwnerRecord* owner, size_t bytes, BlockState from) {
+inline void OwnerTable::on_free(OwnerRecord* owner, const Block& block) {
   if (owner == nullptr) return;
+  const size_t bytes = block.footprint;
   OwnerStats& s = owner->stats;
-  if (from == BlockState::kLive) {
+  if (block.state == BlockState::kLive) {
+    owner->live.remove(block);
     --s.live_blocks;
     s.live_bytes -= bytes;
   } else {

@@ -63,17 +63,17 @@ class Quarantine {
 // Inline: once per block retired or released, and once per block reclaimed.
 inline void Quarantine::add(uintptr_t begin, Block& block) {
   std::vector<Slot>& list = entries_[static_cast<size_t>(block.arena)];
-  block.quarantine_slot = static_cast<uint32_t>(list.size());
+  block.slot = static_cast<uint32_t>(list.size());
   list.push_back({{begin, begin + block.footprint, block.generation}, &block});
 }
 
 inline void Quarantine::remove(const Block& block) {
   std::vector<Slot>& list = entries_[static_cast<size_t>(block.arena)];
-  const size_t slot = block.quarantine_slot;
+  const size_t slot = block.slot;
   assert(slot < list.size() && list[slot].block == &block);
   if (slot + 1 != list.size()) {
     list[slot] = list.back();
-    list[slot].block->quarantine_slot = static_cast<uint32_t>(slot);
+    list[slot].block->slot = static_cast<uint32_t>(slot);
   }
   list.pop_back();
 }

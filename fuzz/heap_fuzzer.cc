@@ -19,6 +19,7 @@ namespace {
 
 using codeheap::Arena;
 using codeheap::ErrorCode;
+using codeheap::Exit;
 using codeheap::HeapStats;
 using codeheap::OwnerId;
 
@@ -39,8 +40,7 @@ struct Block {
 
 struct Owner {
   bool retired = false;
-  bool overflow = false;         // allocate_group gave it more than kMaxGroupByOwner blocks
-  std::vector<uintptr_t> group;  // its allocate_group blocks still live
+  std::vector<uintptr_t> group;                           // its live blocks
   std::shared_ptr<int> given = std::make_shared<int>(0);  // on_gone callbacks handed over
   std::shared_ptr<int> ran = std::make_shared<int>(0);    // ... and run
 };
@@ -66,10 +66,8 @@ class Session {
         end_block(in_.below(3));
         break;
       case 5:
-        end_group_with_addresses();
-        break;
       case 6:
-        end_group_by_owner();
+        end_group();
         break;
       case 7:
         reclaim();
@@ -212,27 +210,37 @@ class Session {
     }
     const bool mismatched = in_.below(16) == 0;
     std::vector<codeheap::Allocation> blocks(count + (mismatched ? 1 : 0));
+    // For a new owner, or for one registered before (allocate_group(owner, ...)).
+    const bool joining = in_.below(3) == 0;
+    const OwnerId joined = joining ? owner_choice() : codeheap::kNoOwner;
+    const bool refused_owner = joining && (joined == codeheap::kNoOwner || !accepting(joined));
     const HeapStats before = heap_.stats();
-    auto owner = heap_.allocate_group("group", requests, blocks);
+    codeheap::Result<OwnerId> owner = joined;
+    if (!joining) {
+      owner = heap_.allocate_group("group", requests, blocks);
+    } else if (auto done = heap_.allocate_group(joined, requests, blocks); !done) {
+      owner = tl::make_unexpected(std::move(done.error()));
+    }
     if (!owner) {
       // The first request that fails decides the code: a bad one, or one that does not fit.
       const ErrorCode code = owner.error().code;
-      FUZZ_CHECK(
-          code == ErrorCode::kInvalidArgument || (!mismatched && code == ErrorCode::kOutOfMemory),
-          "{}", owner.error().message);
-      FUZZ_CHECK(invalid || mismatched || code == ErrorCode::kOutOfMemory, "{}",
+      FUZZ_CHECK(code == ErrorCode::kInvalidArgument ||
+                     (!mismatched && !refused_owner && code == ErrorCode::kOutOfMemory),
+                 "{}", owner.error().message);
+      FUZZ_CHECK(invalid || mismatched || refused_owner || code == ErrorCode::kOutOfMemory, "{}",
                  owner.error().message);
       if (!mismatched) ++counters_.allocation_failures;
       expect_unchanged(before);
       return;
     }
-    FUZZ_CHECK(!invalid && !mismatched, "allocate_group succeeded with a bad request");
-    FUZZ_CHECK(!owners_.contains(*owner), "owner {} given twice", *owner);
-    Owner& record = owners_[*owner];
-    record.overflow = count > codeheap::kMaxGroupByOwner;
+    FUZZ_CHECK(!invalid && !mismatched && !refused_owner,
+               "allocate_group succeeded with a bad request or owner");
+    if (!joining) {
+      FUZZ_CHECK(!owners_.contains(*owner), "owner {} given twice", *owner);
+      owners_[*owner];
+    }
     for (size_t i = 0; i < count; ++i) {
       add_block(blocks[i], requests[i].size, requests[i].alignment, *owner);
-      record.group.push_back(blocks[i].address);
     }
     counters_.allocations += count;
   }
@@ -265,49 +273,19 @@ class Session {
     }
   }
 
-  void end_group_with_addresses() {
+  // Every live block of the owner leaves by one exit: 0 release, 1 retire, 2 abandon.
+  void end_group() {
     const OwnerId owner = owner_choice();
-    std::vector<uintptr_t> addresses(in_.below(5));
-    for (uintptr_t& a : addresses) a = pick_address();
-    const bool release = in_.coin();
-    std::function<void()> on_gone = callback(owner);
-    const HeapStats before = heap_.stats();
-    auto result = release ? heap_.release_group(owner, addresses, std::move(on_gone))
-                          : heap_.retire_group(owner, addresses, std::move(on_gone));
-    bool refused = false;
-    std::vector<uintptr_t> done;
-    for (uintptr_t address : addresses) {
-      const auto it = blocks_.find(address);
-      if (it == blocks_.end() || !it->second.live || it->second.owner != owner ||
-          std::find(done.begin(), done.end(), address) != done.end()) {
-        refused = true;
-        ++counters_.release_errors;
-        continue;
-      }
-      done.push_back(address);
-      ++(release ? counters_.releases : counters_.retires);
-      quarantine(address, release);
-    }
-    const bool known = owners_.contains(owner);
-    FUZZ_CHECK(bool(result) == (!refused && known), "{}_group({}): {}",
-               release ? "release" : "retire", owner,
-               result ? "succeeded" : result.error().message);
-    if (done.empty() && !known) expect_unchanged(before);
-    if (known) retire(owner);
-  }
-
-  void end_group_by_owner() {
-    const OwnerId owner = owner_choice();
-    const bool release = in_.coin();
+    const size_t how = in_.below(3);
+    const Exit exit = how == 0 ? Exit::kRelease : how == 1 ? Exit::kRetire : Exit::kAbandon;
     std::function<void()> on_gone = callback(owner);
     const bool gave = bool(on_gone);
     const HeapStats before = heap_.stats();
-    auto result = release ? heap_.release_group(owner, std::move(on_gone))
-                          : heap_.retire_group(owner, std::move(on_gone));
+    auto result = heap_.end_group(owner, exit, std::move(on_gone));
     const auto it = owners_.find(owner);
-    if (it == owners_.end() || it->second.retired || it->second.overflow) {
+    if (it == owners_.end() || it->second.retired) {
       FUZZ_CHECK(!result && result.error().code == ErrorCode::kInvalidArgument,
-                 "{}_group({}) by owner: {}", release ? "release" : "retire", owner,
+                 "end_group({}, {}): {}", owner, how,
                  result ? "succeeded" : result.error().message);
       ++counters_.release_errors;
       if (gave && it != owners_.end()) --*it->second.given;  // dropped, as documented
@@ -316,8 +294,13 @@ class Session {
     }
     FUZZ_CHECK(result, "{}", result.error().message);
     for (uintptr_t address : std::vector<uintptr_t>(it->second.group)) {
-      ++(release ? counters_.releases : counters_.retires);
-      quarantine(address, release);
+      if (how == 2) {
+        ++counters_.abandons;
+        free_block(address);
+      } else {
+        ++(how == 0 ? counters_.releases : counters_.retires);
+        quarantine(address, how == 0);
+      }
     }
     retire(owner);
   }
@@ -480,6 +463,9 @@ class Session {
     Block block{size, a.arena, owner, true, false, in_.byte()};
     std::memset(a.writable, block.fill, size);
     blocks_.emplace(a.address, block);
+    if (const auto it = owners_.find(owner); it != owners_.end()) {
+      it->second.group.push_back(a.address);
+    }
   }
 
   void quarantine(uintptr_t address, bool release) {
@@ -506,7 +492,6 @@ class Session {
   void retire(OwnerId owner) {
     Owner& record = owners_.at(owner);
     record.retired = true;
-    record.group.clear();
     settle(owner);
   }
 

@@ -4,7 +4,7 @@
 // process dies, stderr gets one line such as
 //
 //   codeheap: fatal SIGILL (illegal instruction) in JIT code at 0x4a3c0012: function
-//   'boom.co1'+0x2, live code block 0x4a3c0000+0x12 of owner 'trap-jitted-objectbuffer' (#3),
+//   'boom.co3'+0x2, live code block 0x4a3c0000+0x12 of owner 'trap' (#3),
 //   heap 'codeheap'; pid 4242, thread 4243
 //
 // (one line; wrapped here), then the process dies of the same signal (default disposition,

@@ -7,7 +7,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstring>
@@ -35,9 +34,10 @@ llvm::Error make_error(const std::string& message) {
   return llvm::make_error<llvm::StringError>(message, llvm::inconvertibleErrorCode());
 }
 
-// The renaming policy of runtime.h: a definition `name` of code object `id` links as this.
-std::string private_name(llvm::StringRef name, uint64_t id) {
-  return (name + ".co" + llvm::Twine(id)).str();
+// The renaming policy of runtime.h: a definition `name` of the code object whose unit is heap
+// owner `owner` links as this.
+std::string private_name(llvm::StringRef name, OwnerId owner) {
+  return (name + ".co" + llvm::Twine(owner)).str();
 }
 
 // Whether compile() renames `value` (and the engine reports it as a definition).
@@ -69,22 +69,21 @@ const char* to_string(Tier tier) {
 struct CodeObject {
   uint64_t magic;
   const void* runtime;  // the Runtime::Impl that made it
-  uint64_t id;          // its identity: keys Impl::units, names its definitions (private_name)
+  OwnerId owner;        // its unit's heap owner, its one identity: keys Impl::units, names its
+                        // definitions (private_name), is the engine's ModuleHandle
   void** literals;      // GC_MALLOC'd copy of the pool
   size_t literal_count;
 };
 
 struct Runtime::Impl {
-  // What a code object owns, by its id. Malloc memory, so `object` is a weak reference the
-  // collector does not see; its finalizer clears the object's magic and queues the id.
+  // What a code object owns, by its owner. Malloc memory, so `object` is a weak reference the
+  // collector does not see; its finalizer clears the object's magic and queues the owner.
   struct Unit {
     CodeObject* object = nullptr;
     Tier tier = Tier::kOptimized;
     uint64_t bytes = 0;
-    // A module of the engine, or (adopted) a heap owner with its callback for Heap::retire_group.
+    // A module of the engine, or blocks the caller allocated (adopt), ended with `on_gone`.
     bool adopted = false;
-    jit::ModuleHandle module;
-    OwnerId owner = kNoOwner;
     std::function<void()> on_gone;
   };
 
@@ -106,19 +105,17 @@ struct Runtime::Impl {
   std::string target_triple;
   std::string data_layout;
 
-  std::atomic<uint64_t> next_id{1};
-
   // Guards `units` and `counters`; serializes safepoint draining. Never held while allocating GC
   // memory (a collection stops the threads, one of which may wait for it) nor during a stack
   // scan, so a compiling thread never waits for one.
   mutable std::mutex mutex;
-  std::unordered_map<uint64_t, Unit> units;  // code objects whose unit is not retired yet
+  std::unordered_map<OwnerId, Unit> units;  // code objects whose unit is not retired yet
   GcCounters counters;
 
   // Filled by finalizers (which run inside GC_invoke_finalizers); guarded by its own mutex,
   // never held while allocating.
   std::mutex pending_mutex;
-  std::vector<uint64_t> pending;  // code object ids
+  std::vector<OwnerId> pending;  // of finalized code objects
 
   static void finalize(void* object, void* client_data) {
     auto* code = static_cast<CodeObject*>(object);
@@ -126,14 +123,15 @@ struct Runtime::Impl {
     if (code->magic != kCodeObjectMagic || code->runtime != impl) return;
     code->magic = 0;
     std::lock_guard lock(impl->pending_mutex);
-    impl->pending.push_back(code->id);
+    impl->pending.push_back(code->owner);
   }
 
   TierCounters& tier_counters(Tier tier) { return counters.tiers[static_cast<size_t>(tier)]; }
 
-  // A new code object over `unit` (whose `object` it fills in), with a copy of `literals`.
-  // Takes the lock only to record it, after the GC allocations.
-  llvm::Expected<CodeObject*> make_code_object(Unit unit, uint64_t id, llvm::StringRef what,
+  // A new code object over `unit` of heap owner `owner` (`object` filled in), with a copy of
+  // `literals`. Takes the lock only to record it, after the GC allocations. Fails for an owner
+  // that already has a code object.
+  llvm::Expected<CodeObject*> make_code_object(Unit unit, OwnerId owner, llvm::StringRef what,
                                                llvm::ArrayRef<void*> literals,
                                                uint64_t compile_ns) {
     void** pool = nullptr;
@@ -146,27 +144,40 @@ struct Runtime::Impl {
     }
     auto* code = static_cast<CodeObject*>(GC_MALLOC(sizeof(CodeObject)));
     if (code == nullptr) return make_error(what.str() + ": out of GC memory for the code object");
-    *code = CodeObject{kCodeObjectMagic, this, id, pool, literals.size()};
-    GC_register_finalizer_no_order(code, &Impl::finalize, this, nullptr, nullptr);
+    *code = CodeObject{kCodeObjectMagic, this, owner, pool, literals.size()};
     unit.object = code;
-    std::lock_guard lock(mutex);
-    TierCounters& tier = tier_counters(unit.tier);
-    ++tier.code_objects_created;
-    tier.code_bytes_live += unit.bytes;
-    tier.compile_ns_total += compile_ns;
-    ++counters.code_objects_created;
-    units.emplace(id, std::move(unit));
+    {
+      std::lock_guard lock(mutex);
+      if (units.contains(owner)) {
+        return make_error(what.str() + ": heap owner " + std::to_string(owner) +
+                          " already belongs to a code object");
+      }
+      TierCounters& tier = tier_counters(unit.tier);
+      ++tier.code_objects_created;
+      tier.code_bytes_live += unit.bytes;
+      tier.compile_ns_total += compile_ns;
+      ++counters.code_objects_created;
+      units.emplace(owner, std::move(unit));
+    }
+    // Outside the lock, which is never held while Boehm runs: the unit is recorded before its
+    // finalizer can queue it.
+    GC_register_finalizer_no_order(code, &Impl::finalize, this, nullptr, nullptr);
     return code;
   }
 
   llvm::Expected<Compiled> compile(llvm::orc::ThreadSafeModule module, llvm::StringRef name,
                                    llvm::ArrayRef<void*> literals, Tier tier,
                                    std::chrono::steady_clock::time_point start) {
-    const uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed);
+    // The unit's heap owner first: its id names the definitions before the module is compiled.
+    const OwnerId owner = heap->register_owner(name.str());
+    auto fail = [&](llvm::Error err) {
+      heap->retire_owner(owner);  // without blocks: gone at once
+      return err;
+    };
     llvm::Error renamed = module.withModuleDo([&](llvm::Module& m) -> llvm::Error {
       for (llvm::GlobalValue& value : m.global_values()) {
         if (!is_exported_definition(value)) continue;
-        const std::string renamed = private_name(value.getName(), id);
+        const std::string renamed = private_name(value.getName(), owner);
         const std::string written = value.getName().str();
         value.setName(renamed);
         if (value.getName() != renamed) {  // LLVM uniqued it: the name is taken
@@ -176,19 +187,19 @@ struct Runtime::Impl {
       }
       return llvm::Error::success();
     });
-    if (renamed) return renamed;
+    if (renamed) return fail(std::move(renamed));
     jit::CompiledModule kept;  // the object code, if the heap is full
-    auto linked = engine->linkModule(std::move(module), name, &kept);
+    auto linked = engine->linkModule(std::move(module), name, &kept, owner);
     if (!linked) {
       llvm::Error err = linked.takeError();
       const std::string what = "compile '" + name.str() + "'";
-      if (!kept || !collect_for_room(err, what)) return err;
+      if (!kept || !collect_for_room(err, what)) return fail(std::move(err));
       linked = engine->linkModule(std::move(kept));
-      if (!linked) return still_full(linked.takeError(), what);
+      if (!linked) return fail(still_full(linked.takeError(), what));
     }
 
     Compiled compiled;
-    const std::string suffix = private_name("", id);
+    const std::string suffix = private_name("", owner);
     for (const auto& entry : linked->definitions) {
       llvm::StringRef written = entry.getKey();
       written.consume_back(suffix);
@@ -197,8 +208,7 @@ struct Runtime::Impl {
     Unit unit;
     unit.tier = tier;
     unit.bytes = linked->heap_bytes;
-    unit.module = linked->handle;
-    auto code = make_code_object(std::move(unit), id, "compile '" + name.str() + "'", literals,
+    auto code = make_code_object(std::move(unit), owner, "compile '" + name.str() + "'", literals,
                                  elapsed_ns(start));
     if (!code) {
       return llvm::joinErrors(code.takeError(), engine->removeModule(linked->handle));
@@ -280,16 +290,16 @@ struct Runtime::Impl {
 
   // Retires the units of the code objects whose finalizers ran. Called with `mutex` held.
   size_t retire_pending() {
-    std::vector<uint64_t> ids;
+    std::vector<OwnerId> owners;
     {
       std::lock_guard lock(pending_mutex);
-      ids.swap(pending);
+      owners.swap(pending);
     }
     size_t retired = 0;
-    for (uint64_t id : ids) {
-      auto it = units.find(id);
+    for (OwnerId owner : owners) {
+      auto it = units.find(owner);
       if (it == units.end()) {
-        log->error("finalized code object #{} has no unit", id);
+        log->error("finalized code object of owner {} has no unit", owner);
         continue;
       }
       Unit unit = std::move(it->second);
@@ -298,9 +308,10 @@ struct Runtime::Impl {
       ++tier.code_objects_finalized;
       tier.code_bytes_live -= unit.bytes;
       ++counters.code_objects_finalized;
-      if (llvm::Error err = retire(unit)) {
+      if (llvm::Error err = retire(owner, unit)) {
         ++counters.retire_failures;
-        log->error("retiring code object #{} failed: {}", id, llvm::toString(std::move(err)));
+        log->error("retiring the code object of owner {} failed: {}", owner,
+                   llvm::toString(std::move(err)));
       } else {
         ++retired;
       }
@@ -310,11 +321,11 @@ struct Runtime::Impl {
   }
 
   // Hands the unit's blocks to the heap's quarantine.
-  llvm::Error retire(Unit& unit) {
-    if (!unit.adopted) return engine->removeModule(unit.module);
-    Result<void> result = heap->retire_group(unit.owner, std::move(unit.on_gone));
+  llvm::Error retire(OwnerId owner, Unit& unit) {
+    if (!unit.adopted) return engine->removeModule(jit::ModuleHandle{owner});
+    Result<void> result = heap->end_group(owner, Exit::kRetire, std::move(unit.on_gone));
     if (!result) {
-      return make_error("retiring the blocks of owner " + std::to_string(unit.owner) + ": " +
+      return make_error("retiring the blocks of owner " + std::to_string(owner) + ": " +
                         result.error().message);
     }
     return llvm::Error::success();
@@ -371,7 +382,7 @@ llvm::Expected<std::unique_ptr<Runtime>> Runtime::create(RuntimeOptions options)
 
 Runtime::~Runtime() {
   std::lock_guard lock(impl_->mutex);
-  for (auto& [id, unit] : impl_->units) {
+  for (auto& [owner, unit] : impl_->units) {
     CodeObject* code = unit.object;
     if (code->magic == kCodeObjectMagic) {
       GC_register_finalizer_no_order(code, nullptr, nullptr, nullptr, nullptr);
@@ -380,7 +391,7 @@ Runtime::~Runtime() {
     }
     // Modules go with the engine; adopted blocks go to quarantine, so that the heap, destroyed
     // next, runs their on_gone.
-    if (unit.adopted) llvm::consumeError(impl_->retire(unit));
+    if (unit.adopted) llvm::consumeError(impl_->retire(owner, unit));
   }
   impl_->units.clear();
   impl_->engine.reset();  // removes every module
@@ -420,16 +431,14 @@ llvm::Expected<CodeObject*> Runtime::adopt(OwnerId owner, size_t code_bytes,
                                            llvm::ArrayRef<void*> literals, Tier tier,
                                            uint64_t compile_ns) {
   if (owner == kNoOwner) return make_error("adopt '" + name.str() + "': no owner (kNoOwner)");
-  const uint64_t id = impl_->next_id.fetch_add(1, std::memory_order_relaxed);
   Impl::Unit unit;
   unit.tier = tier;
   unit.bytes = code_bytes;
   unit.adopted = true;
-  unit.owner = owner;
   unit.on_gone = std::move(on_gone);
-  auto code = impl_->make_code_object(std::move(unit), id, "adopt '" + name.str() + "'", literals,
-                                      compile_ns);
-  if (code) impl_->log->debug("adopted '{}' (owner {}) as code object #{}", name.str(), owner, id);
+  auto code = impl_->make_code_object(std::move(unit), owner, "adopt '" + name.str() + "'",
+                                      literals, compile_ns);
+  if (code) impl_->log->debug("adopted '{}' (owner {})", name.str(), owner);
   return code;
 }
 
@@ -443,7 +452,7 @@ llvm::Expected<void*> Runtime::symbol(CodeObject* code, llvm::StringRef name) {
   if (!is_live(code, impl_.get())) {
     return make_error("symbol '" + name.str() + "': not a live code object of this runtime");
   }
-  auto address = impl_->engine->lookup(private_name(name, code->id));
+  auto address = impl_->engine->lookup(private_name(name, code->owner));
   if (!address) {
     llvm::consumeError(address.takeError());
     return make_error("symbol '" + name.str() + "': the code object defines no such symbol");
@@ -460,6 +469,10 @@ llvm::Expected<Closure*> Runtime::make_closure(CodeObject* code, llvm::StringRef
   std::lock_guard lock(impl_->mutex);
   ++impl_->counters.closures_created;
   return closure;
+}
+
+OwnerId Runtime::owner(const CodeObject* code) const {
+  return is_live(code, impl_.get()) ? code->owner : kNoOwner;
 }
 
 llvm::ArrayRef<void*> Runtime::literals(const CodeObject* code) const {
@@ -543,7 +556,7 @@ CollectReport Runtime::collect() { return impl_->collect(); }
 size_t Runtime::live_code_objects() const {
   std::lock_guard lock(impl_->mutex);
   size_t live = 0;
-  for (const auto& [id, unit] : impl_->units) live += unit.object->magic == kCodeObjectMagic;
+  for (const auto& [owner, unit] : impl_->units) live += unit.object->magic == kCodeObjectMagic;
   return live;
 }
 

@@ -4,8 +4,9 @@
 // A *code object* (in the Boehm heap) owns one code unit, a module compile() linked or heap
 // blocks adopt() took over, and a literal pool: the GC pointers its code embeds, which Boehm
 // does not find in the code region. A *closure* holds a code object, an entry point and an
-// environment; reaching it keeps the code alive. A code object has one id, unique within its
-// runtime and never reused, which also names its unit's private symbols (below). Once the
+// environment; reaching it keeps the code alive. A code object's identity is its unit's heap
+// owner (owner()): never reused, shown by the dump and crash reports, the engine's handle of a
+// compiled module, and the suffix of the unit's private symbols (below). Once the
 // collector finds a code object unreachable, the next safepoint() or collect() retires its unit
 // to the heap's quarantine, and a reclaim pass frees the blocks when a scan of every registered
 // thread finds nothing pointing into them.
@@ -29,7 +30,7 @@
 // stack (gcglue/fault_reporter.h; docs/embedding.md, "Crashes in JIT code").
 //
 // Names: compile() renames every externally visible definition `<name>` of the module to its
-// private name `<name>.co<id>` (a module that already defines such a name is refused); symbol()
+// private name `<name>.co<owner>` (a module that already defines such a name is refused); symbol()
 // and Compiled::definitions take and give the names as written in the module. Code reaches other
 // code objects by address, redefinable global functions (define_function: entry cells) by plain
 // name.
@@ -162,11 +163,11 @@ class Runtime {
   // Wraps blocks the caller allocated in the heap under `owner` (e.g. a stencil-emitted unit,
   // made with Heap::allocate_group) in a new code object that keeps `literals` alive. When the
   // collector finds the code object unreachable, the owner's blocks are retired
-  // (Heap::retire_group(owner, on_gone)) at a safepoint, exactly like a module's, and reclaimed
+  // (Heap::end_group(owner, Exit::kRetire, on_gone)) at a safepoint, like a module's, and reclaimed
   // once no registered thread references them; `on_gone` (e.g. unwind-info deregistration) runs
   // then, once. `code_bytes` (the unit's heap bytes) and `compile_ns` (the time the caller spent
   // making it) go to the tier's counters. From then on the runtime retires the owner: the
-  // caller must not (and its group must have at most kMaxGroupByOwner blocks). On error the
+  // caller must not. An owner that already belongs to a code object is refused. On error the
   // caller still owns the blocks, and `on_gone` is dropped unrun. symbol() and make_closure()
   // know no names in such a unit: the caller knows its entry points.
   llvm::Expected<CodeObject*> adopt(OwnerId owner, size_t code_bytes, std::function<void()> on_gone,
@@ -176,6 +177,9 @@ class Runtime {
   llvm::Expected<void*> symbol(CodeObject* code, llvm::StringRef name);
   // A closure over `entry` (a function of `code`) and `env` (any pointer, usually GC memory).
   llvm::Expected<Closure*> make_closure(CodeObject* code, llvm::StringRef entry, void* env);
+  // The heap owner of `code`'s unit (see above); kNoOwner for anything but a live code object of
+  // this runtime.
+  OwnerId owner(const CodeObject* code) const;
   // The literal pool of `code` (as given to compile or adopt).
   llvm::ArrayRef<void*> literals(const CodeObject* code) const;
 

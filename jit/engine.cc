@@ -60,14 +60,14 @@ Engine::Impl::Impl(Heap& heap, EngineOptions options)
       options(std::move(options)),
       log(codeheap::logger("jit")),
       memory(heap, this->options.retire_mode),
-      heap_bytes(std::make_shared<engine_internal::HeapBytesRecorder>()) {}
+      links(std::make_shared<engine_internal::ModuleLinks>(memory)) {}
 
 Expected<std::unique_ptr<llvm::orc::ObjectLayer>> Engine::Impl::createLinkingLayer(
     llvm::orc::ExecutionSession& session) {
   auto layer = std::make_unique<llvm::orc::ObjectLinkingLayer>(session, memory);
   // Frames stay registered until the heap reclaims a removed module (eh_frame_plugin.h).
   layer->addPlugin(std::make_unique<DeferredEHFramePlugin>());
-  layer->addPlugin(heap_bytes);
+  layer->addPlugin(links);
   layer->addPlugin(engine_internal::makeFunctionNamer(heap));
   if (Error err = addVisibilityPlugins(*layer, session, options.visibility)) return err;
   for (const auto& plugin : options.plugins) layer->addPlugin(plugin);
@@ -159,9 +159,10 @@ Expected<ModuleHandle> Engine::addModule(StringRef ir_text, StringRef name) {
 }
 
 Expected<LinkedModule> Engine::linkModule(ThreadSafeModule module, StringRef name,
-                                          CompiledModule* keep_if_out_of_memory) {
+                                          CompiledModule* keep_if_out_of_memory, OwnerId owner) {
   LinkedModule linked;
-  if (auto handle = impl_->add(std::move(module), name, &linked, keep_if_out_of_memory); !handle)
+  if (auto handle = impl_->add(std::move(module), name, &linked, keep_if_out_of_memory, owner);
+      !handle)
     return handle.takeError();
   return linked;
 }
@@ -177,11 +178,11 @@ Expected<LinkedModule> Engine::linkModule(CompiledModule compiled,
                                   kept.object->getBuffer(), kept.object->getBufferIdentifier()));
   }
   LinkedModule linked;
-  auto handle =
-      impl_->link(kept.name, std::move(kept.definitions), std::move(kept.ir_names), &linked,
-                  keep_if_out_of_memory, token, [&](const llvm::orc::ResourceTrackerSP& tracker) {
-                    return impl_->jit->addObjectFile(tracker, std::move(kept.object));
-                  });
+  auto handle = impl_->link(kept.name, kept.owner, std::move(kept.definitions),
+                            std::move(kept.ir_names), &linked, keep_if_out_of_memory, token,
+                            [&](const llvm::orc::ResourceTrackerSP& tracker) {
+                              return impl_->jit->addObjectFile(tracker, std::move(kept.object));
+                            });
   if (!handle) return handle.takeError();
   return linked;
 }

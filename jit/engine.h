@@ -69,9 +69,11 @@ struct EngineOptions {
 llvm::Expected<llvm::orc::JITTargetMachineBuilder> targetMachineBuilder(
     const EngineOptions& options);
 
-// Names one module added with Engine::addModule. Ids are never reused within an engine.
+// Names one module added with Engine::addModule: the heap owner of its blocks, the module's one
+// identity from the heap up (the dump, crash reports and a runtime's code object all use it).
+// Owner ids are never reused within a heap.
 struct ModuleHandle {
-  uint64_t id = 0;
+  OwnerId owner = kNoOwner;
   friend bool operator==(ModuleHandle, ModuleHandle) = default;
 };
 
@@ -129,8 +131,14 @@ class Engine {
   // object code (it is left empty otherwise), so the caller can make room and link it again
   // without compiling it again, for a copy of the object code on every link (docs/jit.md,
   // "Errors").
+  // `owner`: a heap owner the caller registered for this module (Heap::register_owner), so that
+  // it knows the module's id before the link (a runtime names the module's symbols after it);
+  // the module's blocks join it and removeModule retires it. A failed link leaves it registered,
+  // without blocks, to the caller (and to a CompiledModule kept for the second link).
+  // kNoOwner: the engine registers one named `name`.
   llvm::Expected<LinkedModule> linkModule(llvm::orc::ThreadSafeModule module, llvm::StringRef name,
-                                          CompiledModule* keep_if_out_of_memory = nullptr);
+                                          CompiledModule* keep_if_out_of_memory = nullptr,
+                                          OwnerId owner = kNoOwner);
   // Links a module that a failed linkModule kept, as that call would have; fails for an empty
   // CompiledModule. `keep_if_out_of_memory` as above.
   llvm::Expected<LinkedModule> linkModule(CompiledModule compiled,

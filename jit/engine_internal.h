@@ -103,25 +103,38 @@ class PooledIRCompiler : public llvm::orc::IRCompileLayer::IRCompiler {
 llvm::Expected<llvm::orc::ThreadSafeModule> parseModule(llvm::StringRef ir_text,
                                                         llvm::StringRef name);
 
-// Sums LinkedModule::heap_bytes for the modules that Engine::linkModule links, in a pass after
-// allocation, when every block of the graph (GOT and stubs included) has its address. Entries are
-// keyed by the module's resource tracker and made before the module is added, so the bytes
-// reach the caller whichever thread materializes the module (another module's lookup may).
-// Modules added without an entry get no pass.
-class HeapBytesRecorder final : public StatelessLinkPlugin {
+// What the engine knows of each module's link while it runs, by the module's resource tracker
+// (entries are made before the module can be materialized, so they reach whichever thread links
+// it: another module's lookup may). The graph goes under the module's heap owner
+// (HeapJITLinkMemoryManager::placeUnder), so the owner the engine chose names the blocks; and,
+// for linkModule, LinkedModule::heap_bytes is summed in a pass after allocation, when every
+// block of the graph (GOT and stubs included) has its address. Graphs of modules without an
+// entry get neither.
+class ModuleLinks final : public StatelessLinkPlugin {
  public:
-  void expect(llvm::orc::ResourceKey key);
+  explicit ModuleLinks(HeapJITLinkMemoryManager& memory) : memory_(memory) {}
+
+  void expect(llvm::orc::ResourceKey key, OwnerId owner, bool count_bytes);
+  // The heap bytes counted; the entry goes. Once the link has ended, either way.
   uint64_t take(llvm::orc::ResourceKey key);
 
   void modifyPassConfig(llvm::orc::MaterializationResponsibility& responsibility,
                         llvm::jitlink::LinkGraph& graph,
                         llvm::jitlink::PassConfiguration& config) override;
-  // Stateless towards ORC: the entries belong to linkModule calls, which drop them however the
-  // link ends.
+  // A link that failed before allocating leaves no placement behind.
+  llvm::Error notifyFailed(llvm::orc::MaterializationResponsibility& responsibility) override;
 
  private:
+  struct Link {
+    OwnerId owner = kNoOwner;
+    bool count_bytes = false;
+    uint64_t bytes = 0;
+    const llvm::jitlink::LinkGraph* placed = nullptr;  // until the memory manager allocates it
+  };
+
+  HeapJITLinkMemoryManager& memory_;
   std::mutex mutex_;
-  llvm::DenseMap<llvm::orc::ResourceKey, uint64_t> bytes_;
+  llvm::DenseMap<llvm::orc::ResourceKey, Link> links_;
 };
 
 // Names every function of each linked graph in the heap (Heap::add_symbols) once its addresses
@@ -133,6 +146,7 @@ std::unique_ptr<llvm::orc::ObjectLinkingLayer::Plugin> makeFunctionNamer(Heap& h
 
 struct CompiledModule::State {
   std::string name;
+  OwnerId owner = kNoOwner;  // the caller's, for the second link; kNoOwner: the engine chooses
   std::unique_ptr<llvm::MemoryBuffer> object;
   llvm::orc::SymbolLookupSet definitions;
   llvm::DenseMap<llvm::orc::SymbolStringPtr, std::string> ir_names;
@@ -158,21 +172,28 @@ struct Engine::Impl {
 
   llvm::orc::JITDylib& main() { return jit->getMainJITDylib(); }
 
-  // Adds and links `module`; fills `report` (handle, definitions, heap bytes) if given, and
-  // `keep` (see Engine::linkModule) if given and the heap is full.
+  // Adds and links `module` under `owner` (kNoOwner: a new one); fills `report` (handle,
+  // definitions, heap bytes) if given, and `keep` (see Engine::linkModule) if given and the heap
+  // is full.
   llvm::Expected<ModuleHandle> add(llvm::orc::ThreadSafeModule module, llvm::StringRef name,
-                                   LinkedModule* report = nullptr, CompiledModule* keep = nullptr);
+                                   LinkedModule* report = nullptr, CompiledModule* keep = nullptr,
+                                   OwnerId owner = kNoOwner);
 
   // Links what `add_to` adds to a new resource tracker (a module, or a kept module's object):
   // looks up `definitions` and reports them under their IR names. `token` names the object that
   // `keep` receives when the heap is full (0: none).
   using IRNames = llvm::DenseMap<llvm::orc::SymbolStringPtr, std::string>;
   using AddTo = llvm::function_ref<llvm::Error(const llvm::orc::ResourceTrackerSP&)>;
-  llvm::Expected<ModuleHandle> link(llvm::StringRef name, llvm::orc::SymbolLookupSet definitions,
-                                    IRNames ir_names, LinkedModule* report, CompiledModule* keep,
-                                    uint64_t token, AddTo add_to);
+  llvm::Expected<ModuleHandle> link(llvm::StringRef name, OwnerId owner,
+                                    llvm::orc::SymbolLookupSet definitions, IRNames ir_names,
+                                    LinkedModule* report, CompiledModule* keep, uint64_t token,
+                                    AddTo add_to);
 
   llvm::Error remove(ModuleHandle handle);
+  // Ends a module taken out of `modules`: its tracker removed (the memory manager retires the
+  // owner with the blocks), or, for a module that defines nothing and was never linked, its
+  // owner retired here.
+  llvm::Error end(OwnerId owner, LiveModule& module);
 
   // The address of every definition of a live module, as its eager link resolved it, so
   // looking up a module's function (what a runtime does after each compilation) costs a hash
@@ -184,13 +205,12 @@ struct Engine::Impl {
   std::shared_ptr<spdlog::logger> log;
   engine_internal::ObjectKeeper objects;  // used by `jit`'s compiler
   HeapJITLinkMemoryManager memory;        // outlives `jit`, whose allocations it holds
-  std::shared_ptr<engine_internal::HeapBytesRecorder> heap_bytes;  // a linking layer plugin
+  std::shared_ptr<engine_internal::ModuleLinks> links;  // a linking layer plugin
   std::unique_ptr<llvm::orc::LLJIT> jit;
 
   mutable std::mutex modules_mutex;
-  std::unordered_map<uint64_t, LiveModule> modules;
+  std::unordered_map<OwnerId, LiveModule> modules;  // by the heap owner of their blocks
   llvm::DenseMap<llvm::orc::SymbolStringPtr, llvm::orc::ExecutorAddr> linked;
-  uint64_t next_module_id = 1;
   size_t removals_since_sweep = 0;
 
   std::mutex cells_mutex;  // serializes defineFunction

@@ -1,5 +1,5 @@
-// The engine's own link passes (engine_internal.h): heap bytes per linkModule call, and function
-// names for the heap's crash reports.
+// The engine's own link passes (engine_internal.h): each module's owner and heap bytes, and
+// function names for the heap's crash reports.
 #include <algorithm>
 #include <cstdint>
 
@@ -86,40 +86,67 @@ class FunctionNamer final : public StatelessLinkPlugin {
 
 }  // namespace
 
-void HeapBytesRecorder::expect(llvm::orc::ResourceKey key) {
+void ModuleLinks::expect(llvm::orc::ResourceKey key, OwnerId owner, bool count_bytes) {
   std::lock_guard<std::mutex> lock(mutex_);
-  bytes_[key] = 0;
+  links_[key] = Link{owner, count_bytes, 0, nullptr};
 }
 
-uint64_t HeapBytesRecorder::take(llvm::orc::ResourceKey key) {
+uint64_t ModuleLinks::take(llvm::orc::ResourceKey key) {
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = bytes_.find(key);
-  if (it == bytes_.end()) return 0;
-  const uint64_t bytes = it->second;
-  bytes_.erase(it);
+  auto it = links_.find(key);
+  if (it == links_.end()) return 0;
+  const uint64_t bytes = it->second.bytes;
+  links_.erase(it);
   return bytes;
 }
 
-void HeapBytesRecorder::modifyPassConfig(llvm::orc::MaterializationResponsibility& responsibility,
-                                         llvm::jitlink::LinkGraph&,
-                                         llvm::jitlink::PassConfiguration& config) {
+namespace {
+
+// The resource key of what `responsibility` materializes; 0 for a tracker removed meanwhile,
+// whose link fails anyway.
+llvm::orc::ResourceKey keyOf(llvm::orc::MaterializationResponsibility& responsibility) {
   llvm::orc::ResourceKey key = 0;
-  // Fails only for a tracker removed meanwhile, whose link fails anyway.
-  if (Error err = responsibility.withResourceKeyDo([&](llvm::orc::ResourceKey k) { key = k; })) {
+  if (Error err = responsibility.withResourceKeyDo([&](llvm::orc::ResourceKey k) { key = k; }))
     llvm::consumeError(std::move(err));
-    return;
-  }
+  return key;
+}
+
+}  // namespace
+
+void ModuleLinks::modifyPassConfig(llvm::orc::MaterializationResponsibility& responsibility,
+                                   llvm::jitlink::LinkGraph& graph,
+                                   llvm::jitlink::PassConfiguration& config) {
+  const llvm::orc::ResourceKey key = keyOf(responsibility);
+  bool count_bytes = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!bytes_.contains(key)) return;
+    auto it = links_.find(key);
+    if (it == links_.end()) return;
+    it->second.placed = &graph;
+    count_bytes = it->second.count_bytes;
+    memory_.placeUnder(graph, it->second.owner);
   }
-  config.PostAllocationPasses.push_back([this, key](llvm::jitlink::LinkGraph& graph) {
-    const uint64_t bytes = heapBytes(graph);
+  config.PostAllocationPasses.push_back([this, key, count_bytes](llvm::jitlink::LinkGraph& graph) {
+    const uint64_t bytes = count_bytes ? heapBytes(graph) : 0;
     std::lock_guard<std::mutex> lock(mutex_);
-    auto it = bytes_.find(key);
-    if (it != bytes_.end()) it->second += bytes;
+    auto it = links_.find(key);
+    if (it != links_.end()) {
+      it->second.placed = nullptr;  // allocated: the memory manager took the placement
+      it->second.bytes += bytes;
+    }
     return Error::success();
   });
+}
+
+Error ModuleLinks::notifyFailed(llvm::orc::MaterializationResponsibility& responsibility) {
+  const llvm::orc::ResourceKey key = keyOf(responsibility);
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = links_.find(key);
+  if (it != links_.end() && it->second.placed != nullptr) {
+    memory_.forgetPlacement(*it->second.placed);
+    it->second.placed = nullptr;
+  }
+  return Error::success();
 }
 
 std::unique_ptr<llvm::orc::ObjectLinkingLayer::Plugin> makeFunctionNamer(Heap& heap) {

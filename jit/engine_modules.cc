@@ -49,7 +49,8 @@ constexpr size_t kRemovalsPerPoolSweep = 256;
 }  // namespace
 
 Expected<ModuleHandle> Engine::Impl::add(ThreadSafeModule module, StringRef name,
-                                         LinkedModule* report, CompiledModule* keep) {
+                                         LinkedModule* report, CompiledModule* keep,
+                                         OwnerId owner) {
   auto context = [&] { return makeError("cannot add module '" + name + "'"); };
   llvm::orc::SymbolLookupSet definitions;
   // For `report`: the IR names of the definitions whose linker names differ (none on ELF, where
@@ -81,33 +82,40 @@ Expected<ModuleHandle> Engine::Impl::add(ThreadSafeModule module, StringRef name
     token = objects.expect();
     module.withModuleDo([&](llvm::Module& m) { ObjectKeeper::tag(m, token); });
   }
-  return link(name, std::move(definitions), std::move(ir_names), report, keep, token,
+  return link(name, owner, std::move(definitions), std::move(ir_names), report, keep, token,
               [&](const llvm::orc::ResourceTrackerSP& tracker) {
                 return jit->addIRModule(tracker, std::move(module));
               });
 }
 
-Expected<ModuleHandle> Engine::Impl::link(StringRef name, llvm::orc::SymbolLookupSet definitions,
-                                          IRNames ir_names, LinkedModule* report,
-                                          CompiledModule* keep, uint64_t token, AddTo add_to) {
+Expected<ModuleHandle> Engine::Impl::link(StringRef name, OwnerId owner,
+                                          llvm::orc::SymbolLookupSet definitions, IRNames ir_names,
+                                          LinkedModule* report, CompiledModule* keep,
+                                          uint64_t token, AddTo add_to) {
   auto context = [&] { return makeError("cannot add module '" + name + "'"); };
+  // The module's one identity, from its heap blocks up (ModuleHandle): the caller's owner, or
+  // one registered here, which a failed link retires again.
+  const OwnerId given = owner;
+  if (owner == kNoOwner) owner = heap.register_owner(name.str());
   llvm::orc::ResourceTrackerSP tracker = main().createResourceTracker();
-  // The recorder's entry must exist before anyone can materialize the module.
+  // The entry must exist before anyone can materialize the module.
   const llvm::orc::ResourceKey key = tracker->getKeyUnsafe();
-  if (report != nullptr) heap_bytes->expect(key);
+  links->expect(key, owner, /*count_bytes=*/report != nullptr);
   std::optional<llvm::orc::SymbolLookupSet> kept_definitions;
   if (keep != nullptr) {
     *keep = CompiledModule();
     kept_definitions = definitions;
   }
   auto fail = [&](Error err) -> Error {
-    if (report != nullptr) heap_bytes->take(key);
+    links->take(key);
     std::unique_ptr<llvm::MemoryBuffer> object = token != 0 ? objects.take(token) : nullptr;
     if (object != nullptr && isOutOfMemory(err)) {
       keep->state_ = std::make_unique<CompiledModule::State>(CompiledModule::State{
-          name.str(), std::move(object), std::move(*kept_definitions), std::move(ir_names)});
+          name.str(), given, std::move(object), std::move(*kept_definitions), std::move(ir_names)});
     }
-    return llvm::joinErrors(llvm::joinErrors(context(), std::move(err)), tracker->remove());
+    err = llvm::joinErrors(llvm::joinErrors(context(), std::move(err)), tracker->remove());
+    if (given == kNoOwner) heap.retire_owner(owner);  // its blocks, if any, are gone already
+    return err;
   };
   if (Error err = add_to(tracker)) return fail(std::move(err));
 
@@ -134,8 +142,9 @@ Expected<ModuleHandle> Engine::Impl::link(StringRef name, llvm::orc::SymbolLooku
     addresses = std::move(*linked);
   }
   if (token != 0) objects.take(token);
+  const uint64_t heap_bytes = links->take(key);
   if (report != nullptr) {
-    report->heap_bytes = heap_bytes->take(key);
+    report->heap_bytes = heap_bytes;
     report->definitions.clear();
     for (const auto& [symbol, definition] : addresses) {
       auto renamed = ir_names.find(symbol);
@@ -145,16 +154,16 @@ Expected<ModuleHandle> Engine::Impl::link(StringRef name, llvm::orc::SymbolLooku
   }
 
   std::lock_guard<std::mutex> lock(modules_mutex);
-  ModuleHandle handle{next_module_id++};
+  const ModuleHandle handle{owner};
   LiveModule live{std::move(tracker), name.str(), {}};
   live.definitions.reserve(addresses.size());
   for (auto& [symbol, definition] : addresses) {
     linked[symbol] = definition.getAddress();
     live.definitions.push_back(symbol);
   }
-  modules.emplace(handle.id, std::move(live));
+  modules.emplace(owner, std::move(live));
   if (report != nullptr) report->handle = handle;
-  log->debug("added module '{}' as #{}", name.str(), handle.id);
+  log->debug("added module '{}' as owner {}", name.str(), owner);
   return handle;
 }
 
@@ -163,12 +172,12 @@ Error Engine::Impl::remove(ModuleHandle handle) {
   bool sweep = false;
   {
     std::lock_guard<std::mutex> lock(modules_mutex);
-    auto it = modules.find(handle.id);
+    auto it = modules.find(handle.owner);
     if (it == modules.end())
       return makeError(
-          llvm::formatv("cannot remove module #{0}: no such module (never added "
+          llvm::formatv("cannot remove module of owner {0}: no such module (never added "
                         "to this engine, or already removed)",
-                        handle.id));
+                        handle.owner));
     module = std::move(it->second);
     modules.erase(it);
     for (const llvm::orc::SymbolStringPtr& symbol : module.definitions) linked.erase(symbol);
@@ -177,14 +186,24 @@ Error Engine::Impl::remove(ModuleHandle handle) {
       sweep = true;
     }
   }
-  Error err = module.tracker->remove();
-  module.tracker.reset();  // the pool entries of its symbols die with the tracker
-  module.definitions.clear();
+  Error err = end(handle.owner, module);
   if (sweep) jit->getExecutionSession().getSymbolStringPool()->clearDeadEntries();
   if (err)
     return llvm::joinErrors(makeError("removing module '" + module.name + "'"), std::move(err));
-  log->debug("removed module '{}' (#{})", module.name, handle.id);
+  log->debug("removed module '{}' (owner {})", module.name, handle.owner);
   return Error::success();
+}
+
+Error Engine::Impl::end(OwnerId owner, LiveModule& module) {
+  Error err = module.tracker->remove();
+  module.tracker.reset();  // the pool entries of its symbols die with the tracker
+  // Linked modules had their owner retired by the memory manager with the blocks.
+  if (module.definitions.empty()) {
+    if (Result<void> retired = heap.end_group(owner, Exit::kRetire); !retired)
+      err = llvm::joinErrors(std::move(err), toLLVMError(std::move(retired.error())));
+  }
+  module.definitions.clear();
+  return err;
 }
 
 Engine::Impl::~Impl() {
@@ -195,14 +214,14 @@ Engine::Impl::~Impl() {
   // entry. When that insertion grows the map, the first module transferred loses its allocation:
   // never deallocated, its blocks stay live and its eh_frame registered after the heap has
   // reused or unmapped them (the next exception thrown anywhere then reads freed memory).
-  std::vector<uint64_t> ids;
-  ids.reserve(modules.size());
-  for (const auto& [id, module] : modules) ids.push_back(id);
-  std::sort(ids.begin(), ids.end());
-  for (uint64_t id : ids) {
-    LiveModule& module = modules.find(id)->second;
-    if (Error err = module.tracker->remove()) {
-      log->error("removing module '{}' (#{}) with its engine: {}", module.name, id,
+  std::vector<OwnerId> owners;
+  owners.reserve(modules.size());
+  for (const auto& [owner, module] : modules) owners.push_back(owner);
+  std::sort(owners.begin(), owners.end());
+  for (OwnerId owner : owners) {
+    LiveModule& module = modules.find(owner)->second;
+    if (Error err = end(owner, module)) {
+      log->error("removing module '{}' (owner {}) with its engine: {}", module.name, owner,
                  llvm::toString(std::move(err)));
     }
   }

@@ -135,27 +135,14 @@ Expected<Arena> arenaFor(MemProt prot, const LinkGraph& graph) {
   return Arena::kReadOnly;
 }
 
-// Returns the blocks of a link that never ran to the free list. Heap::abandon fails only for
-// an address that is not a live block of the heap, i.e. a bug here or in the heap; that is
-// reported, and the remaining blocks are still returned.
-Error abandonAll(Heap& heap, llvm::SmallVectorImpl<Allocation>& blocks) {
-  Error err = Error::success();
-  for (const Allocation& block : blocks)
-    err = llvm::joinErrors(std::move(err), toLLVMError(heap.abandon(block.address)));
-  blocks.clear();
-  return err;
-}
-
 }  // namespace
 
 // What a FinalizedAlloc holds. Usually just the heap owner of the link's blocks, tagged in bit 0
-// (Heap::retire_group retires them by owner): no object to allocate and free per link. A link
-// with dealloc actions, or with more segments than the heap tracks per owner, gets a Finalized
-// object instead (its address, bit 0 clear).
+// (Heap::end_group ends them by owner): no object to allocate and free per link. A link with
+// dealloc actions gets a Finalized object instead (its address, bit 0 clear).
 struct HeapJITLinkMemoryManager::Finalized {
   std::vector<llvm::orc::shared::WrapperFunctionCall> dealloc_actions;
   OwnerId owner;
-  llvm::SmallVector<uintptr_t, 0> blocks;  // standard-lifetime ones, past kMaxGroupByOwner only
 };
 
 namespace {
@@ -209,8 +196,6 @@ class HeapJITLinkMemoryManager::InFlight final
         finalized->dealloc_actions = std::move(*dealloc_actions);
       }
     }
-    const bool by_owner = blocks_.size() <= kMaxGroupByOwner;
-    if (!by_owner && !finalized) finalized = std::make_unique<Finalized>();
     Error err = Error::success();
     for (size_t i = 0; i < blocks_.size(); ++i) {
       if (groups_[i].getMemLifetime() == MemLifetime::Finalize) {
@@ -218,8 +203,6 @@ class HeapJITLinkMemoryManager::InFlight final
         // abandoned block from its owner's group.)
         err = llvm::joinErrors(std::move(err),
                                toLLVMError(manager_.heap_.abandon(blocks_[i].address)));
-      } else if (!by_owner) {
-        finalized->blocks.push_back(blocks_[i].address);
       }
     }
     blocks_.clear();
@@ -237,10 +220,19 @@ class HeapJITLinkMemoryManager::InFlight final
  private:
   friend class HeapJITLinkMemoryManager;
 
+  // Every block of the link back to the free list, pages included, and the owner retired
+  // (one the caller placed the graph under stays, for the caller).
   Error giveBack() {
-    Error err = abandonAll(manager_.heap_, blocks_);
-    manager_.heap_.retire_owner(owner_);
     done_ = true;
+    if (!placed_) {
+      blocks_.clear();
+      return toLLVMError(manager_.heap_.end_group(owner_, Exit::kAbandon));
+    }
+    Error err = Error::success();
+    for (size_t i = blocks_.size(); i-- > 0;)  // newest first, as end_group abandons
+      err =
+          llvm::joinErrors(std::move(err), toLLVMError(manager_.heap_.abandon(blocks_[i].address)));
+    blocks_.clear();
     return err;
   }
 
@@ -250,6 +242,7 @@ class HeapJITLinkMemoryManager::InFlight final
   llvm::SmallVector<AllocGroup, 3> groups_;
   llvm::SmallVector<Allocation, 3> blocks_;
   OwnerId owner_ = kNoOwner;
+  bool placed_ = false;  // owner_ is the caller's (placeUnder)
   bool done_ = false;
 };
 
@@ -278,10 +271,17 @@ void HeapJITLinkMemoryManager::allocate(const llvm::jitlink::JITLinkDylib*, Link
     request.alignment = static_cast<size_t>(s.alignment);
     in_flight->groups_.push_back(s.group);
   }
-  // One heap call for the whole graph: its owner (named after the graph, for dumps) and every
-  // segment's block, or nothing at all.
+  // One heap call for the whole graph: its owner (named after the graph, for dumps, unless the
+  // caller placed the graph under one) and every segment's block, or nothing at all.
   in_flight->blocks_.resize(requests.size());
-  Result<OwnerId> owner = heap_.allocate_group(graph.getName(), requests, in_flight->blocks_);
+  const OwnerId placed = takePlacement(graph);
+  Result<OwnerId> owner = placed;
+  if (placed == kNoOwner) {
+    owner = heap_.allocate_group(graph.getName(), requests, in_flight->blocks_);
+  } else if (Result<void> joined = heap_.allocate_group(placed, requests, in_flight->blocks_);
+             !joined) {
+    owner = tl::make_unexpected(std::move(joined.error()));
+  }
   if (!owner) {
     in_flight->blocks_.clear();
     in_flight->done_ = true;
@@ -292,6 +292,7 @@ void HeapJITLinkMemoryManager::allocate(const llvm::jitlink::JITLinkDylib*, Link
         toLLVMError(std::move(owner.error()))));
   }
   in_flight->owner_ = *owner;
+  in_flight->placed_ = placed != kNoOwner;
   for (size_t i = 0; i < segments.size(); ++i) {
     const Allocation& block = in_flight->blocks_[i];
     place(segments[i], block);
@@ -305,17 +306,33 @@ void HeapJITLinkMemoryManager::allocate(const llvm::jitlink::JITLinkDylib*, Link
   on_allocated(std::move(in_flight));
 }
 
+void HeapJITLinkMemoryManager::placeUnder(const LinkGraph& graph, OwnerId owner) {
+  std::lock_guard lock(placements_mutex_);
+  if (placements_.insert_or_assign(&graph, owner).second) ++placement_count_;
+}
+
+void HeapJITLinkMemoryManager::forgetPlacement(const LinkGraph& graph) { takePlacement(graph); }
+
+OwnerId HeapJITLinkMemoryManager::takePlacement(const LinkGraph& graph) {
+  if (placement_count_.load(std::memory_order_acquire) == 0) return kNoOwner;
+  std::lock_guard lock(placements_mutex_);
+  auto it = placements_.find(&graph);
+  if (it == placements_.end()) return kNoOwner;
+  const OwnerId owner = it->second;
+  placements_.erase(it);
+  --placement_count_;
+  return owner;
+}
+
 void HeapJITLinkMemoryManager::deallocate(std::vector<FinalizedAlloc> allocs,
                                           OnDeallocatedFunction on_deallocated) {
   Error err = Error::success();
   // The interface runs allocations' dealloc actions from the last allocation to the first.
-  const bool keep_running = retire_mode_ == RetireMode::kKeepRunning;
+  const Exit exit = retire_mode_ == RetireMode::kKeepRunning ? Exit::kRetire : Exit::kRelease;
   for (auto it = allocs.rbegin(); it != allocs.rend(); ++it) {
     const ExecutorAddr addr = it->release();
     if (isTaggedOwner(addr)) {
-      const OwnerId owner = taggedOwner(addr);
-      auto result = keep_running ? heap_.retire_group(owner) : heap_.release_group(owner);
-      err = llvm::joinErrors(std::move(err), toLLVMError(std::move(result)));
+      err = llvm::joinErrors(std::move(err), toLLVMError(heap_.end_group(taggedOwner(addr), exit)));
       continue;
     }
     std::unique_ptr<Finalized> finalized(addr.toPtr<Finalized*>());
@@ -330,16 +347,8 @@ void HeapJITLinkMemoryManager::deallocate(std::vector<FinalizedAlloc> allocs,
         }
       };
     }
-    const OwnerId owner = finalized->owner;
-    Result<void> result;
-    if (finalized->blocks.empty()) {
-      result = keep_running ? heap_.retire_group(owner, std::move(on_gone))
-                            : heap_.release_group(owner, std::move(on_gone));
-    } else {
-      result = keep_running ? heap_.retire_group(owner, finalized->blocks, std::move(on_gone))
-                            : heap_.release_group(owner, finalized->blocks, std::move(on_gone));
-    }
-    err = llvm::joinErrors(std::move(err), toLLVMError(std::move(result)));
+    err = llvm::joinErrors(
+        std::move(err), toLLVMError(heap_.end_group(finalized->owner, exit, std::move(on_gone))));
   }
   on_deallocated(std::move(err));
 }

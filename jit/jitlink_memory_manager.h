@@ -24,8 +24,9 @@
 // invalidates the instruction cache for code segments where the ISA needs it, then runs the
 // graph's finalize actions (e.g. eh_frame registration) and keeps their dealloc actions.
 //
-// Every allocation registers a heap owner named after the LinkGraph, so dumps show which module
-// a block belongs to; the owner is retired when the allocation is deallocated or abandoned.
+// Every allocation registers a heap owner named after the LinkGraph (or uses the one the caller
+// chose, placeUnder), so dumps show which module a block belongs to; the owner is retired when
+// the allocation is deallocated or abandoned.
 // A failed or abandoned link returns every byte to the free list at once (Heap::abandon): the
 // heap statistics are as they were. `deallocate` moves the blocks to the heap's quarantine; they
 // reach the free list only through a reclaim pass, and only then do the dealloc actions run
@@ -42,10 +43,13 @@
 // the only shared state is the heap, which is thread-safe.
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "codeheap/heap.h"
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/ExecutionEngine/JITLink/JITLinkMemoryManager.h"
 
 namespace spdlog {
@@ -83,13 +87,28 @@ class HeapJITLinkMemoryManager final : public llvm::jitlink::JITLinkMemoryManage
                   OnDeallocatedFunction on_deallocated) override;
   using llvm::jitlink::JITLinkMemoryManager::deallocate;
 
+  // Places the blocks of `graph` under `owner` (registered and not retired, e.g. a module's
+  // owner chosen before its link) instead of a new owner named after the graph: the caller's
+  // id then names the link's blocks from the start. Call it before the link allocates (from a
+  // plugin's modifyPassConfig). A failed link gives its blocks back and leaves the owner to the
+  // caller; deallocating the finalized allocation retires the owner, as for any link.
+  void placeUnder(const llvm::jitlink::LinkGraph& graph, OwnerId owner);
+  // Drops a placement whose link ended before allocating (a plugin's notifyFailed).
+  void forgetPlacement(const llvm::jitlink::LinkGraph& graph);
+
  private:
   class InFlight;
   struct Finalized;
 
+  // The placement made for `graph`, taken out; kNoOwner if none.
+  OwnerId takePlacement(const llvm::jitlink::LinkGraph& graph);
+
   Heap& heap_;
   RetireMode retire_mode_;
   std::shared_ptr<spdlog::logger> log_;
+  std::mutex placements_mutex_;
+  llvm::DenseMap<const llvm::jitlink::LinkGraph*, OwnerId> placements_;
+  std::atomic<size_t> placement_count_{0};  // links without one skip the lock
 };
 
 }  // namespace codeheap::jit

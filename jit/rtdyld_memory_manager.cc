@@ -18,18 +18,15 @@ RtdyldMemoryManager::RtdyldMemoryManager(Heap& heap, std::string name)
     : heap_(heap), name_(std::move(name)) {}
 
 RtdyldMemoryManager::~RtdyldMemoryManager() {
-  // One heap call per object retires its blocks and its owner together (Heap::retire_group): a
+  // One heap call per object retires its blocks and its owner together (Heap::end_group): a
   // reclaim pass may run inside any heap call (a ReclaimPolicy), and must not free an object's
   // code before the deregistration of its frames is attached to the owner. A thread may still
   // be running the retired code, so the frames stay registered until the heap reclaims the
   // blocks, and are deregistered then, before any byte is reused.
   for (OwnerId owner : owners_) {
-    std::vector<uintptr_t> retired;
     for (const Block& block : blocks_) {
-      if (block.owner != owner) continue;
-      if (!block.failed_object) {
-        retired.push_back(block.address);
-      } else if (auto result = heap_.abandon(block.address); !result) {
+      if (block.owner != owner || !block.failed_object) continue;
+      if (auto result = heap_.abandon(block.address); !result) {
         logger("jit")->error("rtdyld '{}': giving back block {:#x}: {}", name_, block.address,
                              result.error().message);
       }
@@ -43,7 +40,7 @@ RtdyldMemoryManager::~RtdyldMemoryManager() {
         for (const EHFrame& frame : frames) deregisterEHFramesInProcess(frame.address, frame.size);
       };
     }
-    if (auto result = heap_.retire_group(owner, retired, std::move(on_gone)); !result) {
+    if (auto result = heap_.end_group(owner, Exit::kRetire, std::move(on_gone)); !result) {
       logger("jit")->error("rtdyld '{}': retiring the blocks of owner {}: {}", name_, owner,
                            result.error().message);
     }

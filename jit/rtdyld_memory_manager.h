@@ -20,7 +20,7 @@
 // RTDyldObjectLinkingLayer via its GetMemoryManager callback, one manager per object). Each
 // object loaded through the manager gets its own heap owner, named after the manager, so the
 // heap dump names the code. Destroying the manager retires every block with its owner, one
-// heap call per object (Heap::retire_group: into quarantine with its bytes intact, so an
+// heap call per object (Heap::end_group: into quarantine with its bytes intact, so an
 // activation still running the code, e.g. of a closure the GC finalized, finishes normally; the
 // block is reused only after a reclaim pass, the caller's or the heap's own under a
 // ReclaimPolicy, proves no thread references it). Each object's eh_frames stay registered until

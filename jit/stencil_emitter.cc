@@ -120,7 +120,7 @@ HelperTable::HelperTable(Heap& heap, uintptr_t code_begin, uintptr_t code_end)
 HelperTable::~HelperTable() {
   for (const auto& entry : helpers_) {
     if (entry.second.trampoline == kNoOwner) continue;
-    if (auto result = heap_.retire_group(entry.second.trampoline); !result)
+    if (auto result = heap_.end_group(entry.second.trampoline, Exit::kRetire); !result)
       logger("stencil")->error("trampoline of helper '{}': {}", entry.first().str(),
                                result.error().message);
   }
@@ -484,7 +484,7 @@ uintptr_t CodeUnitBuilder::labelAddress(Label label) const {
 }
 
 llvm::Error retireUnit(Heap& heap, EmittedUnit& unit) {
-  auto result = heap.retire_group(unit.owner, std::move(unit.on_gone));
+  auto result = heap.end_group(unit.owner, Exit::kRetire, std::move(unit.on_gone));
   unit = EmittedUnit();
   return toLLVMError(std::move(result));
 }

@@ -82,8 +82,8 @@ struct EmittedUnit {
   uintptr_t read_only = 0;  // its read-only data and .eh_frame (0 if it has neither)
   size_t read_only_size = 0;
   // Deregisters the unit's unwind info (empty if it has none). Pass it as `on_gone` to
-  // Heap::retire_group(owner, on_gone), as retireUnit does, so that it runs only once no
-  // thread can be inside the code.
+  // Heap::end_group(owner, Exit::kRetire, on_gone), as retireUnit does, so that it runs only once
+  // no thread can be inside the code.
   std::function<void()> on_gone;
 };
 

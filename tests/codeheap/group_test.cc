@@ -1,5 +1,5 @@
-// Heap::allocate_group, retire_group and release_group: one module's blocks in one call each,
-// with their addresses or by owner alone.
+// Heap::allocate_group and Heap::end_group: one module's blocks in one call each, ended by owner
+// alone whatever their number and however they were allocated.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -111,13 +111,44 @@ TEST_F(GroupTest, TheOutputMustHoldOneBlockPerRequest) {
   EXPECT_TRUE(heap_->stats().owners.empty());
 }
 
-TEST_F(GroupTest, RetireGroupKeepsTheBytesUntilReclaimThenRunsOnGone) {
+// An owner chosen before its blocks (a module's, before its link) takes a group as a new one.
+TEST_F(GroupTest, AGroupJoinsAnOwnerRegisteredBefore) {
+  const OwnerId owner = heap_->register_owner("chosen first");
+  std::array<Allocation, 3> blocks;
+  ASSERT_TRUE(heap_->allocate_group(owner, kModule, blocks));
+  for (const Allocation& block : blocks) EXPECT_EQ(heap_->find(block.address)->owner, owner);
+  HeapStats stats = heap_->stats();
+  ASSERT_EQ(stats.owners.size(), 1u);
+  EXPECT_EQ(stats.owners[0].live_blocks, 3u);
+
+  // A failure leaves the owner, and the blocks it has, as they were.
+  std::array<BlockRequest, 2> too_big = {kModule[0], kModule[2]};
+  too_big[1].size = heap_->options().data_bytes;
+  std::array<Allocation, 2> more;
+  const HeapStats before = heap_->stats();
+  auto failed = heap_->allocate_group(owner, too_big, more);
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().code, ErrorCode::kOutOfMemory);
+  expect_only_a_failure_counted(before, heap_->stats());
+
+  ASSERT_TRUE(heap_->end_group(owner, Exit::kRetire));
+  EXPECT_EQ(heap_->stats().counters.retires, 3u);
+  // Retired: no more blocks for it, nor for an owner never registered.
+  for (OwnerId bad : {owner, OwnerId{12345}}) {
+    auto refused = heap_->allocate_group(bad, kModule, blocks);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_THAT(refused.error().message, HasSubstr("unknown or retired"));
+  }
+}
+
+TEST_F(GroupTest, RetiringAGroupKeepsTheBytesUntilReclaimThenRunsOnGone) {
   std::array<Allocation, 3> blocks;
   const OwnerId owner = must_allocate_module("retired", blocks);
-  const std::array<uintptr_t, 3> addresses = {blocks[0].address, blocks[1].address,
-                                              blocks[2].address};
+  std::array<Allocation, 3> other;
+  must_allocate_module("other", other);
   int gone = 0;
-  ASSERT_TRUE(heap_->retire_group(owner, addresses, [&] {
+  ASSERT_TRUE(heap_->end_group(owner, Exit::kRetire, [&] {
     // Before the blocks are freed: the code is still intact.
     EXPECT_EQ(*reinterpret_cast<const uint8_t*>(blocks[0].address), 0x5A);
     ++gone;
@@ -128,9 +159,13 @@ TEST_F(GroupTest, RetireGroupKeepsTheBytesUntilReclaimThenRunsOnGone) {
     EXPECT_EQ(info->state, BlockState::kQuarantined);
     EXPECT_EQ(*reinterpret_cast<const uint8_t*>(block.address), 0x5A);  // intact
   }
+  for (const Allocation& block : other) {
+    EXPECT_EQ(heap_->find(block.address)->state, BlockState::kLive);
+  }
   HeapStats stats = heap_->stats();
-  ASSERT_EQ(stats.owners.size(), 1u);
+  ASSERT_EQ(stats.owners.size(), 2u);
   EXPECT_TRUE(stats.owners[0].retired);
+  EXPECT_FALSE(stats.owners[1].retired);
   EXPECT_EQ(stats.counters.retires, 3u);
 
   // Still referenced: nothing happens.
@@ -141,90 +176,66 @@ TEST_F(GroupTest, RetireGroupKeepsTheBytesUntilReclaimThenRunsOnGone) {
   const ReclaimReport report = heap_->reclaim(kNothingReferenced);
   EXPECT_EQ(report.reclaimed_blocks, 3u);
   EXPECT_EQ(gone, 1);
-  EXPECT_TRUE(heap_->stats().owners.empty());
+  EXPECT_EQ(heap_->stats().owners.size(), 1u);
   EXPECT_EQ(*reinterpret_cast<const uint8_t*>(blocks[0].address), 0xCC);  // free code traps
 }
 
-TEST_F(GroupTest, ReleaseGroupTrapsAtOnce) {
+TEST_F(GroupTest, ReleasingAGroupTrapsAtOnce) {
   std::array<Allocation, 3> blocks;
   const OwnerId owner = must_allocate_module("released", blocks);
-  const std::array<uintptr_t, 3> addresses = {blocks[0].address, blocks[1].address,
-                                              blocks[2].address};
-  ASSERT_TRUE(heap_->release_group(owner, addresses));
+  ASSERT_TRUE(heap_->end_group(owner, Exit::kRelease));
   expect_released_at_once(blocks);
 }
 
-TEST_F(GroupTest, BadAddressesAreRefusedAndTheRestStillRetire) {
-  std::array<Allocation, 3> mine;
-  std::array<Allocation, 3> theirs;
-  const OwnerId me = must_allocate_module("mine", mine);
-  const OwnerId them = must_allocate_module("theirs", theirs);
-  ASSERT_TRUE(heap_->retire(mine[2].address));
-
-  LogCapture log;
-  // Another owner's block, an already retired block, an interior address, and two good ones.
-  const std::array<uintptr_t, 5> addresses = {mine[0].address, theirs[0].address, mine[2].address,
-                                              mine[1].address + 16, mine[1].address};
-  auto result = heap_->retire_group(me, addresses);
-  ASSERT_FALSE(result);
-  EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);  // the first refusal
-  EXPECT_THAT(result.error().message, HasSubstr("belongs to owner"));
-  EXPECT_TRUE(log.contains("already released or retired"));
-  EXPECT_TRUE(log.contains("interior address"));
-
-  EXPECT_EQ(heap_->find(mine[0].address)->state, BlockState::kQuarantined);
-  EXPECT_EQ(heap_->find(mine[1].address)->state, BlockState::kQuarantined);
-  EXPECT_EQ(heap_->find(theirs[0].address)->state, BlockState::kLive);  // untouched
-  const HeapStats stats = heap_->stats();
-  EXPECT_EQ(stats.counters.release_errors, 3u);
-  EXPECT_EQ(stats.counters.retires, 3u);  // mine[2] alone, then mine[0] and mine[1]
-  ASSERT_EQ(stats.owners.size(), 2u);
-  EXPECT_TRUE(stats.owners[0].retired);
-  EXPECT_FALSE(stats.owners[1].retired);
-  (void)them;
-}
-
-TEST_F(GroupTest, AnUnknownOwnerIsAnError) {
-  LogCapture log;
-  auto result = heap_->retire_group(12345, std::span<const uintptr_t>{});
-  ASSERT_FALSE(result);
-  EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);
-  EXPECT_THAT(result.error().message, HasSubstr("no such owner"));
-  EXPECT_TRUE(log.contains("no such owner"));
-}
-
-TEST_F(GroupTest, RetireGroupByOwnerRetiresEveryLiveBlockOfTheGroup) {
+// A link that failed: its blocks go back at once, pages included, and the owner with them.
+TEST_F(GroupTest, AbandoningAGroupLeavesTheHeapAsBeforeIt) {
+  std::array<Allocation, 3> first;
+  must_allocate_module("resident", first);
+  const HeapStats before = heap_->stats();
   std::array<Allocation, 3> blocks;
-  const OwnerId owner = must_allocate_module("by owner", blocks);
-  std::array<Allocation, 3> other;
-  must_allocate_module("other", other);
+  const OwnerId owner = must_allocate_module("never ran", blocks);
   int gone = 0;
-  ASSERT_TRUE(heap_->retire_group(owner, [&] { ++gone; }));
-  for (const Allocation& block : blocks) {
-    EXPECT_EQ(heap_->find(block.address)->state, BlockState::kQuarantined);
-    EXPECT_EQ(*reinterpret_cast<const uint8_t*>(block.address), 0x5A);  // intact
-  }
-  for (const Allocation& block : other) {
-    EXPECT_EQ(heap_->find(block.address)->state, BlockState::kLive);
-  }
-  HeapStats stats = heap_->stats();
-  EXPECT_EQ(stats.counters.retires, 3u);
-  EXPECT_TRUE(stats.owners[0].retired);
-  EXPECT_EQ(heap_->reclaim(kNothingReferenced).reclaimed_blocks, 3u);
-  EXPECT_EQ(gone, 1);
-  EXPECT_EQ(*reinterpret_cast<const uint8_t*>(blocks[0].address), 0xCC);
+  ASSERT_TRUE(heap_->end_group(owner, Exit::kAbandon, [&] { ++gone; }));
+  EXPECT_EQ(gone, 1);  // no block left to wait for
+  for (const Allocation& block : blocks) EXPECT_FALSE(heap_->find(block.address));
+  HeapStats after = heap_->stats();
+  EXPECT_EQ(after.counters.abandons, 3u);
+  EXPECT_EQ(without_counters(after), without_counters(before));
 }
 
-TEST_F(GroupTest, ReleaseGroupByOwnerTrapsAtOnce) {
-  std::array<Allocation, 3> blocks;
-  const OwnerId owner = must_allocate_module("released by owner", blocks);
-  ASSERT_TRUE(heap_->release_group(owner));
-  expect_released_at_once(blocks);
+// An owner's blocks allocated one by one (RuntimeDyld places sections so) end the same way.
+TEST_F(GroupTest, BlocksAllocatedOneByOneEndWithTheirOwner) {
+  const OwnerId owner = heap_->register_owner("one by one");
+  std::vector<uintptr_t> mine;
+  for (const BlockRequest& r : kModule) {
+    auto block = heap_->allocate(r.arena, r.size, r.alignment, owner);
+    ASSERT_TRUE(block) << block.error().message;
+    mine.push_back(block->address);
+  }
+  auto unowned = heap_->allocate(Arena::kCode, 64, 16);
+  ASSERT_TRUE(unowned);
+  ASSERT_TRUE(heap_->end_group(owner, Exit::kRetire));
+  for (uintptr_t address : mine) {
+    EXPECT_EQ(heap_->find(address)->state, BlockState::kQuarantined);
+  }
+  EXPECT_EQ(heap_->find(unowned->address)->state, BlockState::kLive);
+  EXPECT_EQ(heap_->stats().counters.retires, 3u);
+  EXPECT_EQ(heap_->reclaim(kNothingReferenced).reclaimed_blocks, 3u);
+  EXPECT_TRUE(heap_->stats().owners.empty());
+}
+
+TEST_F(GroupTest, AnOwnerWithoutBlocksJustRetires) {
+  const OwnerId owner = heap_->register_owner("empty");
+  int gone = 0;
+  ASSERT_TRUE(heap_->end_group(owner, Exit::kRetire, [&] { ++gone; }));
+  EXPECT_EQ(gone, 1);
+  EXPECT_TRUE(heap_->stats().owners.empty());
+  EXPECT_EQ(heap_->stats().counters.retires, 0u);
 }
 
 // Blocks that left the group on their own (abandoned, retired, released) are not retired again,
 // and the reclaimed ones are not touched: the group forgets a block when it stops being live.
-TEST_F(GroupTest, RetireGroupByOwnerSkipsBlocksThatLeftOnTheirOwn) {
+TEST_F(GroupTest, EndingAGroupSkipsBlocksThatLeftOnTheirOwn) {
   std::array<Allocation, 3> blocks;
   const OwnerId owner = must_allocate_module("partly gone", blocks);
   ASSERT_TRUE(heap_->abandon(blocks[1].address));
@@ -235,7 +246,7 @@ TEST_F(GroupTest, RetireGroupByOwnerSkipsBlocksThatLeftOnTheirOwn) {
   ASSERT_TRUE(reuse);
 
   const HeapStats before = heap_->stats();
-  ASSERT_TRUE(heap_->retire_group(owner));
+  ASSERT_TRUE(heap_->end_group(owner, Exit::kRetire));
   EXPECT_EQ(heap_->find(blocks[0].address)->state, BlockState::kQuarantined);
   EXPECT_EQ(heap_->find(reuse->address)->state, BlockState::kLive);
   EXPECT_EQ(heap_->find(reuse->address)->owner, kNoOwner);
@@ -244,53 +255,66 @@ TEST_F(GroupTest, RetireGroupByOwnerSkipsBlocksThatLeftOnTheirOwn) {
   EXPECT_EQ(after.counters.release_errors, 0u);
 }
 
-TEST_F(GroupTest, RetireGroupByOwnerRefusesAnUnknownOrRetiredOwner) {
+TEST_F(GroupTest, EndingAGroupRefusesAnUnknownOrRetiredOwner) {
   std::array<Allocation, 3> blocks;
   const OwnerId owner = must_allocate_module("twice", blocks);
-  ASSERT_TRUE(heap_->retire_group(owner));
+  ASSERT_TRUE(heap_->end_group(owner, Exit::kRetire));
   const HeapStats before = heap_->stats();
   LogCapture log;
   for (OwnerId bad : {owner, OwnerId{12345}, kNoOwner}) {
-    bool ran = false;
-    auto result = heap_->retire_group(bad, [&] { ran = true; });
-    ASSERT_FALSE(result);
-    EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);
-    EXPECT_THAT(result.error().message, HasSubstr("no such owner, or retired already"));
-    EXPECT_FALSE(ran);  // dropped
+    for (Exit exit : {Exit::kRetire, Exit::kRelease, Exit::kAbandon}) {
+      bool ran = false;
+      auto result = heap_->end_group(bad, exit, [&] { ran = true; });
+      ASSERT_FALSE(result);
+      EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);
+      EXPECT_THAT(result.error().message, HasSubstr("no such owner, or retired already"));
+      EXPECT_FALSE(ran);  // dropped
+    }
   }
   EXPECT_TRUE(log.contains("no such owner"));
   HeapStats after = heap_->stats();
-  EXPECT_EQ(after.counters.release_errors, before.counters.release_errors + 3);
+  EXPECT_EQ(after.counters.release_errors, before.counters.release_errors + 9);
   after.counters.release_errors = before.counters.release_errors;
   EXPECT_EQ(after, before);
 }
 
-// A group larger than the record tracks can still be retired with its addresses, not by owner.
-TEST_F(GroupTest, ALargeGroupNeedsItsAddresses) {
+// Groups have no size limit: a hundred blocks, some released on their own in between (each
+// leaves a hole in the list that the last one fills), more added one by one, all end by owner.
+TEST_F(GroupTest, AGroupOfAnySizeEndsByOwner) {
   std::vector<BlockRequest> requests(
-      kMaxGroupByOwner + 1, BlockRequest{.arena = Arena::kData, .size = 32, .alignment = 16});
+      100, BlockRequest{.arena = Arena::kData, .size = 32, .alignment = 16});
   std::vector<Allocation> blocks(requests.size());
   auto owner = heap_->allocate_group("large", requests, blocks);
-  ASSERT_TRUE(owner);
-  const HeapStats before = heap_->stats();
-  {
-    LogCapture log;
-    auto refused = heap_->retire_group(*owner);
-    ASSERT_FALSE(refused);
-    EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
-    EXPECT_THAT(refused.error().message, HasSubstr("pass their addresses"));
+  ASSERT_TRUE(owner) << owner.error().message;
+  size_t ended = 0;
+  for (size_t i = 0; i < blocks.size(); i += 7, ++ended) {
+    ASSERT_TRUE(heap_->release(blocks[i].address));
   }
-  HeapStats after = heap_->stats();
-  after.counters.release_errors = before.counters.release_errors;
-  EXPECT_EQ(after, before);
-  std::vector<uintptr_t> addresses;
-  for (const Allocation& block : blocks) addresses.push_back(block.address);
-  ASSERT_TRUE(heap_->retire_group(*owner, addresses));
-  EXPECT_EQ(heap_->stats().counters.retires, requests.size());
+  std::vector<uintptr_t> later;
+  for (int i = 0; i < 20; ++i) {
+    auto block = heap_->allocate(Arena::kCode, 48, 16, *owner);
+    ASSERT_TRUE(block);
+    later.push_back(block->address);
+  }
+  const size_t live = blocks.size() - ended + later.size();
+  ASSERT_EQ(heap_->stats().owners[0].live_blocks, live);
+  ASSERT_TRUE(heap_->end_group(*owner, Exit::kRetire));
+  const HeapStats stats = heap_->stats();
+  EXPECT_EQ(stats.counters.retires, live);
+  EXPECT_EQ(stats.owners[0].live_blocks, 0u);
+  EXPECT_EQ(stats.owners[0].quarantined_blocks, blocks.size() + later.size());
+  for (const Allocation& block : blocks) {
+    EXPECT_EQ(heap_->find(block.address)->state, BlockState::kQuarantined);
+  }
+  for (uintptr_t address : later) {
+    EXPECT_EQ(heap_->find(address)->state, BlockState::kQuarantined);
+  }
+  EXPECT_EQ(heap_->reclaim(kNothingReferenced).reclaimed_blocks, blocks.size() + later.size());
+  EXPECT_TRUE(heap_->stats().owners.empty());
 }
 
 // A failed group leaves nothing behind, not even blocks the owner's record could point at.
-TEST_F(GroupTest, AFailedGroupCannotBeRetiredByOwner) {
+TEST_F(GroupTest, AFailedGroupCannotBeEnded) {
   std::array<BlockRequest, 2> requests = {{
       {.arena = Arena::kCode, .size = 64, .alignment = 16},
       {.arena = Arena::kData, .size = size_t{1} << 40, .alignment = 16},
@@ -299,7 +323,7 @@ TEST_F(GroupTest, AFailedGroupCannotBeRetiredByOwner) {
   auto failed = heap_->allocate_group("fails", requests, blocks);
   ASSERT_FALSE(failed);
   // Owner ids are handed out in order: the failed group's would have been the first.
-  auto result = heap_->retire_group(OwnerId{1});
+  auto result = heap_->end_group(OwnerId{1}, Exit::kRetire);
   ASSERT_FALSE(result);
   EXPECT_THAT(result.error().message, HasSubstr("no such owner"));
 }

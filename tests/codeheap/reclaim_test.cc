@@ -111,10 +111,10 @@ TEST_F(ReclaimTest, BytesFreedBeforeTheCallbacksAreFreeWhileTheyRun) {
   auto second = heap_->allocate_group("with-callback", {&request, 1}, {&with_callback, 1});
   ASSERT_TRUE(first && second);
   const size_t free_before = heap_->stats().arenas[static_cast<int>(Arena::kCode)].free_bytes;
-  ASSERT_TRUE(heap_->retire_group(*first));
+  ASSERT_TRUE(heap_->end_group(*first, Exit::kRetire));
   size_t free_inside = 0;
   bool ran = false;
-  ASSERT_TRUE(heap_->retire_group(*second, [&] {
+  ASSERT_TRUE(heap_->end_group(*second, Exit::kRetire, [&] {
     ran = true;
     free_inside = heap_->stats().arenas[static_cast<int>(Arena::kCode)].free_bytes;
   }));
@@ -223,7 +223,7 @@ TEST_F(ReclaimTest, AnAllocationThatFindsNoRoomReclaimsAndRetriesOnce) {
 
   // Nothing to reclaim (every block kept): one pass, then the error, with the heap as it was
   // but for the failure and the pass.
-  ASSERT_TRUE(heap_->retire_group(*group));
+  ASSERT_TRUE(heap_->end_group(*group, Exit::kRetire));
   for (int i = 0; i < 62; ++i) {
     auto more = heap_->allocate(Arena::kCode, 1024, 16);
     ASSERT_TRUE(more);

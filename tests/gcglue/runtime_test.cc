@@ -867,6 +867,37 @@ void finalize_baseline(Runtime& runtime, uint64_t count) {
   ASSERT_EQ(runtime.counters().tier(Tier::kBaseline).code_objects_finalized, count);
 }
 
+// One identity from the heap up: the code object's owner owns its blocks, names its private
+// symbols and is the engine's handle of the module.
+TEST_F(RuntimeTest, ACodeObjectIsTheHeapOwnerOfItsUnit) {
+  auto compiled = runtime_->compile(parse_module(llvm::formatv(kCounterIr, 1).str()), "counter");
+  ASSERT_TRUE(bool(compiled)) << llvm::toString(compiled.takeError());
+  const OwnerId owner = runtime_->owner(compiled->code);
+  ASSERT_NE(owner, kNoOwner);
+  for (const auto& entry : compiled->definitions) {
+    auto block = runtime_->heap().find(reinterpret_cast<uintptr_t>(entry.getValue()));
+    ASSERT_TRUE(block.has_value()) << entry.getKey().str();
+    EXPECT_EQ(block->owner, owner) << entry.getKey().str();
+  }
+  auto private_next = runtime_->engine().lookup("next.co" + std::to_string(owner));
+  ASSERT_TRUE(bool(private_next)) << llvm::toString(private_next.takeError());
+  EXPECT_EQ(private_next->toPtr<void*>(), compiled->definitions["next"]);
+  EXPECT_EQ(runtime_->owner(nullptr), kNoOwner);
+
+  // An adopted unit is its owner too; an owner adopted already is refused.
+  OwnerId adopted = kNoOwner;
+  AdoptedUnit unit = emit_load_unit(runtime_->heap(), 7, &adopted);
+  CodeObject* code = take(runtime_->adopt(adopted, 64, {}, "adopted"));
+  ASSERT_NE(code, nullptr);
+  EXPECT_EQ(runtime_->owner(code), adopted);
+  auto again = runtime_->adopt(adopted, 64, {}, "adopted again");
+  ASSERT_FALSE(bool(again));
+  const std::string refusal = llvm::toString(again.takeError());
+  EXPECT_NE(refusal.find("already belongs to a code object"), std::string::npos) << refusal;
+  EXPECT_EQ(runtime_->counters().code_objects_created, 2u);
+  (void)unit;
+}
+
 TEST_F(RuntimeTest, AdoptedUnitIsRetiredThenReclaimedAndItsOnGoneRunsOnce) {
   g_gone = 0;
   AdoptedUnit unit = garbage_adopted_unit(*runtime_, /*park_unit=*/false);

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -472,6 +473,65 @@ TEST(OrcEngine, LinkModuleFailsLikeAddModuleAndLeavesTheHeapAsItWas) {
   EXPECT_THAT(error, HasSubstr("nowhere_to_be_found"));
   EXPECT_EQ(statsWithoutCounters(*heap), before);
   EXPECT_EQ(engine->liveModules(), 0u);
+}
+
+// The owner of a module's heap blocks is its handle: one id from the blocks up.
+TEST(OrcEngine, AModulesHandleIsTheHeapOwnerOfItsBlocks) {
+  auto heap = makeSmallHeap("orc-module-owner");
+  ASSERT_NE(heap, nullptr);
+  auto engine = makeEngine(*heap);
+  ASSERT_NE(engine, nullptr);
+  auto owner_of = [&](OwnerId id) -> std::optional<OwnerStats> {
+    for (const OwnerStats& o : heap->stats().owners) {
+      if (o.id == id) return o;
+    }
+    return std::nullopt;
+  };
+
+  auto linked =
+      engine->linkModule(parseThreadSafeModule(testdata::ir("definitions")), "definitions");
+  ASSERT_TRUE(static_cast<bool>(linked)) << errorText(linked.takeError());
+  const OwnerId owner = linked->handle.owner;
+  ASSERT_NE(owner, kNoOwner);
+  for (const auto& entry : linked->definitions) {
+    EXPECT_EQ(heap->find(entry.getValue().getValue())->owner, owner) << entry.getKey().str();
+  }
+  ASSERT_TRUE(owner_of(owner));
+  EXPECT_EQ(owner_of(owner)->name, "definitions");
+  EXPECT_EQ(owner_of(owner)->live_bytes, linked->heap_bytes);
+  ASSERT_EQ(errorText(engine->removeModule(linked->handle)), "");
+  EXPECT_TRUE(owner_of(owner)->retired);
+
+  // An owner the caller chose first (a runtime names the module's symbols after it).
+  const OwnerId chosen = heap->register_owner("chosen");
+  auto mine =
+      engine->linkModule(parseThreadSafeModule(testdata::ir("fib")), "fib", nullptr, chosen);
+  ASSERT_TRUE(static_cast<bool>(mine)) << errorText(mine.takeError());
+  EXPECT_EQ(mine->handle.owner, chosen);
+  EXPECT_EQ(heap->find(mine->definitions["fib"].getValue())->owner, chosen);
+
+  // A failed link leaves the caller's owner registered, without blocks.
+  const OwnerId unlucky = heap->register_owner("unlucky");
+  auto failed = engine->linkModule(parseThreadSafeModule(R"IR(
+    declare i64 @nowhere_to_be_found()
+    define i64 @g() {
+      %r = call i64 @nowhere_to_be_found()
+      ret i64 %r
+    }
+  )IR"),
+                                   "unlucky", nullptr, unlucky);
+  ASSERT_FALSE(static_cast<bool>(failed));
+  llvm::consumeError(failed.takeError());
+  ASSERT_TRUE(owner_of(unlucky));
+  EXPECT_FALSE(owner_of(unlucky)->retired);
+  EXPECT_EQ(owner_of(unlucky)->live_blocks, 0u);
+
+  // A module that defines nothing is never linked: removing it retires its owner all the same.
+  auto empty = engine->addModule("define internal void @alone() {\n  ret void\n}\n", "empty");
+  ASSERT_TRUE(static_cast<bool>(empty)) << errorText(empty.takeError());
+  ASSERT_TRUE(owner_of(empty->owner));
+  ASSERT_EQ(errorText(engine->removeModule(*empty)), "");
+  EXPECT_FALSE(owner_of(empty->owner));
 }
 
 TEST(OrcEngine, TwoThreadsLinkModulesAtOnce) {

@@ -81,21 +81,24 @@ constexpr MemProt kRX = MemProt::Read | MemProt::Exec;
 constexpr MemProt kRW = MemProt::Read | MemProt::Write;
 constexpr MemProt kR = MemProt::Read;
 
+// Adds one finalize/dealloc action pair to `graph`.
+llvm::Error addActions(llvm::jitlink::LinkGraph& graph) {
+  using Call = llvm::orc::shared::WrapperFunctionCall;
+  using NoArgs = llvm::orc::shared::SPSArgList<>;
+  auto finalize = Call::Create<NoArgs>(ExecutorAddr::fromPtr(&orcTestFinalizeAction));
+  if (!finalize) return finalize.takeError();
+  auto dealloc = Call::Create<NoArgs>(ExecutorAddr::fromPtr(&orcTestDeallocAction));
+  if (!dealloc) return dealloc.takeError();
+  graph.allocActions().push_back({std::move(*finalize), std::move(*dealloc)});
+  return llvm::Error::success();
+}
+
 // Adds one finalize/dealloc action pair to every graph.
 class ActionsPlugin : public jit::StatelessLinkPlugin {
  public:
   void modifyPassConfig(llvm::orc::MaterializationResponsibility&, llvm::jitlink::LinkGraph&,
                         llvm::jitlink::PassConfiguration& config) override {
-    config.PostAllocationPasses.push_back([](llvm::jitlink::LinkGraph& graph) -> llvm::Error {
-      using Call = llvm::orc::shared::WrapperFunctionCall;
-      using NoArgs = llvm::orc::shared::SPSArgList<>;
-      auto finalize = Call::Create<NoArgs>(ExecutorAddr::fromPtr(&orcTestFinalizeAction));
-      if (!finalize) return finalize.takeError();
-      auto dealloc = Call::Create<NoArgs>(ExecutorAddr::fromPtr(&orcTestDeallocAction));
-      if (!dealloc) return dealloc.takeError();
-      graph.allocActions().push_back({std::move(*finalize), std::move(*dealloc)});
-      return llvm::Error::success();
-    });
+    config.PostAllocationPasses.emplace_back(addActions);
   }
 };
 
@@ -284,9 +287,9 @@ TEST_F(OrcMemoryManager, SegmentsLandInTheirArenasThroughTheWritableAlias) {
   EXPECT_EQ(statsWithoutCounters(*heap_), empty_) << heap_->dump_text();
 }
 
-// The heap retires a link's blocks by owner alone for up to kMaxGroupByOwner segments; a graph
-// with more (unusual protections, both lifetimes) is retired by its addresses instead.
-TEST_F(OrcMemoryManager, AGraphWithMoreSegmentsThanTheHeapTracksIsStillRetired) {
+// The heap ends a link's blocks by owner alone however many segments the graph has (here
+// unusual protections, both lifetimes).
+TEST_F(OrcMemoryManager, AGraphWithManySegmentsIsRetiredByOwner) {
   HeapJITLinkMemoryManager memory(*heap_);
   const AllocGroup groups[] = {kR,
                                kRW,
@@ -295,7 +298,6 @@ TEST_F(OrcMemoryManager, AGraphWithMoreSegmentsThanTheHeapTracksIsStillRetired) 
                                AllocGroup(MemProt::Exec),
                                AllocGroup(kR, MemLifetime::Finalize),
                                AllocGroup(kRW, MemLifetime::Finalize)};
-  static_assert(std::size(groups) > kMaxGroupByOwner);
   SimpleSegmentAlloc::SegmentMap segments;
   for (const AllocGroup& group : groups) segments[group] = {32, llvm::Align(16)};
   auto alloc = allocate(memory, std::move(segments));
@@ -312,6 +314,74 @@ TEST_F(OrcMemoryManager, AGraphWithMoreSegmentsThanTheHeapTracksIsStillRetired) 
   EXPECT_EQ(retired.counters.release_errors, 0u);
   heap_->reclaim([](uintptr_t, uintptr_t) { return false; });
   EXPECT_EQ(statsWithoutCounters(*heap_), empty_) << heap_->dump_text();
+}
+
+// InFlightAlloc::abandon, waited for: its error's text ("" for success).
+std::string abandonNow(llvm::jitlink::JITLinkMemoryManager::InFlightAlloc& alloc) {
+  std::string text = "not called back";
+  alloc.abandon([&](llvm::Error err) { text = errorText(std::move(err)); });
+  return text;
+}
+
+// A graph of one code and one data block, as a link would hand it to the memory manager.
+std::unique_ptr<llvm::jitlink::LinkGraph> makeGraph(const char* name) {
+  static const char kCode[] = {'\xC3'};
+  auto graph = std::make_unique<llvm::jitlink::LinkGraph>(
+      name, llvm::Triple("x86_64-unknown-linux-gnu"), 8, llvm::endianness::little,
+      llvm::jitlink::getGenericEdgeKindName);
+  graph->createContentBlock(graph->createSection(".text", kRX), llvm::ArrayRef(kCode, 1),
+                            llvm::orc::ExecutorAddr(), 16, 0);
+  graph->createZeroFillBlock(graph->createSection(".bss", kRW), 64, llvm::orc::ExecutorAddr(), 8,
+                             0);
+  return graph;
+}
+
+// The engine chooses a module's owner before its link (placeUnder): the blocks join it, a failed
+// link leaves it to its caller without blocks, and deallocation retires it.
+TEST_F(OrcMemoryManager, AGraphPlacedUnderAnOwnerJoinsIt) {
+  HeapJITLinkMemoryManager memory(*heap_);
+  const OwnerId owner = heap_->register_owner("chosen");
+  auto graph = makeGraph("placed");
+  memory.placeUnder(*graph, owner);
+  auto abandoned = memory.allocate(nullptr, *graph);
+  ASSERT_TRUE(static_cast<bool>(abandoned)) << errorText(abandoned.takeError());
+  EXPECT_EQ(heap_->find((*graph->blocks().begin())->getAddress().getValue())->owner, owner);
+  ASSERT_EQ(heap_->stats().owners.size(), 1u);
+  EXPECT_EQ(heap_->stats().owners[0].live_blocks, 2u);
+  ASSERT_EQ(abandonNow(**abandoned), "");
+  HeapStats stats = heap_->stats();
+  ASSERT_EQ(stats.owners.size(), 1u);  // still the caller's
+  EXPECT_FALSE(stats.owners[0].retired);
+  EXPECT_EQ(stats.owners[0].live_blocks, 0u);
+
+  // The link again, under the same owner, to the end.
+  graph = makeGraph("placed");
+  memory.placeUnder(*graph, owner);
+  auto alloc = memory.allocate(nullptr, *graph);
+  ASSERT_TRUE(static_cast<bool>(alloc)) << errorText(alloc.takeError());
+  auto finalized = (*alloc)->finalize();
+  ASSERT_TRUE(static_cast<bool>(finalized)) << errorText(finalized.takeError());
+  EXPECT_EQ(heap_->stats().owners[0].id, owner);
+  ASSERT_EQ(errorText(memory.deallocate(std::move(*finalized))), "");
+  EXPECT_TRUE(heap_->stats().owners[0].retired);
+  heap_->reclaim([](uintptr_t, uintptr_t) { return false; });
+  EXPECT_EQ(statsWithoutCounters(*heap_), empty_) << heap_->dump_text();
+}
+
+TEST_F(OrcMemoryManager, AForgottenPlacementGetsAnOwnerOfItsOwn) {
+  HeapJITLinkMemoryManager memory(*heap_);
+  const OwnerId owner = heap_->register_owner("not this one");
+  auto graph = makeGraph("own owner");
+  memory.placeUnder(*graph, owner);
+  memory.forgetPlacement(*graph);
+  auto alloc = memory.allocate(nullptr, *graph);
+  ASSERT_TRUE(static_cast<bool>(alloc)) << errorText(alloc.takeError());
+  const HeapStats stats = heap_->stats();
+  ASSERT_EQ(stats.owners.size(), 2u);
+  EXPECT_EQ(stats.owners[0].live_blocks, 0u);
+  EXPECT_EQ(stats.owners[1].name, "own owner");
+  EXPECT_EQ(stats.owners[1].live_blocks, 2u);
+  ASSERT_EQ(abandonNow(**alloc), "");
 }
 
 TEST_F(OrcMemoryManager, TrapNowModeFillsReleasedCodeWithTraps) {
