@@ -50,9 +50,9 @@ class EngineCycle final : public Workload {
   void run(size_t count) override {
     for (size_t i = 0; i < count; ++i) {
       jit::ModuleHandle module =
-          check(engine_->addModule(parse_module(kModuleIr, "tiny"), "tiny"), "addModule");
+          check(engine_->add_module(parse_module(kModuleIr, "tiny"), "tiny"), "add_module");
       call_and_check(check(engine_->lookup("tiny_inc"), "lookup"));
-      check(engine_->removeModule(module), "removeModule");
+      check(engine_->remove_module(module), "remove_module");
       if (++removals_ % kReclaimEvery == 0) heap_->reclaim(nothing_referenced);
     }
   }

@@ -3,13 +3,13 @@
 // swap/*: redefinition without code generation. The new body is linked untimed before each
 //   batch (the small request: 256 B code + 64 B constants); the timed step points the function
 //   at it and gives the previous body's memory back:
-//     entry_cell  EntryCell::setTarget, then HeapJITLinkMemoryManager::deallocate of the old
+//     entry_cell  EntryCell::set_target, then HeapJITLinkMemoryManager::deallocate of the old
 //                 body (its blocks retired to quarantine; a reclaim pass every kReclaimEvery
 //                 swaps, amortized into the time);
 //     orc_stubs   LLVM's equivalent: LocalIndirectStubsManager::updatePointer, then
 //                 InProcessMemoryManager::deallocate of the old body.
 // redefine/*: the whole redefinition, code generation included, for context:
-//     engine       Engine::defineFunction (reclaim as above);
+//     engine       Engine::define_function (reclaim as above);
 //     stock_lljit  stock LLJIT + an ORC stub: add the new version under a ResourceTracker of its
 //                  own, look it up, updatePointer, remove the previous version's tracker.
 // call/*: a tight loop calling a tiny JIT function (x + 1) directly, through an entry cell and
@@ -111,7 +111,7 @@ class EntryCellSwap final : public Workload {
   void run(size_t count) override {
     for (size_t i = 0; i < count; ++i) {
       JITLinkMemoryManager::FinalizedAlloc previous = bodies_.advance(i);
-      cell_->setTarget(bodies_.current());
+      cell_->set_target(bodies_.current());
       deallocate(memory_, std::move(previous));
       if (++swaps_ % kReclaimEvery == 0) heap_->reclaim(nothing_referenced);
     }
@@ -159,12 +159,12 @@ class EngineRedefine final : public Workload {
  public:
   EngineRedefine()
       : heap_(make_heap("bench")), engine_(check(jit::Engine::create(*heap_), "Engine")) {
-    stub_ = check(engine_->defineFunction("hot", kHotIr), "defineFunction");
+    stub_ = check(engine_->define_function("hot", kHotIr), "define_function");
   }
 
   void run(size_t count) override {
     for (size_t i = 0; i < count; ++i) {
-      check(engine_->defineFunction("hot", kHotIr), "defineFunction");
+      check(engine_->define_function("hot", kHotIr), "define_function");
       call_and_check(stub_);
       if (++swaps_ % kReclaimEvery == 0) heap_->reclaim(nothing_referenced);
     }
@@ -195,7 +195,7 @@ class StockRedefine final : public Workload {
 
  private:
   // Adds a new version of @hot under a private name (two versions are alive at once, as with
-  // Engine::defineFunction) and returns its address.
+  // Engine::define_function) and returns its address.
   ExecutorAddr link_version() {
     const std::string name = "hot.v" + std::to_string(++version_);
     llvm::orc::ThreadSafeModule module = parse_module(kHotIr, name);
@@ -216,7 +216,7 @@ class StockRedefine final : public Workload {
 class CallTargets {
  public:
   CallTargets() : heap_(make_heap("bench")), engine_(check(jit::Engine::create(*heap_), "Engine")) {
-    check(engine_->addModule(kHotIr, "hot"), "addModule");
+    check(engine_->add_module(kHotIr, "hot"), "add_module");
     body_ = check(engine_->lookup("hot"), "lookup");
     cell_ = check(jit::EntryCell::create(*heap_, "hot_cell", body_), "EntryCell");
     stubs_ = make_stubs_manager();

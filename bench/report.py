@@ -261,9 +261,9 @@ def rows(results):
                    f"{ratio:.3f}"))
 
     H = "4 Hot-swap"
-    out.append(speed_row(results, H, "redefine without codegen: EntryCell::setTarget + dealloc old body",
+    out.append(speed_row(results, H, "redefine without codegen: EntryCell::set_target + dealloc old body",
                          "swap/entry_cell", "swap/orc_stubs", "ORC stub updatePointer + InProcessMemoryManager"))
-    out.append(speed_row(results, H, "redefine with codegen: Engine::defineFunction",
+    out.append(speed_row(results, H, "redefine with codegen: Engine::define_function",
                          "redefine/engine", "redefine/stock_lljit", "stock LLJIT + ORC stub"))
     for path, label in (("entry_cell", "entry cell"), ("orc_stub", "ORC stub (LLVM)")):
         via, direct = results.cpu_ns(f"call/{path}"), results.cpu_ns("call/direct")

@@ -15,7 +15,7 @@
 // such as the trap bytes of released code, has already executed), or, for SIGSEGV and SIGBUS,
 // whose fault address does. The line names the signal, the block's state (live, quarantined,
 // released, or free with the block that was last there), the owner's name (the heap owner: the
-// module name given to compile / addModule / codeheap_compile, as the heap dump shows it), the
+// module name given to compile / add_module / codeheap_compile, as the heap dump shows it), the
 // offset in the block and the JIT function with its offset where the link named it
 // (jit::Engine names every function it links; Heap::add_symbols). A fault address next to the
 // stack pointer is called a stack overflow. The lookup takes no lock (Heap::describe) and the

@@ -189,12 +189,12 @@ struct Runtime::Impl {
     });
     if (renamed) return fail(std::move(renamed));
     jit::CompiledModule kept;  // the object code, if the heap is full
-    auto linked = engine->linkModule(std::move(module), name, &kept, owner);
+    auto linked = engine->link_module(std::move(module), name, &kept, owner);
     if (!linked) {
       llvm::Error err = linked.takeError();
       const std::string what = "compile '" + name.str() + "'";
       if (!kept || !collect_for_room(err, what)) return fail(std::move(err));
-      linked = engine->linkModule(std::move(kept));
+      linked = engine->link_module(std::move(kept));
       if (!linked) return fail(still_full(linked.takeError(), what));
     }
 
@@ -211,7 +211,7 @@ struct Runtime::Impl {
     auto code = make_code_object(std::move(unit), owner, "compile '" + name.str() + "'", literals,
                                  elapsed_ns(start));
     if (!code) {
-      return llvm::joinErrors(code.takeError(), engine->removeModule(linked->handle));
+      return llvm::joinErrors(code.takeError(), engine->remove_module(linked->handle));
     }
     compiled.code = *code;
     return compiled;
@@ -259,7 +259,7 @@ struct Runtime::Impl {
   // collects, consumes `error` and returns true: try once more. Otherwise returns false, with
   // `error` as it was (and a note if the heap is full but this thread cannot collect).
   bool collect_for_room(llvm::Error& error, const llvm::Twine& what) {
-    if (!jit::isOutOfMemory(error)) return false;
+    if (!jit::is_out_of_memory(error)) return false;
     if (!GC_thread_is_registered()) {
       error = llvm::joinErrors(
           make_error(what.str() + ": the code heap is full, and this thread cannot collect "
@@ -281,7 +281,7 @@ struct Runtime::Impl {
 
   // The error of the attempt after collect_for_room, saying so if the heap is still full.
   static llvm::Error still_full(llvm::Error error, const llvm::Twine& what) {
-    if (!jit::isOutOfMemory(error)) return error;
+    if (!jit::is_out_of_memory(error)) return error;
     return llvm::joinErrors(
         make_error(what.str() + ": the code heap is full even after collecting garbage and "
                                 "reclaiming"),
@@ -322,7 +322,7 @@ struct Runtime::Impl {
 
   // Hands the unit's blocks to the heap's quarantine.
   llvm::Error retire(OwnerId owner, Unit& unit) {
-    if (!unit.adopted) return engine->removeModule(jit::ModuleHandle{owner});
+    if (!unit.adopted) return engine->remove_module(jit::ModuleHandle{owner});
     Result<void> result = heap->end_group(owner, Exit::kRetire, std::move(unit.on_gone));
     if (!result) {
       return make_error("retiring the blocks of owner " + std::to_string(owner) + ": " +
@@ -365,8 +365,8 @@ llvm::Expected<std::unique_ptr<Runtime>> Runtime::create(RuntimeOptions options)
   auto engine = jit::Engine::create(*impl->heap, options.engine);
   if (!engine) return engine.takeError();
   impl->engine = std::move(*engine);
-  impl->target_triple = impl->engine->targetTriple().str();
-  impl->data_layout = impl->engine->dataLayout().getStringRepresentation();
+  impl->target_triple = impl->engine->target_triple().str();
+  impl->data_layout = impl->engine->data_layout().getStringRepresentation();
   auto registry = scan::ThreadRegistry::create(options.scan);
   if (!registry) return registry.takeError();
   impl->registry = std::move(*registry);
@@ -483,7 +483,7 @@ llvm::ArrayRef<void*> Runtime::literals(const CodeObject* code) const {
 llvm::Expected<void*> Runtime::define_function(llvm::StringRef name, llvm::StringRef ir) {
   void* stub = nullptr;
   llvm::Error err = with_code_space("define '" + name + "'", [&]() -> llvm::Error {
-    auto defined = impl_->engine->defineFunction(name, ir);
+    auto defined = impl_->engine->define_function(name, ir);
     if (!defined) return defined.takeError();
     stub = defined->toPtr<void*>();
     return llvm::Error::success();
@@ -502,7 +502,7 @@ llvm::Error Runtime::with_code_space(const llvm::Twine& what,
 llvm::Error Runtime::define_host_symbol(llvm::StringRef name, void* address) {
   llvm::StringMap<llvm::orc::ExecutorAddr> symbols;
   symbols[name] = llvm::orc::ExecutorAddr::fromPtr(address);
-  return impl_->engine->defineHostSymbols(symbols);
+  return impl_->engine->define_host_symbols(symbols);
 }
 
 llvm::Error Runtime::register_current_thread() {
@@ -548,7 +548,7 @@ size_t Runtime::safepoint() { return impl_->safepoint(); }
 ReclaimReport Runtime::reclaim() { return impl_->reclaim(); }
 
 llvm::Error Runtime::warm_up(llvm::orc::ThreadSafeModule module) {
-  return impl_->engine->warmUp(std::move(module));
+  return impl_->engine->warm_up(std::move(module));
 }
 
 CollectReport Runtime::collect() { return impl_->collect(); }

@@ -139,7 +139,7 @@ class Runtime {
     CodeObject* code = nullptr;
     // Every externally visible function/data definition of the module, by its name as written
     // in the module given to compile (before the private renaming), to its address. Taken from
-    // the link itself (jit::Engine::linkModule), not looked up afterwards.
+    // the link itself (jit::Engine::link_module), not looked up afterwards.
     llvm::StringMap<void*> definitions;
   };
   // Compiles and links `module` (its identifier becomes `name`, for errors, logs and the heap
@@ -148,7 +148,7 @@ class Runtime {
   // engine's (target_triple(), data_layout()). May run on any registered thread. A full heap
   // is collected and the link retried (see above) with the object code the first attempt kept
   // (jit::CompiledModule): the module is compiled once.
-  // Compiles `module` through the engine's compiler without linking it (jit::Engine::warmUp):
+  // Compiles `module` through the engine's compiler without linking it (jit::Engine::warm_up):
   // for a runtime's start-up, so that its first real compile does not pay LLVM's one-time
   // costs. Nothing reaches the heap or the counters.
   llvm::Error warm_up(llvm::orc::ThreadSafeModule module);
@@ -189,7 +189,7 @@ class Runtime {
 
   // Runs `attempt`, which allocates in the code heap itself (say, an emitter writing a stencil
   // unit with jit::CodeUnitBuilder before adopt()); if it fails because the heap is full
-  // (jit::isOutOfMemory), collects and runs it once more, as compile() does (see above). `what`
+  // (jit::is_out_of_memory), collects and runs it once more, as compile() does (see above). `what`
   // names the request in the log and in the error of a second failure. The attempt must leave
   // the heap as it was when it fails.
   llvm::Error with_code_space(const llvm::Twine& what, llvm::function_ref<llvm::Error()> attempt);

@@ -16,8 +16,8 @@
 
 namespace codeheap::jit {
 
-using engine_internal::makeError;
-using engine_internal::parseModule;
+using engine_internal::jit_error;
+using engine_internal::parse_module;
 using llvm::Error;
 using llvm::Expected;
 using llvm::StringRef;
@@ -30,10 +30,10 @@ namespace {
 // definition of `name` is renamed to `body_name`, the only symbol it exports; everything else
 // it defines becomes internal, so two versions alive at once (the new one is linked before the
 // old one is removed) never define the same symbol.
-Error makeBody(llvm::Module& module, StringRef name, StringRef body_name) {
+Error make_body(llvm::Module& module, StringRef name, StringRef body_name) {
   llvm::Function* function = module.getFunction(name);
   if (function == nullptr || function->isDeclaration())
-    return makeError("module '" + module.getModuleIdentifier() + "' does not define function '" +
+    return jit_error("module '" + module.getModuleIdentifier() + "' does not define function '" +
                      name + "'");
   for (llvm::GlobalValue& value : module.global_values()) {
     if (&value == function || value.isDeclaration() || value.hasLocalLinkage() ||
@@ -45,7 +45,7 @@ Error makeBody(llvm::Module& module, StringRef name, StringRef body_name) {
   }
   function->setName(body_name);
   if (function->getName() != body_name)  // LLVM uniqued it: the module already used the name
-    return makeError("module '" + module.getModuleIdentifier() + "' already defines '" + body_name +
+    return jit_error("module '" + module.getModuleIdentifier() + "' already defines '" + body_name +
                      "', the engine's private name for a version of '" + name + "'");
   function->setLinkage(llvm::GlobalValue::ExternalLinkage);
   function->setVisibility(llvm::GlobalValue::DefaultVisibility);
@@ -62,20 +62,20 @@ Engine::Impl::Impl(Heap& heap, EngineOptions options)
       memory(heap, this->options.retire_mode),
       links(std::make_shared<engine_internal::ModuleLinks>(memory)) {}
 
-Expected<std::unique_ptr<llvm::orc::ObjectLayer>> Engine::Impl::createLinkingLayer(
+Expected<std::unique_ptr<llvm::orc::ObjectLayer>> Engine::Impl::create_linking_layer(
     llvm::orc::ExecutionSession& session) {
   auto layer = std::make_unique<llvm::orc::ObjectLinkingLayer>(session, memory);
   // Frames stay registered until the heap reclaims a removed module (eh_frame_plugin.h).
   layer->addPlugin(std::make_unique<DeferredEHFramePlugin>());
   layer->addPlugin(links);
-  layer->addPlugin(engine_internal::makeFunctionNamer(heap));
-  if (Error err = addVisibilityPlugins(*layer, session, options.visibility)) return err;
+  layer->addPlugin(engine_internal::make_function_namer(heap));
+  if (Error err = add_visibility_plugins(*layer, session, options.visibility)) return err;
   for (const auto& plugin : options.plugins) layer->addPlugin(plugin);
   return std::unique_ptr<llvm::orc::ObjectLayer>(std::move(layer));
 }
 
 Expected<std::unique_ptr<Engine>> Engine::create(Heap& heap, EngineOptions options) {
-  auto target = targetMachineBuilder(options);
+  auto target = target_machine_builder(options);
   if (!target) return target.takeError();
 
   auto impl = std::make_unique<Impl>(heap, std::move(options));
@@ -84,7 +84,7 @@ Expected<std::unique_ptr<Engine>> Engine::create(Heap& heap, EngineOptions optio
   builder.setJITTargetMachineBuilder(std::move(*target))
       .setObjectLinkingLayerCreator(
           [state](llvm::orc::ExecutionSession& session, const llvm::Triple&) {
-            return state->createLinkingLayer(session);
+            return state->create_linking_layer(session);
           })
       .setPlatformSetUp(llvm::orc::setUpInactivePlatform)
       // Each caller compiles on its own thread (see engine.h), with a pooled TargetMachine. Not
@@ -129,7 +129,7 @@ CompiledModule& CompiledModule::operator=(CompiledModule&&) noexcept = default;
 
 StringRef CompiledModule::name() const { return state_ ? StringRef(state_->name) : StringRef(); }
 
-size_t CompiledModule::objectBytes() const {
+size_t CompiledModule::object_bytes() const {
   return state_ && state_->object ? state_->object->getBufferSize() : 0;
 }
 
@@ -137,29 +137,30 @@ Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Engine::~Engine() = default;
 
-Error Engine::warmUp(ThreadSafeModule module) {
-  if (!module) return makeError("warmUp: the module is empty");
+Error Engine::warm_up(ThreadSafeModule module) {
+  if (!module) return jit_error("warm_up: the module is empty");
   return module.withModuleDo([&](llvm::Module& m) -> Error {
     auto object = impl_->jit->getIRCompileLayer().getCompiler()(m);
     if (!object)
-      return llvm::joinErrors(makeError("warmUp: cannot compile '" + m.getModuleIdentifier() + "'"),
-                              object.takeError());
+      return llvm::joinErrors(
+          jit_error("warm_up: cannot compile '" + m.getModuleIdentifier() + "'"),
+          object.takeError());
     return Error::success();
   });
 }
 
-Expected<ModuleHandle> Engine::addModule(ThreadSafeModule module, StringRef name) {
+Expected<ModuleHandle> Engine::add_module(ThreadSafeModule module, StringRef name) {
   return impl_->add(std::move(module), name);
 }
 
-Expected<ModuleHandle> Engine::addModule(StringRef ir_text, StringRef name) {
-  auto module = parseModule(ir_text, name);
+Expected<ModuleHandle> Engine::add_module(StringRef ir_text, StringRef name) {
+  auto module = parse_module(ir_text, name);
   if (!module) return module.takeError();
   return impl_->add(std::move(*module), name);
 }
 
-Expected<LinkedModule> Engine::linkModule(ThreadSafeModule module, StringRef name,
-                                          CompiledModule* keep_if_out_of_memory, OwnerId owner) {
+Expected<LinkedModule> Engine::link_module(ThreadSafeModule module, StringRef name,
+                                           CompiledModule* keep_if_out_of_memory, OwnerId owner) {
   LinkedModule linked;
   if (auto handle = impl_->add(std::move(module), name, &linked, keep_if_out_of_memory, owner);
       !handle)
@@ -167,9 +168,9 @@ Expected<LinkedModule> Engine::linkModule(ThreadSafeModule module, StringRef nam
   return linked;
 }
 
-Expected<LinkedModule> Engine::linkModule(CompiledModule compiled,
-                                          CompiledModule* keep_if_out_of_memory) {
-  if (!compiled) return makeError("linkModule: the CompiledModule is empty");
+Expected<LinkedModule> Engine::link_module(CompiledModule compiled,
+                                           CompiledModule* keep_if_out_of_memory) {
+  if (!compiled) return jit_error("link_module: the CompiledModule is empty");
   CompiledModule::State& kept = *compiled.state_;
   uint64_t token = 0;
   if (keep_if_out_of_memory != nullptr) {
@@ -187,20 +188,20 @@ Expected<LinkedModule> Engine::linkModule(CompiledModule compiled,
   return linked;
 }
 
-Error Engine::removeModule(ModuleHandle handle) { return impl_->remove(handle); }
+Error Engine::remove_module(ModuleHandle handle) { return impl_->remove(handle); }
 
-const llvm::Triple& Engine::targetTriple() const { return impl_->jit->getTargetTriple(); }
+const llvm::Triple& Engine::target_triple() const { return impl_->jit->getTargetTriple(); }
 
-const llvm::DataLayout& Engine::dataLayout() const { return impl_->jit->getDataLayout(); }
+const llvm::DataLayout& Engine::data_layout() const { return impl_->jit->getDataLayout(); }
 
-size_t Engine::liveModules() const {
+size_t Engine::live_modules() const {
   std::lock_guard<std::mutex> lock(impl_->modules_mutex);
   return impl_->modules.size();
 }
 
 Expected<ExecutorAddr> Engine::lookup(StringRef name) { return impl_->lookup(name); }
 
-Error Engine::defineHostSymbols(const llvm::StringMap<ExecutorAddr>& symbols) {
+Error Engine::define_host_symbols(const llvm::StringMap<ExecutorAddr>& symbols) {
   llvm::orc::SymbolMap definitions;
   for (const auto& entry : symbols) {
     definitions[impl_->jit->mangleAndIntern(entry.getKey())] =
@@ -209,9 +210,9 @@ Error Engine::defineHostSymbols(const llvm::StringMap<ExecutorAddr>& symbols) {
   return impl_->main().define(llvm::orc::absoluteSymbols(std::move(definitions)));
 }
 
-Expected<ExecutorAddr> Engine::defineFunction(StringRef name, ThreadSafeModule module) {
+Expected<ExecutorAddr> Engine::define_function(StringRef name, ThreadSafeModule module) {
   Impl& impl = *impl_;
-  auto context = [&] { return makeError("cannot define function '" + name + "'"); };
+  auto context = [&] { return jit_error("cannot define function '" + name + "'"); };
   std::lock_guard<std::mutex> lock(impl.cells_mutex);
   auto existing = impl.cells.find(name);
   llvm::orc::SymbolStringPtr symbol = impl.jit->mangleAndIntern(name);
@@ -225,14 +226,14 @@ Expected<ExecutorAddr> Engine::defineFunction(StringRef name, ThreadSafeModule m
         llvm::orc::SymbolLookupSet(symbol, llvm::orc::SymbolLookupFlags::WeaklyReferencedSymbol));
     if (!taken) return llvm::joinErrors(context(), taken.takeError());
     if (!taken->empty())
-      return llvm::joinErrors(context(), makeError("'" + name +
+      return llvm::joinErrors(context(), jit_error("'" + name +
                                                    "' is already defined by a module or as a "
                                                    "host symbol, so it cannot become redefinable"));
   }
 
   const std::string body_name = llvm::formatv("{0}.v{1}", name, impl.next_version++).str();
   if (Error err =
-          module.withModuleDo([&](llvm::Module& m) { return makeBody(m, name, body_name); }))
+          module.withModuleDo([&](llvm::Module& m) { return make_body(m, name, body_name); }))
     return llvm::joinErrors(context(), std::move(err));
   auto body_module = impl.add(std::move(module), body_name);
   if (!body_module) return body_module.takeError();
@@ -241,7 +242,7 @@ Expected<ExecutorAddr> Engine::defineFunction(StringRef name, ThreadSafeModule m
 
   if (existing != impl.cells.end()) {
     Impl::Cell& cell = existing->second;
-    cell.cell->setTarget(*body);
+    cell.cell->set_target(*body);
     const ModuleHandle previous = std::exchange(cell.body, *body_module);
     // The new version is in place whatever happens here; a failure means the heap refused to
     // take the old blocks back, which is a heap bug to report, not this call's failure.
@@ -268,10 +269,10 @@ Expected<ExecutorAddr> Engine::defineFunction(StringRef name, ThreadSafeModule m
   return stub;
 }
 
-Expected<ExecutorAddr> Engine::defineFunction(StringRef name, StringRef ir_text) {
-  auto module = parseModule(ir_text, name);
+Expected<ExecutorAddr> Engine::define_function(StringRef name, StringRef ir_text) {
+  auto module = parse_module(ir_text, name);
   if (!module) return module.takeError();
-  return defineFunction(name, std::move(*module));
+  return define_function(name, std::move(*module));
 }
 
 }  // namespace codeheap::jit

@@ -3,22 +3,22 @@
 // heap reclaims the code, symbol resolution, perf map / GDB plugins) and why: docs/jit.md, "The
 // engine".
 //
-// Modules are linked eagerly: addModule compiles and links every definition before returning,
+// Modules are linked eagerly: add_module compiles and links every definition before returning,
 // so every error (bad IR, an undefined symbol, static initializers, which are refused, a full
 // heap) surfaces there, attributed to the module. A module may refer to symbols of modules added
-// before it, to host symbols and (unless disabled) to process symbols. removeModule sends the
+// before it, to host symbols and (unless disabled) to process symbols. remove_module sends the
 // module's blocks to the heap's quarantine (RetireMode); a reclaim pass frees them once nothing
 // references them. The engine does not know who still runs removed code; the caller does.
-// defineFunction gives a name a stable entry-cell stub: redefining it switches every caller to
+// define_function gives a name a stable entry-cell stub: redefining it switches every caller to
 // the new body and retires the old one (docs/jit.md, "Entry cells and hot-swap").
 //
-// Errors: llvm::Error / Expected, naming the module or symbol. A failed addModule or
-// defineFunction leaves the heap statistics (counters aside) as they were. Heap failures arrive
-// as jit::HeapError (isOutOfMemory: collect, reclaim, retry; linkModule can keep the object code
-// for that retry, CompiledModule).
+// Errors: llvm::Error / Expected, naming the module or symbol. A failed add_module or
+// define_function leaves the heap statistics (counters aside) as they were. Heap failures arrive
+// as jit::HeapError (is_out_of_memory: collect, reclaim, retry; link_module can keep the object
+// code for that retry, CompiledModule).
 //
 // Threading: all members may be called from any thread concurrently; compilation happens on the
-// calling thread; defineFunction calls are serialized with each other (not with addModule or
+// calling thread; define_function calls are serialized with each other (not with add_module or
 // lookup). The Heap must outlive the Engine; destroying the Engine removes every module (to
 // quarantine) and retires the entry cells, so no JIT code may run during or after destruction.
 #pragma once
@@ -58,7 +58,7 @@ struct EngineOptions {
   RetireMode retire_mode = RetireMode::kKeepRunning;
   // Resolve names that no module or host symbol defines against the process (dlsym).
   bool link_process_symbols = true;
-  VisibilityOptions visibility = VisibilityOptions::fromEnvironment();
+  VisibilityOptions visibility = VisibilityOptions::from_environment();
   // Added to the ObjectLinkingLayer after the engine's own plugins, e.g. to inspect each
   // LinkGraph after its addresses are assigned.
   std::vector<std::shared_ptr<llvm::orc::ObjectLinkingLayer::Plugin>> plugins;
@@ -66,10 +66,10 @@ struct EngineOptions {
 
 // The target configuration the engine compiles for: the host, with `options`' code model,
 // relocation model and optimization level. Initializes the native target on first use.
-llvm::Expected<llvm::orc::JITTargetMachineBuilder> targetMachineBuilder(
+llvm::Expected<llvm::orc::JITTargetMachineBuilder> target_machine_builder(
     const EngineOptions& options);
 
-// Names one module added with Engine::addModule: the heap owner of its blocks, the module's one
+// Names one module added with Engine::add_module: the heap owner of its blocks, the module's one
 // identity from the heap up (the dump, crash reports and a runtime's code object all use it).
 // Owner ids are never reused within a heap.
 struct ModuleHandle {
@@ -77,8 +77,8 @@ struct ModuleHandle {
   friend bool operator==(ModuleHandle, ModuleHandle) = default;
 };
 
-// The object code of a module that Engine::linkModule compiled but could not link for lack of
-// heap space, with what its link needs: linkModule(CompiledModule) links it as the failed call
+// The object code of a module that Engine::link_module compiled but could not link for lack of
+// heap space, with what its link needs: link_module(CompiledModule) links it as the failed call
 // would have, without compiling. Empty unless such a failure filled it. Must not outlive the
 // Engine that made it.
 class CompiledModule {
@@ -89,9 +89,9 @@ class CompiledModule {
   CompiledModule& operator=(CompiledModule&&) noexcept;
 
   explicit operator bool() const { return state_ != nullptr; }
-  // The module's name as given to linkModule, and the bytes of object code kept.
+  // The module's name as given to link_module, and the bytes of object code kept.
   llvm::StringRef name() const;
-  size_t objectBytes() const;
+  size_t object_bytes() const;
 
  private:
   friend class Engine;
@@ -99,7 +99,7 @@ class CompiledModule {
   std::unique_ptr<State> state_;
 };
 
-// What Engine::linkModule reports of one module's link.
+// What Engine::link_module reports of one module's link.
 struct LinkedModule {
   ModuleHandle handle;
   // Every definition the module exports (not local, not a declaration), by its name in the IR
@@ -122,44 +122,44 @@ class Engine {
   // Verifies, compiles and links `module` (its identifier becomes `name`, which appears in heap
   // owner names, logs and errors). Fails on invalid IR, a symbol the module defines that is
   // already defined, a reference no definition satisfies, static initializers, or a full heap.
-  llvm::Expected<ModuleHandle> addModule(llvm::orc::ThreadSafeModule module, llvm::StringRef name);
+  llvm::Expected<ModuleHandle> add_module(llvm::orc::ThreadSafeModule module, llvm::StringRef name);
   // Same, from textual LLVM IR (parsed into a context of its own).
-  llvm::Expected<ModuleHandle> addModule(llvm::StringRef ir_text, llvm::StringRef name);
-  // addModule, also returning the module's definitions and heap bytes as its link produced
+  llvm::Expected<ModuleHandle> add_module(llvm::StringRef ir_text, llvm::StringRef name);
+  // add_module, also returning the module's definitions and heap bytes as its link produced
   // them (no lookup per definition afterwards). With `keep_if_out_of_memory`: when the link
-  // fails because the heap is full (isOutOfMemory), *keep_if_out_of_memory receives the module's
+  // fails because the heap is full (is_out_of_memory), *keep_if_out_of_memory receives the module's
   // object code (it is left empty otherwise), so the caller can make room and link it again
   // without compiling it again, for a copy of the object code on every link (docs/jit.md,
   // "Errors").
   // `owner`: a heap owner the caller registered for this module (Heap::register_owner), so that
   // it knows the module's id before the link (a runtime names the module's symbols after it);
-  // the module's blocks join it and removeModule retires it. A failed link leaves it registered,
+  // the module's blocks join it and remove_module retires it. A failed link leaves it registered,
   // without blocks, to the caller (and to a CompiledModule kept for the second link).
   // kNoOwner: the engine registers one named `name`.
-  llvm::Expected<LinkedModule> linkModule(llvm::orc::ThreadSafeModule module, llvm::StringRef name,
-                                          CompiledModule* keep_if_out_of_memory = nullptr,
-                                          OwnerId owner = kNoOwner);
-  // Links a module that a failed linkModule kept, as that call would have; fails for an empty
+  llvm::Expected<LinkedModule> link_module(llvm::orc::ThreadSafeModule module, llvm::StringRef name,
+                                           CompiledModule* keep_if_out_of_memory = nullptr,
+                                           OwnerId owner = kNoOwner);
+  // Links a module that a failed link_module kept, as that call would have; fails for an empty
   // CompiledModule. `keep_if_out_of_memory` as above.
-  llvm::Expected<LinkedModule> linkModule(CompiledModule compiled,
-                                          CompiledModule* keep_if_out_of_memory = nullptr);
+  llvm::Expected<LinkedModule> link_module(CompiledModule compiled,
+                                           CompiledModule* keep_if_out_of_memory = nullptr);
 
   // Compiles `module` with the engine's own compiler and drops the object: nothing is linked,
   // nothing reaches the heap. For a runtime's start-up: LLVM's one-time costs are paid there,
   // and the target machine it used waits in the engine's pool for the first real compile.
-  llvm::Error warmUp(llvm::orc::ThreadSafeModule module);
+  llvm::Error warm_up(llvm::orc::ThreadSafeModule module);
 
-  // Removes a module added with addModule; its code goes to the heap's quarantine. Fails for a
+  // Removes a module added with add_module; its code goes to the heap's quarantine. Fails for a
   // handle this engine never returned or already removed.
-  llvm::Error removeModule(ModuleHandle handle);
+  llvm::Error remove_module(ModuleHandle handle);
 
   // Modules currently linked, including the bodies behind entry cells.
-  size_t liveModules() const;
+  size_t live_modules() const;
 
   // What the engine compiles for. A module without a target triple or data layout gets these;
   // one with others is refused.
-  const llvm::Triple& targetTriple() const;
-  const llvm::DataLayout& dataLayout() const;
+  const llvm::Triple& target_triple() const;
+  const llvm::DataLayout& data_layout() const;
 
   // The address of `name` (unmangled, as in the IR) among modules, entry cells and host
   // symbols. Process symbols are not searched.
@@ -167,18 +167,18 @@ class Engine {
 
   // Makes host functions and data visible to JIT code under the given names. Fails, defining
   // none of them, if any name is already defined.
-  llvm::Error defineHostSymbols(const llvm::StringMap<llvm::orc::ExecutorAddr>& symbols);
+  llvm::Error define_host_symbols(const llvm::StringMap<llvm::orc::ExecutorAddr>& symbols);
 
   // Defines the redefinable function `name`, or redefines it, with the definition of `name` in
   // `module`. The module's other definitions become internal to this version (successive
   // versions may define helpers of the same names); calls to `name` inside the module reach this
   // version directly. Returns the entry cell's stub, the same address for every version. Fails
-  // if the module does not define `name`, if `name` is already defined by addModule or as a
-  // host symbol, or for any reason addModule fails; the current version then stays in place.
-  llvm::Expected<llvm::orc::ExecutorAddr> defineFunction(llvm::StringRef name,
-                                                         llvm::orc::ThreadSafeModule module);
-  llvm::Expected<llvm::orc::ExecutorAddr> defineFunction(llvm::StringRef name,
-                                                         llvm::StringRef ir_text);
+  // if the module does not define `name`, if `name` is already defined by add_module or as a
+  // host symbol, or for any reason add_module fails; the current version then stays in place.
+  llvm::Expected<llvm::orc::ExecutorAddr> define_function(llvm::StringRef name,
+                                                          llvm::orc::ThreadSafeModule module);
+  llvm::Expected<llvm::orc::ExecutorAddr> define_function(llvm::StringRef name,
+                                                          llvm::StringRef ir_text);
 
  private:
   struct Impl;

@@ -18,13 +18,13 @@ namespace codeheap::jit {
 using llvm::Expected;
 using llvm::StringRef;
 
-Expected<llvm::orc::JITTargetMachineBuilder> targetMachineBuilder(const EngineOptions& options) {
+Expected<llvm::orc::JITTargetMachineBuilder> target_machine_builder(const EngineOptions& options) {
   static const bool native_target_missing = [] {
     return llvm::InitializeNativeTarget() || llvm::InitializeNativeTargetAsmPrinter() ||
            llvm::InitializeNativeTargetAsmParser();
   }();
   if (native_target_missing)
-    return engine_internal::makeError("LLVM has no native target for this host");
+    return engine_internal::jit_error("LLVM has no native target for this host");
   auto builder = llvm::orc::JITTargetMachineBuilder::detectHost();
   if (!builder) return builder.takeError();
   builder->setCodeModel(options.code_model)
@@ -110,13 +110,13 @@ Expected<std::unique_ptr<llvm::MemoryBuffer>> PooledIRCompiler::operator()(llvm:
   return object;
 }
 
-Expected<llvm::orc::ThreadSafeModule> parseModule(StringRef ir_text, StringRef name) {
+Expected<llvm::orc::ThreadSafeModule> parse_module(StringRef ir_text, StringRef name) {
   auto context = std::make_unique<llvm::LLVMContext>();
   llvm::SMDiagnostic diagnostic;
   std::unique_ptr<llvm::Module> module =
       llvm::parseAssembly(llvm::MemoryBufferRef(ir_text, name), diagnostic, *context);
   if (!module) {
-    return makeError(llvm::formatv("cannot parse module '{0}': line {1}, column {2}: {3}", name,
+    return jit_error(llvm::formatv("cannot parse module '{0}': line {1}, column {2}: {3}", name,
                                    diagnostic.getLineNo(), diagnostic.getColumnNo() + 1,
                                    diagnostic.getMessage()));
   }

@@ -29,7 +29,7 @@ namespace codeheap::jit {
 
 namespace engine_internal {
 
-inline llvm::Error makeError(const llvm::Twine& message) {
+inline llvm::Error jit_error(const llvm::Twine& message) {
   return llvm::make_error<llvm::StringError>(message, llvm::inconvertibleErrorCode());
 }
 
@@ -63,8 +63,8 @@ class ReportedErrors {
   llvm::Error errors_ = llvm::Error::success();
 };
 
-// Object code that linkModule keeps for a second link (CompiledModule), by a token. The module
-// carries its token as named metadata from linkModule to the compiler, which may run on another
+// Object code that link_module keeps for a second link (CompiledModule), by a token. The module
+// carries its token as named metadata from link_module to the compiler, which may run on another
 // thread (the one whose lookup materializes the module first); the compiler removes it before
 // generating code and puts a copy of the object here.
 class ObjectKeeper {
@@ -100,14 +100,14 @@ class PooledIRCompiler : public llvm::orc::IRCompileLayer::IRCompiler {
 };
 
 // Textual IR into a module of its own context; errors name the module, line and column.
-llvm::Expected<llvm::orc::ThreadSafeModule> parseModule(llvm::StringRef ir_text,
-                                                        llvm::StringRef name);
+llvm::Expected<llvm::orc::ThreadSafeModule> parse_module(llvm::StringRef ir_text,
+                                                         llvm::StringRef name);
 
 // What the engine knows of each module's link while it runs, by the module's resource tracker
 // (entries are made before the module can be materialized, so they reach whichever thread links
 // it: another module's lookup may). The graph goes under the module's heap owner
-// (HeapJITLinkMemoryManager::placeUnder), so the owner the engine chose names the blocks; and,
-// for linkModule, LinkedModule::heap_bytes is summed in a pass after allocation, when every
+// (HeapJITLinkMemoryManager::place_under), so the owner the engine chose names the blocks; and,
+// for link_module, LinkedModule::heap_bytes is summed in a pass after allocation, when every
 // block of the graph (GOT and stubs included) has its address. Graphs of modules without an
 // entry get neither.
 class ModuleLinks final : public StatelessLinkPlugin {
@@ -140,7 +140,7 @@ class ModuleLinks final : public StatelessLinkPlugin {
 // Names every function of each linked graph in the heap (Heap::add_symbols) once its addresses
 // are assigned, so that Heap::describe (a crash report) can say which JIT function a pc is in
 // without a lock.
-std::unique_ptr<llvm::orc::ObjectLinkingLayer::Plugin> makeFunctionNamer(Heap& heap);
+std::unique_ptr<llvm::orc::ObjectLinkingLayer::Plugin> make_function_namer(Heap& heap);
 
 }  // namespace engine_internal
 
@@ -167,13 +167,13 @@ struct Engine::Impl {
   // Removes every live module before `jit` ends its session (see engine_modules.cc).
   ~Impl();
 
-  llvm::Expected<std::unique_ptr<llvm::orc::ObjectLayer>> createLinkingLayer(
+  llvm::Expected<std::unique_ptr<llvm::orc::ObjectLayer>> create_linking_layer(
       llvm::orc::ExecutionSession& session);
 
   llvm::orc::JITDylib& main() { return jit->getMainJITDylib(); }
 
   // Adds and links `module` under `owner` (kNoOwner: a new one); fills `report` (handle,
-  // definitions, heap bytes) if given, and `keep` (see Engine::linkModule) if given and the heap
+  // definitions, heap bytes) if given, and `keep` (see Engine::link_module) if given and the heap
   // is full.
   llvm::Expected<ModuleHandle> add(llvm::orc::ThreadSafeModule module, llvm::StringRef name,
                                    LinkedModule* report = nullptr, CompiledModule* keep = nullptr,
@@ -213,7 +213,7 @@ struct Engine::Impl {
   llvm::DenseMap<llvm::orc::SymbolStringPtr, llvm::orc::ExecutorAddr> linked;
   size_t removals_since_sweep = 0;
 
-  std::mutex cells_mutex;  // serializes defineFunction
+  std::mutex cells_mutex;  // serializes define_function
   llvm::StringMap<Cell> cells;
   uint64_t next_version = 1;
 };

@@ -25,7 +25,7 @@ namespace {
 // The heap block of each standard-lifetime segment as HeapJITLinkMemoryManager lays it out:
 // from the segment's first block, aligned down to the segment's largest alignment (where the
 // heap block starts), to its last block's end, rounded up to the heap's 16-byte granule.
-uint64_t heapBytes(llvm::jitlink::LinkGraph& graph) {
+uint64_t heap_bytes_of(llvm::jitlink::LinkGraph& graph) {
   constexpr uint64_t kGranule = 16;  // heap.h: a block's footprint
   struct Span {
     llvm::orc::MemProt prot;
@@ -104,7 +104,7 @@ namespace {
 
 // The resource key of what `responsibility` materializes; 0 for a tracker removed meanwhile,
 // whose link fails anyway.
-llvm::orc::ResourceKey keyOf(llvm::orc::MaterializationResponsibility& responsibility) {
+llvm::orc::ResourceKey key_of(llvm::orc::MaterializationResponsibility& responsibility) {
   llvm::orc::ResourceKey key = 0;
   if (Error err = responsibility.withResourceKeyDo([&](llvm::orc::ResourceKey k) { key = k; }))
     llvm::consumeError(std::move(err));
@@ -116,7 +116,7 @@ llvm::orc::ResourceKey keyOf(llvm::orc::MaterializationResponsibility& responsib
 void ModuleLinks::modifyPassConfig(llvm::orc::MaterializationResponsibility& responsibility,
                                    llvm::jitlink::LinkGraph& graph,
                                    llvm::jitlink::PassConfiguration& config) {
-  const llvm::orc::ResourceKey key = keyOf(responsibility);
+  const llvm::orc::ResourceKey key = key_of(responsibility);
   bool count_bytes = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -124,10 +124,10 @@ void ModuleLinks::modifyPassConfig(llvm::orc::MaterializationResponsibility& res
     if (it == links_.end()) return;
     it->second.placed = &graph;
     count_bytes = it->second.count_bytes;
-    memory_.placeUnder(graph, it->second.owner);
+    memory_.place_under(graph, it->second.owner);
   }
   config.PostAllocationPasses.push_back([this, key, count_bytes](llvm::jitlink::LinkGraph& graph) {
-    const uint64_t bytes = count_bytes ? heapBytes(graph) : 0;
+    const uint64_t bytes = count_bytes ? heap_bytes_of(graph) : 0;
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = links_.find(key);
     if (it != links_.end()) {
@@ -139,17 +139,17 @@ void ModuleLinks::modifyPassConfig(llvm::orc::MaterializationResponsibility& res
 }
 
 Error ModuleLinks::notifyFailed(llvm::orc::MaterializationResponsibility& responsibility) {
-  const llvm::orc::ResourceKey key = keyOf(responsibility);
+  const llvm::orc::ResourceKey key = key_of(responsibility);
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = links_.find(key);
   if (it != links_.end() && it->second.placed != nullptr) {
-    memory_.forgetPlacement(*it->second.placed);
+    memory_.forget_placement(*it->second.placed);
     it->second.placed = nullptr;
   }
   return Error::success();
 }
 
-std::unique_ptr<llvm::orc::ObjectLinkingLayer::Plugin> makeFunctionNamer(Heap& heap) {
+std::unique_ptr<llvm::orc::ObjectLinkingLayer::Plugin> make_function_namer(Heap& heap) {
   return std::make_unique<FunctionNamer>(heap);
 }
 

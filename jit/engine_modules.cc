@@ -18,7 +18,7 @@
 
 namespace codeheap::jit {
 
-using engine_internal::makeError;
+using engine_internal::jit_error;
 using engine_internal::ObjectKeeper;
 using engine_internal::ReportedErrors;
 using llvm::Error;
@@ -32,7 +32,7 @@ thread_local ReportedErrors* engine_internal::ReportedErrors::current_ = nullptr
 namespace {
 
 // llvm.global_ctors / llvm.global_dtors with at least one entry.
-bool hasStaticInitializers(const llvm::Module& module) {
+bool has_static_initializers(const llvm::Module& module) {
   for (const char* name : {"llvm.global_ctors", "llvm.global_dtors"}) {
     const llvm::GlobalVariable* list = module.getNamedGlobal(name);
     if (list != nullptr && list->hasInitializer() && !list->getInitializer()->isNullValue())
@@ -51,7 +51,7 @@ constexpr size_t kRemovalsPerPoolSweep = 256;
 Expected<ModuleHandle> Engine::Impl::add(ThreadSafeModule module, StringRef name,
                                          LinkedModule* report, CompiledModule* keep,
                                          OwnerId owner) {
-  auto context = [&] { return makeError("cannot add module '" + name + "'"); };
+  auto context = [&] { return jit_error("cannot add module '" + name + "'"); };
   llvm::orc::SymbolLookupSet definitions;
   // For `report`: the IR names of the definitions whose linker names differ (none on ELF, where
   // names are not mangled, but the module's own strings are gone once it is compiled).
@@ -62,9 +62,9 @@ Expected<ModuleHandle> Engine::Impl::add(ThreadSafeModule module, StringRef name
     std::string problems;
     llvm::raw_string_ostream out(problems);
     if (llvm::verifyModule(m, &out))
-      return makeError("invalid IR: " + llvm::StringRef(problems).trim());
-    if (hasStaticInitializers(m))
-      return makeError(
+      return jit_error("invalid IR: " + llvm::StringRef(problems).trim());
+    if (has_static_initializers(m))
+      return jit_error(
           "static constructors/destructors (llvm.global_ctors/dtors) are not "
           "supported; call the module's initialization explicitly");
     for (const llvm::GlobalValue& value : m.global_values()) {
@@ -92,7 +92,7 @@ Expected<ModuleHandle> Engine::Impl::link(StringRef name, OwnerId owner,
                                           llvm::orc::SymbolLookupSet definitions, IRNames ir_names,
                                           LinkedModule* report, CompiledModule* keep,
                                           uint64_t token, AddTo add_to) {
-  auto context = [&] { return makeError("cannot add module '" + name + "'"); };
+  auto context = [&] { return jit_error("cannot add module '" + name + "'"); };
   // The module's one identity, from its heap blocks up (ModuleHandle): the caller's owner, or
   // one registered here, which a failed link retires again.
   const OwnerId given = owner;
@@ -109,7 +109,7 @@ Expected<ModuleHandle> Engine::Impl::link(StringRef name, OwnerId owner,
   auto fail = [&](Error err) -> Error {
     links->take(key);
     std::unique_ptr<llvm::MemoryBuffer> object = token != 0 ? objects.take(token) : nullptr;
-    if (object != nullptr && isOutOfMemory(err)) {
+    if (object != nullptr && is_out_of_memory(err)) {
       keep->state_ = std::make_unique<CompiledModule::State>(CompiledModule::State{
           name.str(), given, std::move(object), std::move(*kept_definitions), std::move(ir_names)});
     }
@@ -174,7 +174,7 @@ Error Engine::Impl::remove(ModuleHandle handle) {
     std::lock_guard<std::mutex> lock(modules_mutex);
     auto it = modules.find(handle.owner);
     if (it == modules.end())
-      return makeError(
+      return jit_error(
           llvm::formatv("cannot remove module of owner {0}: no such module (never added "
                         "to this engine, or already removed)",
                         handle.owner));
@@ -189,7 +189,7 @@ Error Engine::Impl::remove(ModuleHandle handle) {
   Error err = end(handle.owner, module);
   if (sweep) jit->getExecutionSession().getSymbolStringPool()->clearDeadEntries();
   if (err)
-    return llvm::joinErrors(makeError("removing module '" + module.name + "'"), std::move(err));
+    return llvm::joinErrors(jit_error("removing module '" + module.name + "'"), std::move(err));
   log->debug("removed module '{}' (owner {})", module.name, handle.owner);
   return Error::success();
 }
@@ -200,7 +200,7 @@ Error Engine::Impl::end(OwnerId owner, LiveModule& module) {
   // Linked modules had their owner retired by the memory manager with the blocks.
   if (module.definitions.empty()) {
     if (Result<void> retired = heap.end_group(owner, Exit::kRetire); !retired)
-      err = llvm::joinErrors(std::move(err), toLLVMError(std::move(retired.error())));
+      err = llvm::joinErrors(std::move(err), to_llvm_error(std::move(retired.error())));
   }
   module.definitions.clear();
   return err;

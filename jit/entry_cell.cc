@@ -20,7 +20,7 @@ constexpr size_t kStubBytes = 8;  // 6 bytes of jmp, 2 of int3
 constexpr size_t kJmpBytes = 6;
 constexpr uint8_t kTrap = 0xCC;  // int3
 
-std::atomic_ref<uint64_t> slotRef(const Allocation& slot) {
+std::atomic_ref<uint64_t> slot_ref(const Allocation& slot) {
   return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(slot.writable));
 }
 
@@ -37,13 +37,13 @@ llvm::Expected<std::unique_ptr<EntryCell>> EntryCell::create(Heap& heap, llvm::S
   auto stub = heap.allocate(Arena::kCode, kStubBytes, kStubBytes, owner);
   if (!stub) {
     heap.retire_owner(owner);
-    return toLLVMError(std::move(stub.error()));
+    return to_llvm_error(std::move(stub.error()));
   }
   auto slot = heap.allocate(Arena::kData, sizeof(uint64_t), alignof(uint64_t), owner);
   if (!slot) {
     (void)heap.abandon(stub->address);  // never executed; cannot fail for a block just made
     heap.retire_owner(owner);
-    return toLLVMError(std::move(slot.error()));
+    return to_llvm_error(std::move(slot.error()));
   }
 
   // jmp *rel32(%rip): rel32 counts from the end of the 6-byte instruction. Both blocks lie in
@@ -60,7 +60,7 @@ llvm::Expected<std::unique_ptr<EntryCell>> EntryCell::create(Heap& heap, llvm::S
                                    name.str().c_str());
   }
 
-  slotRef(*slot).store(target.getValue(), std::memory_order_relaxed);
+  slot_ref(*slot).store(target.getValue(), std::memory_order_relaxed);
   uint8_t bytes[kStubBytes] = {0xFF, 0x25, 0, 0, 0, 0, kTrap, kTrap};
   const int32_t rel32 = static_cast<int32_t>(displacement);
   std::memcpy(bytes + 2, &rel32, sizeof(rel32));
@@ -86,11 +86,11 @@ EntryCell::~EntryCell() {
 }
 
 ExecutorAddr EntryCell::target() const {
-  return ExecutorAddr(slotRef(slot_).load(std::memory_order_acquire));
+  return ExecutorAddr(slot_ref(slot_).load(std::memory_order_acquire));
 }
 
-void EntryCell::setTarget(ExecutorAddr target) {
-  slotRef(slot_).store(target.getValue(), std::memory_order_release);
+void EntryCell::set_target(ExecutorAddr target) {
+  slot_ref(slot_).store(target.getValue(), std::memory_order_release);
 }
 
 }  // namespace codeheap::jit

@@ -11,11 +11,11 @@
 // instruction bytes change under a running thread and no code page is ever written after
 // publication. The rel32 reaches the slot because the heap's arenas share one low reservation.
 //
-// Engine::defineFunction is the usual way to get one; the class is public for runtimes that
+// Engine::define_function is the usual way to get one; the class is public for runtimes that
 // manage bodies themselves.
 //
 // Thread safety: address() and target() may be called from any thread concurrently with
-// setTarget(); concurrent setTarget() calls race benignly (the last store wins).
+// set_target(); concurrent set_target() calls race benignly (the last store wins).
 #pragma once
 
 #include <cstdint>
@@ -47,13 +47,13 @@ class EntryCell {
   // The stub: what callers call. Constant for the cell's lifetime.
   llvm::orc::ExecutorAddr address() const { return llvm::orc::ExecutorAddr(stub_.address); }
   // Where the slot's 8 bytes live (low; in Arena::kData).
-  llvm::orc::ExecutorAddr slotAddress() const { return llvm::orc::ExecutorAddr(slot_.address); }
+  llvm::orc::ExecutorAddr slot_address() const { return llvm::orc::ExecutorAddr(slot_.address); }
 
   // The current body (acquire load).
   llvm::orc::ExecutorAddr target() const;
   // Redirects every later call to `target` (one release store, so a thread that calls through
   // the stub after seeing it also sees the body's bytes).
-  void setTarget(llvm::orc::ExecutorAddr target);
+  void set_target(llvm::orc::ExecutorAddr target);
 
  private:
   EntryCell(Heap& heap, OwnerId owner, Allocation stub, Allocation slot);

@@ -12,7 +12,7 @@ void HeapError::log(llvm::raw_ostream& os) const {
 
 std::error_code HeapError::convertToErrorCode() const { return llvm::inconvertibleErrorCode(); }
 
-bool isOutOfMemory(llvm::Error& error) {
+bool is_out_of_memory(llvm::Error& error) {
   bool full = false;
   error = llvm::handleErrors(std::move(error), [&](std::unique_ptr<HeapError> e) -> llvm::Error {
     full = full || e->code() == ErrorCode::kOutOfMemory;

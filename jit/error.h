@@ -5,7 +5,7 @@
 // it into a string, so a caller can react to one kind of failure and pass the rest on, e.g. run
 // a garbage collection and a reclaim pass when a link fails for lack of code space:
 //
-//   if (auto err = engine.addModule(...).takeError())
+//   if (auto err = engine.add_module(...).takeError())
 //     err = llvm::handleErrors(std::move(err), [&](const HeapError& e) -> llvm::Error {
 //       if (e.code() != ErrorCode::kOutOfMemory) return llvm::make_error<HeapError>(e.error());
 //       ...collect, reclaim, retry...
@@ -38,23 +38,23 @@ class HeapError : public llvm::ErrorInfo<HeapError> {
   codeheap::Error error_;
 };
 
-inline llvm::Error toLLVMError(codeheap::Error error) {
+inline llvm::Error to_llvm_error(codeheap::Error error) {
   return llvm::make_error<HeapError>(std::move(error));
 }
 
-inline llvm::Error toLLVMError(codeheap::Result<void> result) {
+inline llvm::Error to_llvm_error(codeheap::Result<void> result) {
   if (result) return llvm::Error::success();
-  return toLLVMError(std::move(result.error()));
+  return to_llvm_error(std::move(result.error()));
 }
 
 // True if `error` holds a HeapError with ErrorCode::kOutOfMemory (alone or in an ErrorList):
 // the heap had no room, and collecting garbage may make some. `error` keeps every error it held.
-bool isOutOfMemory(llvm::Error& error);
+bool is_out_of_memory(llvm::Error& error);
 
 template <typename T>
-llvm::Expected<T> toExpected(codeheap::Result<T> result) {
+llvm::Expected<T> to_expected(codeheap::Result<T> result) {
   if (result) return std::move(*result);
-  return toLLVMError(std::move(result.error()));
+  return to_llvm_error(std::move(result.error()));
 }
 
 }  // namespace codeheap::jit

@@ -33,7 +33,7 @@ namespace {
 // same order. That is jitlink::BasicLayout's layout, computed here without its two vectors per
 // segment, so that each byte is written once: content is copied into the heap block and only
 // padding and zero-fill are cleared. Why not BasicLayout itself, and that no measurement
-// compares the two: docs/performance-notes.md, "layOut instead of jitlink::BasicLayout".
+// compares the two: docs/performance-notes.md, "lay_out instead of jitlink::BasicLayout".
 struct Segment {
   explicit Segment(AllocGroup group) : group(group) {}
   AllocGroup group;
@@ -46,9 +46,9 @@ struct Segment {
 
 using Segments = llvm::SmallVector<Segment, 3>;
 
-Segments layOut(LinkGraph& graph) {
+Segments lay_out(LinkGraph& graph) {
   Segments segments;
-  // All sections are prefetched before the walk (docs/performance-notes.md, "layOut prefetches
+  // All sections are prefetched before the walk (docs/performance-notes.md, "lay_out prefetches
   // the sections").
   for (llvm::jitlink::Section& section : graph.sections()) __builtin_prefetch(&section);
   for (llvm::jitlink::Section& section : graph.sections()) {
@@ -121,7 +121,7 @@ void place(const Segment& s, const Allocation& heap_block) {
   }
 }
 
-Expected<Arena> arenaFor(MemProt prot, const LinkGraph& graph) {
+Expected<Arena> arena_for(MemProt prot, const LinkGraph& graph) {
   const bool exec = (prot & MemProt::Exec) != MemProt::None;
   const bool write = (prot & MemProt::Write) != MemProt::None;
   if (exec && write) {
@@ -147,9 +147,9 @@ struct HeapJITLinkMemoryManager::Finalized {
 
 namespace {
 
-ExecutorAddr tagOwner(OwnerId owner) { return ExecutorAddr((owner << 1) | 1); }
-bool isTaggedOwner(ExecutorAddr addr) { return (addr.getValue() & 1) != 0; }
-OwnerId taggedOwner(ExecutorAddr addr) { return addr.getValue() >> 1; }
+ExecutorAddr tag_owner(OwnerId owner) { return ExecutorAddr((owner << 1) | 1); }
+bool is_tagged_owner(ExecutorAddr addr) { return (addr.getValue() & 1) != 0; }
+OwnerId tagged_owner(ExecutorAddr addr) { return addr.getValue() >> 1; }
 
 }  // namespace
 
@@ -163,13 +163,13 @@ class HeapJITLinkMemoryManager::InFlight final
   // anyway (a caller bailing out), its memory must not stay allocated for ever.
   ~InFlight() override {
     if (!done_) {
-      if (Error err = giveBack())
+      if (Error err = give_back())
         manager_.log_->error("dropping in-flight allocation of {}: {}", graph_.getName(),
                              llvm::toString(std::move(err)));
     }
   }
 
-  void abandon(OnAbandonedFunction on_abandoned) override { on_abandoned(giveBack()); }
+  void abandon(OnAbandonedFunction on_abandoned) override { on_abandoned(give_back()); }
 
   void finalize(OnFinalizedFunction on_finalized) override {
     // The bytes were written through the heap's writable alias and the execution view already
@@ -188,7 +188,7 @@ class HeapJITLinkMemoryManager::InFlight final
       // On failure runFinalizeActions has already undone the actions that succeeded.
       auto dealloc_actions = llvm::orc::shared::runFinalizeActions(graph_.allocActions());
       if (!dealloc_actions) {
-        on_finalized(llvm::joinErrors(dealloc_actions.takeError(), giveBack()));
+        on_finalized(llvm::joinErrors(dealloc_actions.takeError(), give_back()));
         return;
       }
       if (!dealloc_actions->empty()) {
@@ -202,7 +202,7 @@ class HeapJITLinkMemoryManager::InFlight final
         // Only finalize actions used these, and they have all returned. (The heap drops an
         // abandoned block from its owner's group.)
         err = llvm::joinErrors(std::move(err),
-                               toLLVMError(manager_.heap_.abandon(blocks_[i].address)));
+                               to_llvm_error(manager_.heap_.abandon(blocks_[i].address)));
       }
     }
     blocks_.clear();
@@ -212,7 +212,7 @@ class HeapJITLinkMemoryManager::InFlight final
       // already be referenced, so keep it rather than fail after the fact; report the bug.
       manager_.log_->error("finalizing {}: {}", graph_.getName(), llvm::toString(std::move(err)));
     }
-    if (!finalized) return on_finalized(FinalizedAlloc(tagOwner(owner_)));
+    if (!finalized) return on_finalized(FinalizedAlloc(tag_owner(owner_)));
     finalized->owner = owner_;
     on_finalized(FinalizedAlloc(ExecutorAddr::fromPtr(finalized.release())));
   }
@@ -222,16 +222,16 @@ class HeapJITLinkMemoryManager::InFlight final
 
   // Every block of the link back to the free list, pages included, and the owner retired
   // (one the caller placed the graph under stays, for the caller).
-  Error giveBack() {
+  Error give_back() {
     done_ = true;
     if (!placed_) {
       blocks_.clear();
-      return toLLVMError(manager_.heap_.end_group(owner_, Exit::kAbandon));
+      return to_llvm_error(manager_.heap_.end_group(owner_, Exit::kAbandon));
     }
     Error err = Error::success();
     for (size_t i = blocks_.size(); i-- > 0;)  // newest first, as end_group abandons
-      err =
-          llvm::joinErrors(std::move(err), toLLVMError(manager_.heap_.abandon(blocks_[i].address)));
+      err = llvm::joinErrors(std::move(err),
+                             to_llvm_error(manager_.heap_.abandon(blocks_[i].address)));
     blocks_.clear();
     return err;
   }
@@ -242,7 +242,7 @@ class HeapJITLinkMemoryManager::InFlight final
   llvm::SmallVector<AllocGroup, 3> groups_;
   llvm::SmallVector<Allocation, 3> blocks_;
   OwnerId owner_ = kNoOwner;
-  bool placed_ = false;  // owner_ is the caller's (placeUnder)
+  bool placed_ = false;  // owner_ is the caller's (place_under)
   bool done_ = false;
 };
 
@@ -253,11 +253,11 @@ HeapJITLinkMemoryManager::~HeapJITLinkMemoryManager() = default;
 
 void HeapJITLinkMemoryManager::allocate(const llvm::jitlink::JITLinkDylib*, LinkGraph& graph,
                                         OnAllocatedFunction on_allocated) {
-  const Segments segments = layOut(graph);
+  const Segments segments = lay_out(graph);
   auto in_flight = std::make_unique<InFlight>(*this, graph);
   llvm::SmallVector<BlockRequest, 3> requests;
   for (const Segment& s : segments) {
-    auto arena = arenaFor(s.group.getMemProt(), graph);
+    auto arena = arena_for(s.group.getMemProt(), graph);
     if (!arena) {
       in_flight->done_ = true;  // nothing allocated yet
       return on_allocated(arena.takeError());
@@ -274,7 +274,7 @@ void HeapJITLinkMemoryManager::allocate(const llvm::jitlink::JITLinkDylib*, Link
   // One heap call for the whole graph: its owner (named after the graph, for dumps, unless the
   // caller placed the graph under one) and every segment's block, or nothing at all.
   in_flight->blocks_.resize(requests.size());
-  const OwnerId placed = takePlacement(graph);
+  const OwnerId placed = take_placement(graph);
   Result<OwnerId> owner = placed;
   if (placed == kNoOwner) {
     owner = heap_.allocate_group(graph.getName(), requests, in_flight->blocks_);
@@ -289,7 +289,7 @@ void HeapJITLinkMemoryManager::allocate(const llvm::jitlink::JITLinkDylib*, Link
         llvm::createStringError(llvm::inconvertibleErrorCode(),
                                 "cannot place graph %s in heap '%s'", graph.getName().c_str(),
                                 heap_.options().name.c_str()),
-        toLLVMError(std::move(owner.error()))));
+        to_llvm_error(std::move(owner.error()))));
   }
   in_flight->owner_ = *owner;
   in_flight->placed_ = placed != kNoOwner;
@@ -306,14 +306,14 @@ void HeapJITLinkMemoryManager::allocate(const llvm::jitlink::JITLinkDylib*, Link
   on_allocated(std::move(in_flight));
 }
 
-void HeapJITLinkMemoryManager::placeUnder(const LinkGraph& graph, OwnerId owner) {
+void HeapJITLinkMemoryManager::place_under(const LinkGraph& graph, OwnerId owner) {
   std::lock_guard lock(placements_mutex_);
   if (placements_.insert_or_assign(&graph, owner).second) ++placement_count_;
 }
 
-void HeapJITLinkMemoryManager::forgetPlacement(const LinkGraph& graph) { takePlacement(graph); }
+void HeapJITLinkMemoryManager::forget_placement(const LinkGraph& graph) { take_placement(graph); }
 
-OwnerId HeapJITLinkMemoryManager::takePlacement(const LinkGraph& graph) {
+OwnerId HeapJITLinkMemoryManager::take_placement(const LinkGraph& graph) {
   if (placement_count_.load(std::memory_order_acquire) == 0) return kNoOwner;
   std::lock_guard lock(placements_mutex_);
   auto it = placements_.find(&graph);
@@ -331,8 +331,9 @@ void HeapJITLinkMemoryManager::deallocate(std::vector<FinalizedAlloc> allocs,
   const Exit exit = retire_mode_ == RetireMode::kKeepRunning ? Exit::kRetire : Exit::kRelease;
   for (auto it = allocs.rbegin(); it != allocs.rend(); ++it) {
     const ExecutorAddr addr = it->release();
-    if (isTaggedOwner(addr)) {
-      err = llvm::joinErrors(std::move(err), toLLVMError(heap_.end_group(taggedOwner(addr), exit)));
+    if (is_tagged_owner(addr)) {
+      err = llvm::joinErrors(std::move(err),
+                             to_llvm_error(heap_.end_group(tagged_owner(addr), exit)));
       continue;
     }
     std::unique_ptr<Finalized> finalized(addr.toPtr<Finalized*>());
@@ -348,7 +349,7 @@ void HeapJITLinkMemoryManager::deallocate(std::vector<FinalizedAlloc> allocs,
       };
     }
     err = llvm::joinErrors(
-        std::move(err), toLLVMError(heap_.end_group(finalized->owner, exit, std::move(on_gone))));
+        std::move(err), to_llvm_error(heap_.end_group(finalized->owner, exit, std::move(on_gone))));
   }
   on_deallocated(std::move(err));
 }

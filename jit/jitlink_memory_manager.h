@@ -25,7 +25,7 @@
 // graph's finalize actions (e.g. eh_frame registration) and keeps their dealloc actions.
 //
 // Every allocation registers a heap owner named after the LinkGraph (or uses the one the caller
-// chose, placeUnder), so dumps show which module a block belongs to; the owner is retired when
+// chose, place_under), so dumps show which module a block belongs to; the owner is retired when
 // the allocation is deallocated or abandoned.
 // A failed or abandoned link returns every byte to the free list at once (Heap::abandon): the
 // heap statistics are as they were. `deallocate` moves the blocks to the heap's quarantine; they
@@ -92,16 +92,16 @@ class HeapJITLinkMemoryManager final : public llvm::jitlink::JITLinkMemoryManage
   // id then names the link's blocks from the start. Call it before the link allocates (from a
   // plugin's modifyPassConfig). A failed link gives its blocks back and leaves the owner to the
   // caller; deallocating the finalized allocation retires the owner, as for any link.
-  void placeUnder(const llvm::jitlink::LinkGraph& graph, OwnerId owner);
+  void place_under(const llvm::jitlink::LinkGraph& graph, OwnerId owner);
   // Drops a placement whose link ended before allocating (a plugin's notifyFailed).
-  void forgetPlacement(const llvm::jitlink::LinkGraph& graph);
+  void forget_placement(const llvm::jitlink::LinkGraph& graph);
 
  private:
   class InFlight;
   struct Finalized;
 
   // The placement made for `graph`, taken out; kNoOwner if none.
-  OwnerId takePlacement(const llvm::jitlink::LinkGraph& graph);
+  OwnerId take_placement(const llvm::jitlink::LinkGraph& graph);
 
   Heap& heap_;
   RetireMode retire_mode_;

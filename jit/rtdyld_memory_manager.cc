@@ -53,13 +53,13 @@ void RtdyldMemoryManager::deregisterEHFrames() {
   // still be inside the code and need to unwind through it.
 }
 
-void RtdyldMemoryManager::defineSymbol(llvm::StringRef symbol, uint64_t address) {
+void RtdyldMemoryManager::define_symbol(llvm::StringRef symbol, uint64_t address) {
   symbols_[symbol] = address;
 }
 
 llvm::Error RtdyldMemoryManager::status() const {
   if (!error_) return llvm::Error::success();
-  return toLLVMError(*error_);
+  return to_llvm_error(*error_);
 }
 
 uint8_t* RtdyldMemoryManager::allocateCodeSection(uintptr_t size, unsigned alignment,
@@ -92,7 +92,7 @@ void RtdyldMemoryManager::reserveAllocationSpace(uintptr_t code_size, llvm::Alig
     reservations_[i] = {};
     auto [size, align] = requests[i];
     if (size == 0) continue;
-    auto block = heap_.allocate(static_cast<Arena>(i), size, align.value(), currentOwner());
+    auto block = heap_.allocate(static_cast<Arena>(i), size, align.value(), current_owner());
     if (!block) {
       logger("jit")->debug(
           "rtdyld '{}': no {}-byte reservation in {}: {}; placing sections "
@@ -107,7 +107,7 @@ void RtdyldMemoryManager::reserveAllocationSpace(uintptr_t code_size, llvm::Alig
 
 uint8_t* RtdyldMemoryManager::allocate(Arena arena, uintptr_t size, unsigned alignment,
                                        llvm::StringRef name) {
-  if (current_object_failed_) return allocateScratch(size, alignment);
+  if (current_object_failed_) return allocate_scratch(size, alignment);
   alignment = std::max(alignment, 1u);
 
   uintptr_t address = 0;
@@ -120,10 +120,10 @@ uint8_t* RtdyldMemoryManager::allocate(Arena arena, uintptr_t size, unsigned ali
     writable = reservation.writable + offset;
     reservation.used = offset + size;
   } else {
-    auto block = heap_.allocate(arena, size, alignment, currentOwner());
+    auto block = heap_.allocate(arena, size, alignment, current_owner());
     if (!block) {
       fail(arena, size, alignment, name, std::move(block.error()));
-      return allocateScratch(size, alignment);
+      return allocate_scratch(size, alignment);
     }
     blocks_.push_back({block->address, current_owner_, false});
     address = block->address;
@@ -149,14 +149,14 @@ void RtdyldMemoryManager::fail(Arena arena, uintptr_t size, unsigned alignment,
     blocks_[i].failed_object = true;
 }
 
-uint8_t* RtdyldMemoryManager::allocateScratch(uintptr_t size, unsigned alignment) {
+uint8_t* RtdyldMemoryManager::allocate_scratch(uintptr_t size, unsigned alignment) {
   alignment = std::max(alignment, 1u);
   scratch_.push_back(std::make_unique<uint8_t[]>(size + alignment));
   return reinterpret_cast<uint8_t*>(
       llvm::alignTo(reinterpret_cast<uintptr_t>(scratch_.back().get()), alignment));
 }
 
-OwnerId RtdyldMemoryManager::currentOwner() {
+OwnerId RtdyldMemoryManager::current_owner() {
   if (current_owner_ == kNoOwner) {
     std::string owner_name = name_;
     if (!owners_.empty()) owner_name += "#" + std::to_string(owners_.size() + 1);
@@ -200,13 +200,13 @@ void RtdyldMemoryManager::registerEHFrames(uint8_t* /*address*/, uint64_t load_a
   // The base class would register `address`, our writable alias; the unwinder must read the
   // frames where they were relocated for, the low read-only view.
   std::optional<BlockInfo> block = heap_.find(load_address);
-  if (!block || inFailedObject(*block)) return;
+  if (!block || in_failed_object(*block)) return;
   auto* frames = reinterpret_cast<uint8_t*>(load_address);
   registerEHFramesInProcess(frames, size);
   frames_.push_back({block->owner, frames, size});
 }
 
-bool RtdyldMemoryManager::inFailedObject(const BlockInfo& info) const {
+bool RtdyldMemoryManager::in_failed_object(const BlockInfo& info) const {
   // A failed object's frames may point at scratch memory or hold truncated relocations.
   return std::any_of(blocks_.begin(), blocks_.end(), [&](const Block& block) {
     return block.address == info.address && block.failed_object;

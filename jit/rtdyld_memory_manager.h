@@ -73,7 +73,7 @@ class RtdyldMemoryManager : public llvm::RTDyldMemoryManager {
   // process (RTDyldMemoryManager::getSymbolAddressInProcess). This is how JIT code reaches
   // host functions; calls to them go through RuntimeDyld's stubs, so they work from the low
   // region under CodeModel::Small wherever the host lives.
-  void defineSymbol(llvm::StringRef symbol, uint64_t address);
+  void define_symbol(llvm::StringRef symbol, uint64_t address);
 
   // Success if every section so far was placed in the heap; otherwise the first failure, as a
   // jit::HeapError (jit/error.h) that keeps the heap's ErrorCode and names the section, the
@@ -129,9 +129,9 @@ class RtdyldMemoryManager : public llvm::RTDyldMemoryManager {
   uint8_t* allocate(Arena arena, uintptr_t size, unsigned alignment, llvm::StringRef name);
   void fail(Arena arena, uintptr_t size, unsigned alignment, llvm::StringRef name,
             codeheap::Error error);
-  uint8_t* allocateScratch(uintptr_t size, unsigned alignment);
-  OwnerId currentOwner();
-  bool inFailedObject(const BlockInfo& block) const;
+  uint8_t* allocate_scratch(uintptr_t size, unsigned alignment);
+  OwnerId current_owner();
+  bool in_failed_object(const BlockInfo& block) const;
 
   Heap& heap_;
   std::string name_;

@@ -35,7 +35,7 @@ constexpr uint32_t kUnplaced = UINT32_MAX;
 // the margin covers the addends of branch holes.
 constexpr int64_t kReachMargin = int64_t{1} << 16;
 
-bool fitsInt32(int64_t value) { return value >= INT32_MIN && value <= INT32_MAX; }
+bool fits_int32(int64_t value) { return value >= INT32_MIN && value <= INT32_MAX; }
 
 void write32(uint8_t* at, uint32_t value) { std::memcpy(at, &value, sizeof(value)); }
 
@@ -43,7 +43,7 @@ llvm::Error error(const char* format, auto... args) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), format, args...);
 }
 
-const char* kindName(HoleKind kind) {
+const char* kind_name(HoleKind kind) {
   switch (kind) {
     case HoleKind::kAbs64:
       return "abs64";
@@ -58,14 +58,14 @@ const char* kindName(HoleKind kind) {
 }
 
 // Writes S + A (minus P for pc-relative holes) into the hole at `at`; false if it does not fit.
-bool patchHole(uint8_t* at, HoleKind kind, uint64_t target, uint64_t place) {
+bool patch_hole(uint8_t* at, HoleKind kind, uint64_t target, uint64_t place) {
   switch (kind) {
     case HoleKind::kAbs64:
       std::memcpy(at, &target, sizeof(target));
       return true;
     case HoleKind::kPcRel32: {
       const int64_t displacement = static_cast<int64_t>(target - place);
-      if (!fitsInt32(displacement)) return false;
+      if (!fits_int32(displacement)) return false;
       write32(at, static_cast<uint32_t>(displacement));
       return true;
     }
@@ -74,7 +74,7 @@ bool patchHole(uint8_t* at, HoleKind kind, uint64_t target, uint64_t place) {
       write32(at, static_cast<uint32_t>(target));
       return true;
     case HoleKind::kAbs32S:
-      if (!fitsInt32(static_cast<int64_t>(target))) return false;
+      if (!fits_int32(static_cast<int64_t>(target))) return false;
       write32(at, static_cast<uint32_t>(target));
       return true;
   }
@@ -83,7 +83,7 @@ bool patchHole(uint8_t* at, HoleKind kind, uint64_t target, uint64_t place) {
 
 // The perf map (see jit/visibility.h): one append per unit, under a lock, so the lines of
 // concurrent units never interleave.
-void appendPerfMap(const std::string& lines) {
+void append_perf_map(const std::string& lines) {
   static std::mutex mutex;
   std::lock_guard<std::mutex> lock(mutex);
   const std::string path = "/tmp/perf-" + std::to_string(::getpid()) + ".map";
@@ -137,8 +137,8 @@ llvm::Error HelperTable::define(llvm::StringRef name, const void* address) {
   ++generation_;
   const int64_t from_begin = static_cast<int64_t>(target - code_begin_);
   const int64_t from_end = static_cast<int64_t>(target - code_end_);
-  if (fitsInt32(from_begin + (from_begin < 0 ? -kReachMargin : kReachMargin)) &&
-      fitsInt32(from_end + (from_end < 0 ? -kReachMargin : kReachMargin)))
+  if (fits_int32(from_begin + (from_begin < 0 ? -kReachMargin : kReachMargin)) &&
+      fits_int32(from_end + (from_end < 0 ? -kReachMargin : kReachMargin)))
     return llvm::Error::success();
 
   // Out of reach: a trampoline in the code arena jumps through a slot in the data arena. Both
@@ -149,7 +149,7 @@ llvm::Error HelperTable::define(llvm::StringRef name, const void* address) {
   auto owner = heap_.allocate_group("stencil helper " + name.str(), requests, blocks);
   if (!owner) {
     helpers_.erase(it);
-    return toLLVMError(std::move(owner.error()));
+    return to_llvm_error(std::move(owner.error()));
   }
   const Allocation& stub = blocks[0];
   const Allocation& slot = blocks[1];
@@ -169,7 +169,7 @@ uintptr_t HelperTable::address(llvm::StringRef name) const {
   return it == helpers_.end() ? 0 : it->second.address;
 }
 
-uintptr_t HelperTable::callTarget(llvm::StringRef name) const {
+uintptr_t HelperTable::call_target(llvm::StringRef name) const {
   auto it = helpers_.find(name);
   return it == helpers_.end() ? 0 : it->second.call_target;
 }
@@ -189,13 +189,13 @@ CodeUnitBuilder::CodeUnitBuilder(const StencilLibrary& library, const HelperTabl
       bound_label_(library.symbol_count),
       rodata_epoch_(library.stencil_count),
       rodata_offset_(library.stencil_count) {
-  resolveHelpers();
+  resolve_helpers();
 }
 
-void CodeUnitBuilder::resolveHelpers() {
+void CodeUnitBuilder::resolve_helpers() {
   for (uint32_t i = 0; i < library_.symbol_count; ++i) {
     helper_address_[i] = helpers_.address(library_.symbols[i]);
-    helper_call_[i] = helpers_.callTarget(library_.symbols[i]);
+    helper_call_[i] = helpers_.call_target(library_.symbols[i]);
   }
   helper_generation_ = helpers_.generation();
 }
@@ -208,7 +208,7 @@ void CodeUnitBuilder::reset() {
   code_ = 0;
 }
 
-CodeUnitBuilder::Label CodeUnitBuilder::newLabel() {
+CodeUnitBuilder::Label CodeUnitBuilder::new_label() {
   labels_.push_back(kUnplaced);
   return static_cast<Label>(labels_.size() - 1);
 }
@@ -226,20 +226,20 @@ void CodeUnitBuilder::append(uint16_t stencil) {
   instances_.push_back(instance);
 }
 
-void CodeUnitBuilder::setValue(uint16_t symbol, uint64_t value) {
+void CodeUnitBuilder::set_value(uint16_t symbol, uint64_t value) {
   assert(!instances_.empty() && symbol < library_.symbol_count);
   bindings_.push_back({symbol, false, value});
   instances_.back().bindings_end = static_cast<uint32_t>(bindings_.size());
 }
 
-void CodeUnitBuilder::setLabel(uint16_t symbol, Label label) {
+void CodeUnitBuilder::set_label(uint16_t symbol, Label label) {
   assert(!instances_.empty() && symbol < library_.symbol_count && label < labels_.size());
   bindings_.push_back({symbol, true, label});
   instances_.back().bindings_end = static_cast<uint32_t>(bindings_.size());
 }
 
 // Makes the instance's bindings current (bound_*[symbol] valid while bound_epoch_ == epoch_).
-// False if a symbol is set twice or to a label never placed (bindingError says which).
+// False if a symbol is set twice or to a label never placed (binding_error says which).
 bool CodeUnitBuilder::bind(const Instance& instance) {
   if (++epoch_ == 0) {  // wrapped: forget every stamp
     std::fill(bound_epoch_.begin(), bound_epoch_.end(), 0);
@@ -257,8 +257,8 @@ bool CodeUnitBuilder::bind(const Instance& instance) {
   return ok;
 }
 
-llvm::Error CodeUnitBuilder::bindingError(const Instance& instance, llvm::StringRef owner_name,
-                                          uint32_t index) const {
+llvm::Error CodeUnitBuilder::binding_error(const Instance& instance, llvm::StringRef owner_name,
+                                           uint32_t index) const {
   for (uint32_t b = instance.bindings_begin; b < instance.bindings_end; ++b) {
     const Binding& binding = bindings_[b];
     const bool twice =
@@ -273,8 +273,8 @@ llvm::Error CodeUnitBuilder::bindingError(const Instance& instance, llvm::String
   return llvm::Error::success();
 }
 
-llvm::Error CodeUnitBuilder::checkHoles(const Stencil& stencil, const Hole* holes, uint32_t count,
-                                        llvm::StringRef owner_name, uint32_t index) const {
+llvm::Error CodeUnitBuilder::check_holes(const Stencil& stencil, const Hole* holes, uint32_t count,
+                                         llvm::StringRef owner_name, uint32_t index) const {
   for (uint32_t h = 0; h < count; ++h) {
     const Hole& hole = holes[h];
     if (hole.target != HoleTarget::kSymbol || bound_epoch_[hole.symbol] == epoch_ ||
@@ -289,7 +289,7 @@ llvm::Error CodeUnitBuilder::checkHoles(const Stencil& stencil, const Hole* hole
 }
 
 // S for a symbol hole of the current instance, once the unit is laid out and allocated.
-uint64_t CodeUnitBuilder::symbolValue(uint16_t symbol, bool branch) const {
+uint64_t CodeUnitBuilder::symbol_value(uint16_t symbol, bool branch) const {
   if (bound_epoch_[symbol] == epoch_)
     return bound_label_[symbol] ? code_ + label_offsets_[bound_value_[symbol]]
                                 : bound_value_[symbol];
@@ -306,7 +306,7 @@ llvm::Error CodeUnitBuilder::patch(const Stencil& stencil, const Hole* holes, ui
     uint64_t target = 0;
     switch (hole.target) {
       case HoleTarget::kSymbol:
-        target = symbolValue(hole.symbol, hole.branch);
+        target = symbol_value(hole.symbol, hole.branch);
         break;
       case HoleTarget::kReadOnly:
         target = rodata;
@@ -316,11 +316,11 @@ llvm::Error CodeUnitBuilder::patch(const Stencil& stencil, const Hole* holes, ui
         break;
     }
     target += static_cast<uint64_t>(hole.addend);
-    if (patchHole(writable + hole.offset, hole.kind, target, address + hole.offset)) continue;
+    if (patch_hole(writable + hole.offset, hole.kind, target, address + hole.offset)) continue;
     return error(
         "unit '%s': stencil '%s' (instance %u): %s hole at +%u against %s: "
         "0x%" PRIx64 " does not fit (from 0x%" PRIxPTR ")",
-        owner_name.str().c_str(), stencil.name, index, kindName(hole.kind), hole.offset,
+        owner_name.str().c_str(), stencil.name, index, kind_name(hole.kind), hole.offset,
         hole.target == HoleTarget::kSymbol ? library_.symbols[hole.symbol]
         : hole.target == HoleTarget::kCode ? "its code"
                                            : "its read-only data",
@@ -333,7 +333,7 @@ llvm::Expected<EmittedUnit> CodeUnitBuilder::emit(Heap& heap, llvm::StringRef ow
   if (instances_.empty()) return error("unit '%s': no stencil appended", owner_name.str().c_str());
   if (&heap != &helpers_.heap())
     return error("unit '%s': the heap is not the helper table's", owner_name.str().c_str());
-  if (helpers_.generation() != helper_generation_) resolveHelpers();
+  if (helpers_.generation() != helper_generation_) resolve_helpers();
   if (++unit_epoch_ == 0) {
     std::fill(rodata_epoch_.begin(), rodata_epoch_.end(), 0);
     unit_epoch_ = 1;
@@ -349,11 +349,11 @@ llvm::Expected<EmittedUnit> CodeUnitBuilder::emit(Heap& heap, llvm::StringRef ow
   for (uint32_t i = 0; i < count; ++i) {
     Instance& instance = instances_[i];
     const Stencil& stencil = library_.stencils[instance.stencil];
-    if (!bind(instance)) return bindingError(instance, owner_name, i);
-    if (auto err = checkHoles(stencil, stencil.holes, stencil.hole_count, owner_name, i))
+    if (!bind(instance)) return binding_error(instance, owner_name, i);
+    if (auto err = check_holes(stencil, stencil.holes, stencil.hole_count, owner_name, i))
       return err;
     if (auto err =
-            checkHoles(stencil, stencil.rodata_holes, stencil.rodata_hole_count, owner_name, i))
+            check_holes(stencil, stencil.rodata_holes, stencil.rodata_hole_count, owner_name, i))
       return err;
     instance.drop_tail_jump = false;
     if (stencil.tail_jump_hole >= 0 && i + 1 < count) {
@@ -399,7 +399,7 @@ llvm::Expected<EmittedUnit> CodeUnitBuilder::emit(Heap& heap, llvm::StringRef ow
   const size_t block_count = read_only_size > 0 ? 2 : 1;
   auto owner = heap.allocate_group(owner_name.str(), std::span(requests, block_count),
                                    std::span(blocks, block_count));
-  if (!owner) return toLLVMError(std::move(owner.error()));
+  if (!owner) return to_llvm_error(std::move(owner.error()));
   const Allocation& code = blocks[0];
   const Allocation& read_only = blocks[1];
   code_ = code.address;
@@ -463,30 +463,30 @@ llvm::Expected<EmittedUnit> CodeUnitBuilder::emit(Heap& heap, llvm::StringRef ow
   }
   __builtin___clear_cache(reinterpret_cast<char*>(code.address),
                           reinterpret_cast<char*>(code.address + code_size));
-  if (perf_map_) writePerfMap(owner_name);
+  if (perf_map_) write_perf_map(owner_name);
   return unit;
 }
 
 // "START SIZE name" per instance, hex without 0x, as perf(1) reads it.
-void CodeUnitBuilder::writePerfMap(llvm::StringRef owner_name) const {
+void CodeUnitBuilder::write_perf_map(llvm::StringRef owner_name) const {
   std::string name = owner_name.str();
   std::replace_if(name.begin(), name.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
   std::string lines;
   for (const Instance& instance : instances_)
     fmt::format_to(std::back_inserter(lines), "{:x} {:x} {}:{}\n", code_ + instance.code_offset,
                    instance.code_size, name, library_.stencils[instance.stencil].name);
-  appendPerfMap(lines);
+  append_perf_map(lines);
 }
 
-uintptr_t CodeUnitBuilder::labelAddress(Label label) const {
+uintptr_t CodeUnitBuilder::label_address(Label label) const {
   assert(code_ != 0 && label < label_offsets_.size() && labels_[label] != kUnplaced);
   return code_ + label_offsets_[label];
 }
 
-llvm::Error retireUnit(Heap& heap, EmittedUnit& unit) {
+llvm::Error retire_unit(Heap& heap, EmittedUnit& unit) {
   auto result = heap.end_group(unit.owner, Exit::kRetire, std::move(unit.on_gone));
   unit = EmittedUnit();
-  return toLLVMError(std::move(result));
+  return to_llvm_error(std::move(result));
 }
 
 }  // namespace codeheap::jit

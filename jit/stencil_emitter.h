@@ -4,16 +4,16 @@
 //   auto helpers = HelperTable::create(heap);            // once per heap
 //   (*helpers)->define("overflow_helper", &overflow_helper);
 //   CodeUnitBuilder builder(my_stencils::library(), **helpers);
-//   auto entry = builder.newLabel(), next = builder.newLabel();
+//   auto entry = builder.new_label(), next = builder.new_label();
 //   builder.place(entry);
 //   builder.append(my_stencils::kStencil_add_const);
-//   builder.setValue(my_stencils::kSymbol_K, 42);
-//   builder.setLabel(my_stencils::kSymbol_CONT, next);   // placed next: its jmp is dropped
+//   builder.set_value(my_stencils::kSymbol_K, 42);
+//   builder.set_label(my_stencils::kSymbol_CONT, next);   // placed next: its jmp is dropped
 //   builder.place(next);
 //   builder.append(my_stencils::kStencil_ret);
 //   auto unit = builder.emit(heap, "f");                  // code at unit->code
 //   ...
-//   retireUnit(heap, *unit);                              // when the code is dead
+//   retire_unit(heap, *unit);                              // when the code is dead
 //
 // Thread safety: a CodeUnitBuilder is used by one thread at a time. A HelperTable is defined
 // first and only read afterwards; define() must not run concurrently with anything else on it.
@@ -53,7 +53,7 @@ class HelperTable {
   uintptr_t address(llvm::StringRef name) const;
   // Where a branch to `name` goes: its trampoline, or its address when it is within reach.
   // 0 if undefined.
-  uintptr_t callTarget(llvm::StringRef name) const;
+  uintptr_t call_target(llvm::StringRef name) const;
 
   Heap& heap() const { return heap_; }
   // Changes with every define(), so that builders know when to look their symbols up again.
@@ -82,7 +82,7 @@ struct EmittedUnit {
   uintptr_t read_only = 0;  // its read-only data and .eh_frame (0 if it has neither)
   size_t read_only_size = 0;
   // Deregisters the unit's unwind info (empty if it has none). Pass it as `on_gone` to
-  // Heap::end_group(owner, Exit::kRetire, on_gone), as retireUnit does, so that it runs only once
+  // Heap::end_group(owner, Exit::kRetire, on_gone), as retire_unit does, so that it runs only once
   // no thread can be inside the code.
   std::function<void()> on_gone;
 };
@@ -96,13 +96,13 @@ class CodeUnitBuilder {
 
   // Both must outlive the builder. `perf_map`: append one /tmp/perf-<pid>.map line per
   // stencil instance of every unit ("<owner name>:<stencil>"; see jit/visibility.h), e.g.
-  // VisibilityOptions::fromEnvironment().perf_map.
+  // VisibilityOptions::from_environment().perf_map.
   CodeUnitBuilder(const StencilLibrary& library, const HelperTable& helpers, bool perf_map = false);
 
   // Starts a new unit, keeping capacity. Labels and label addresses of the last unit are gone.
   void reset();
 
-  Label newLabel();
+  Label new_label();
   // The label's address is where the next appended stencil starts (the end of the code if
   // none follows). A label is placed once.
   void place(Label label);
@@ -112,11 +112,11 @@ class CodeUnitBuilder {
   // emit() fails, naming the stencil and the symbol, if one is neither.
   void append(uint16_t stencil);
   // Symbol `symbol` (a kSymbol_ constant) of the last appended instance is `value`.
-  void setValue(uint16_t symbol, uint64_t value);
+  void set_value(uint16_t symbol, uint64_t value);
   // Symbol `symbol` of the last appended instance is the address of `label` (jumps and calls
   // within the unit). A final musttail jump to a label placed right after the instance is
   // dropped.
-  void setLabel(uint16_t symbol, Label label);
+  void set_label(uint16_t symbol, Label label);
 
   // Lays the unit out and allocates it as ONE allocate_group named `owner_name` (code in
   // kCode; read-only data and .eh_frame in kReadOnly), copies the stencils through the
@@ -129,7 +129,7 @@ class CodeUnitBuilder {
   llvm::Expected<EmittedUnit> emit(Heap& heap, llvm::StringRef owner_name);
 
   // The execution address of `label` in the last emitted unit (valid until reset()).
-  uintptr_t labelAddress(Label label) const;
+  uintptr_t label_address(Label label) const;
 
   const StencilLibrary& library() const { return library_; }
 
@@ -151,17 +151,17 @@ class CodeUnitBuilder {
   };
   struct Layout;
 
-  void resolveHelpers();
+  void resolve_helpers();
   bool bind(const Instance& instance);
-  llvm::Error bindingError(const Instance& instance, llvm::StringRef owner_name,
-                           uint32_t index) const;
-  llvm::Error checkHoles(const Stencil& stencil, const Hole* holes, uint32_t count,
-                         llvm::StringRef owner_name, uint32_t index) const;
-  uint64_t symbolValue(uint16_t symbol, bool branch) const;
+  llvm::Error binding_error(const Instance& instance, llvm::StringRef owner_name,
+                            uint32_t index) const;
+  llvm::Error check_holes(const Stencil& stencil, const Hole* holes, uint32_t count,
+                          llvm::StringRef owner_name, uint32_t index) const;
+  uint64_t symbol_value(uint16_t symbol, bool branch) const;
   llvm::Error patch(const Stencil& stencil, const Hole* holes, uint32_t count, int32_t skip,
                     uint8_t* writable, uintptr_t address, uintptr_t code, uintptr_t rodata,
                     llvm::StringRef owner_name, uint32_t index) const;
-  void writePerfMap(llvm::StringRef owner_name) const;
+  void write_perf_map(llvm::StringRef owner_name) const;
 
   const StencilLibrary& library_;
   const HelperTable& helpers_;
@@ -191,6 +191,6 @@ class CodeUnitBuilder {
 
 // Retires a unit's blocks to quarantine (bytes intact) with the deregistration of its unwind
 // info deferred until a reclaim pass frees them. The unit is empty afterwards.
-llvm::Error retireUnit(Heap& heap, EmittedUnit& unit);
+llvm::Error retire_unit(Heap& heap, EmittedUnit& unit);
 
 }  // namespace codeheap::jit

@@ -120,7 +120,7 @@ class Object {
       stencil.name = check(symbol.getName(), path_ + ": symbol name").str();
       stencil.text = *check(symbol.getSection(), "stencil '" + stencil.name + "'");
       // .text.<name>, or .text.unlikely.<name> (cold), .text.hot.<name>, ...
-      const StringRef section = sectionName(stencil.text);
+      const StringRef section = section_name(stencil.text);
       if (!section.starts_with(".text.") || !section.ends_with("." + stencil.name) ||
           check(symbol.getValue(), path_) != 0)
         fail("stencil '" + stencil.name + "': defined in section '" + section +
@@ -133,21 +133,21 @@ class Object {
     for (Stencil& stencil : stencils) {
       StringRef bytes = check(stencil.text.getContents(), "stencil '" + stencil.name + "'");
       stencil.code.assign(bytes.bytes_begin(), bytes.bytes_end());
-      stencil.holes = holesOf(stencil, stencil.text, 0);
-      markTailJump(stencil);
+      stencil.holes = holes_of(stencil, stencil.text, 0);
+      mark_tail_jump(stencil);
     }
-    readEHFrame(stencils);
+    read_eh_frame(stencils);
     return stencils;
   }
 
   const std::vector<uint8_t>& cie() const { return cie_; }
 
  private:
-  StringRef sectionName(const ELFSectionRef& section) const {
+  StringRef section_name(const ELFSectionRef& section) const {
     return check(section.getName(), path_ + ": section name");
   }
 
-  static bool isReadOnlyData(const ELFSectionRef& section) {
+  static bool is_read_only_data(const ELFSectionRef& section) {
     const uint64_t flags = section.getFlags();
     return section.getType() == llvm::ELF::SHT_PROGBITS && (flags & llvm::ELF::SHF_ALLOC) &&
            !(flags & (llvm::ELF::SHF_WRITE | llvm::ELF::SHF_EXECINSTR | llvm::ELF::SHF_TLS));
@@ -155,7 +155,7 @@ class Object {
 
   // The holes of `section` (the stencil's code, or one of its read-only data sections placed
   // at `base` in its blob), copying every read-only data section they reach into the blob.
-  std::vector<Hole> holesOf(Stencil& stencil, const ELFSectionRef& section, uint64_t base) {
+  std::vector<Hole> holes_of(Stencil& stencil, const ELFSectionRef& section, uint64_t base) {
     std::vector<Hole> holes;
     auto found = relocations_.find(section.getIndex());
     if (found == relocations_.end()) return holes;
@@ -179,7 +179,7 @@ class Object {
     const StringRef target_name = check(symbol.getName(), path_ + ": symbol name");
     const std::string in_data =
         section == stencil.text ? ""
-                                : (" in its read-only data '" + sectionName(section) + "'").str();
+                                : (" in its read-only data '" + section_name(section) + "'").str();
     const std::string refused = "stencil '" + stencil.name + "': relocation " + type_name.str() +
                                 " against '" + target_name.str() + "'" + in_data +
                                 " cannot be placed (";
@@ -243,12 +243,12 @@ class Object {
       hole.addend += static_cast<int64_t>(value);
       return hole;
     }
-    if (isReadOnlyData(target)) {
+    if (is_read_only_data(target)) {
       hole.target = HoleTarget::kReadOnly;
-      hole.addend += static_cast<int64_t>(placeReadOnly(stencil, target) + value);
+      hole.addend += static_cast<int64_t>(place_read_only(stencil, target) + value);
       return hole;
     }
-    const StringRef where = sectionName(target);
+    const StringRef where = section_name(target);
     if (target.getFlags() & llvm::ELF::SHF_EXECINSTR)
       return refuse("code in '" + where +
                     "': a stencil cannot call another stencil or a static function that was "
@@ -263,7 +263,7 @@ class Object {
 
   // The offset of read-only data `section` in the stencil's blob, copying it (and what its own
   // relocations reach) the first time.
-  uint64_t placeReadOnly(Stencil& stencil, const ELFSectionRef& section) {
+  uint64_t place_read_only(Stencil& stencil, const ELFSectionRef& section) {
     auto [it, added] = stencil.rodata_offsets.emplace(section.getIndex(), 0);
     if (!added) return it->second;
     const uint64_t align = std::max<uint64_t>(section.getAlignment().value(), 1);
@@ -273,12 +273,12 @@ class Object {
     StringRef bytes = check(section.getContents(), path_ + ": section contents");
     stencil.rodata.resize(offset);
     stencil.rodata.insert(stencil.rodata.end(), bytes.bytes_begin(), bytes.bytes_end());
-    std::vector<Hole> holes = holesOf(stencil, section, offset);
+    std::vector<Hole> holes = holes_of(stencil, section, offset);
     stencil.rodata_holes.insert(stencil.rodata_holes.end(), holes.begin(), holes.end());
     return offset;
   }
 
-  static void markTailJump(Stencil& stencil) {
+  static void mark_tail_jump(Stencil& stencil) {
     const size_t size = stencil.code.size();
     if (size < 5 || stencil.code[size - 5] != 0xE9) return;
     for (size_t i = 0; i < stencil.holes.size(); ++i) {
@@ -292,10 +292,10 @@ class Object {
   // One CIE (augmentation "zR", pointers pcrel|sdata4) and one FDE per function, each FDE
   // relocated by R_X86_64_PC32 against its function's section: clang's output. Anything else
   // would need a general .eh_frame linker, which the emitter is not.
-  void readEHFrame(std::vector<Stencil>& stencils) {
+  void read_eh_frame(std::vector<Stencil>& stencils) {
     std::optional<ELFSectionRef> eh_frame;
     for (ELFSectionRef section : elf_->sections())
-      if (sectionName(section) == ".eh_frame") eh_frame = section;
+      if (section_name(section) == ".eh_frame") eh_frame = section;
     if (!eh_frame) return;
     const StringRef bytes = check(eh_frame->getContents(), path_ + ": .eh_frame");
     auto u32 = [&](uint64_t at) {
@@ -319,19 +319,19 @@ class Object {
         if (cie_at) fail(path_ + ": .eh_frame has more than one CIE; the emitter needs one");
         if (first != relocations.end() && first->first < end)
           fail(path_ + ": .eh_frame CIE has relocations (a personality routine?)");
-        checkCIE(bytes.slice(at, end));
+        check_cie(bytes.slice(at, end));
         cie_at = at;
         cie_.assign(bytes.bytes_begin() + at, bytes.bytes_begin() + end);
       } else {
         if (!cie_at || at + 4 - id != *cie_at)
           fail(path_ + ": .eh_frame FDE at " + llvm::Twine(at) + " does not use the one CIE");
-        readFDE(stencils, bytes.slice(at, end), at, first, relocations.end());
+        read_fde(stencils, bytes.slice(at, end), at, first, relocations.end());
       }
       at = end;
     }
   }
 
-  static void checkCIE(StringRef cie) {
+  static void check_cie(StringRef cie) {
     const uint8_t* p = cie.bytes_begin() + 8;
     const uint8_t* end = cie.bytes_end();
     const uint8_t version = *p++;
@@ -360,7 +360,7 @@ class Object {
   }
 
   template <typename It>
-  void readFDE(std::vector<Stencil>& stencils, StringRef fde, uint64_t at, It first, It last) {
+  void read_fde(std::vector<Stencil>& stencils, StringRef fde, uint64_t at, It first, It last) {
     const std::string where = (path_ + ": .eh_frame FDE at " + llvm::Twine(at)).str();
     if (first == last || first->first != at + codeheap::jit::kFdePcBegin ||
         first->second.getType() != llvm::ELF::R_X86_64_PC32)
@@ -397,7 +397,7 @@ class Object {
 // ---------------------------------------------------------------------------------------------
 // Output
 
-const char* kindName(HoleKind kind) {
+const char* kind_name(HoleKind kind) {
   switch (kind) {
     case HoleKind::kAbs64:
       return "kAbs64";
@@ -411,7 +411,7 @@ const char* kindName(HoleKind kind) {
   return "";
 }
 
-const char* targetName(HoleTarget target) {
+const char* target_name(HoleTarget target) {
   switch (target) {
     case HoleTarget::kSymbol:
       return "kSymbol";
@@ -423,7 +423,7 @@ const char* targetName(HoleTarget target) {
   return "";
 }
 
-void writeBytes(llvm::raw_ostream& os, StringRef name, const std::vector<uint8_t>& bytes) {
+void write_bytes(llvm::raw_ostream& os, StringRef name, const std::vector<uint8_t>& bytes) {
   os << "constexpr uint8_t " << name << "[] = {";
   for (size_t i = 0; i < bytes.size(); ++i) {
     os << (i % 16 == 0 ? "\n    " : " ");
@@ -432,13 +432,13 @@ void writeBytes(llvm::raw_ostream& os, StringRef name, const std::vector<uint8_t
   os << "\n};\n";
 }
 
-void writeHoles(llvm::raw_ostream& os, StringRef name, const std::vector<Hole>& holes,
-                const std::map<std::string, size_t>& symbols) {
+void write_holes(llvm::raw_ostream& os, StringRef name, const std::vector<Hole>& holes,
+                 const std::map<std::string, size_t>& symbols) {
   os << "constexpr Hole " << name << "[] = {\n";
   for (const Hole& hole : holes) {
     const size_t symbol = hole.target == HoleTarget::kSymbol ? symbols.at(hole.symbol) : 0;
-    os << "    {" << hole.offset << ", HoleKind::" << kindName(hole.kind)
-       << ", HoleTarget::" << targetName(hole.target) << ", " << symbol << ", " << hole.addend
+    os << "    {" << hole.offset << ", HoleKind::" << kind_name(hole.kind)
+       << ", HoleTarget::" << target_name(hole.target) << ", " << symbol << ", " << hole.addend
        << ", " << (hole.branch ? "true" : "false") << "},";
     if (hole.target == HoleTarget::kSymbol) os << "  // " << hole.symbol;
     os << "\n";
@@ -446,10 +446,10 @@ void writeHoles(llvm::raw_ostream& os, StringRef name, const std::vector<Hole>& 
   os << "};\n";
 }
 
-void writeOutputs(const std::string& library, const std::string& ns, const std::string& header,
-                  const std::string& input, const std::vector<Stencil>& stencils,
-                  const std::vector<uint8_t>& cie, const std::string& h_path,
-                  const std::string& cc_path) {
+void write_outputs(const std::string& library, const std::string& ns, const std::string& header,
+                   const std::string& input, const std::vector<Stencil>& stencils,
+                   const std::vector<uint8_t>& cie, const std::string& h_path,
+                   const std::string& cc_path) {
   std::map<std::string, size_t> symbols;  // sorted by name
   for (const Stencil& stencil : stencils) {
     for (const auto* holes : {&stencil.holes, &stencil.rodata_holes})
@@ -498,11 +498,11 @@ void writeOutputs(const std::string& library, const std::string& ns, const std::
     const Stencil& s = stencils[i];
     const std::string n = std::to_string(i);
     cc << "// " << s.name << "\n";
-    writeBytes(cc, "kCode" + n, s.code);
-    if (!s.holes.empty()) writeHoles(cc, "kHoles" + n, s.holes, symbols);
-    if (!s.rodata.empty()) writeBytes(cc, "kRodata" + n, s.rodata);
-    if (!s.rodata_holes.empty()) writeHoles(cc, "kRodataHoles" + n, s.rodata_holes, symbols);
-    if (!s.fde.empty()) writeBytes(cc, "kFde" + n, s.fde);
+    write_bytes(cc, "kCode" + n, s.code);
+    if (!s.holes.empty()) write_holes(cc, "kHoles" + n, s.holes, symbols);
+    if (!s.rodata.empty()) write_bytes(cc, "kRodata" + n, s.rodata);
+    if (!s.rodata_holes.empty()) write_holes(cc, "kRodataHoles" + n, s.rodata_holes, symbols);
+    if (!s.fde.empty()) write_bytes(cc, "kFde" + n, s.fde);
     cc << "\n";
   }
   cc << "constexpr Stencil kStencils[] = {\n";
@@ -529,7 +529,7 @@ void writeOutputs(const std::string& library, const std::string& ns, const std::
     for (const auto& [name, i] : symbols) cc << "    \"" << name << "\",\n";
     cc << "};\n\n";
   }
-  if (!cie.empty()) writeBytes(cc, "kCie", cie);
+  if (!cie.empty()) write_bytes(cc, "kCie", cie);
   cc << "\nconstexpr codeheap::jit::StencilLibrary kLibrary = {\n"
      << "    .name = \"" << library << "\",\n"
      << "    .stencils = " << array(stencils, "kStencils")
@@ -566,6 +566,6 @@ int main(int argc, char** argv) {
   Object object(paths[0]);
   const std::vector<Stencil> stencils = object.stencils();
   if (stencils.empty()) fail(paths[0] + ": no stencil (a global function in .text.<name>)");
-  writeOutputs(library, ns, header, paths[0], stencils, object.cie(), paths[1], paths[2]);
+  write_outputs(library, ns, header, paths[0], stencils, object.cie(), paths[1], paths[2]);
   return 0;
 }

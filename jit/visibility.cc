@@ -41,7 +41,7 @@ extern "C" void __jit_debug_register_code();
 namespace codeheap::jit {
 namespace {
 
-bool envIsOne(const char* name) {
+bool env_is_one(const char* name) {
   const char* value = std::getenv(name);
   return value != nullptr && std::strcmp(value, "1") == 0;
 }
@@ -50,7 +50,7 @@ bool envIsOne(const char* name) {
 // Perf map
 
 // One line "START SIZE name" per function, hex without 0x, as perf(1) reads /tmp/perf-PID.map.
-void appendPerfLine(std::string& lines, uint64_t address, uint64_t size, llvm::StringRef name) {
+void append_perf_line(std::string& lines, uint64_t address, uint64_t size, llvm::StringRef name) {
   std::string clean = name.str();
   for (char& c : clean)
     if (c == '\n' || c == '\r') c = ' ';  // a line break would split the record
@@ -109,15 +109,15 @@ class PerfMap {
 
 // Serializes every change this library makes to __jit_debug_descriptor (JITLink plugin and
 // RuntimeDyld listener alike). Writers outside this library (LLVM's own GDB listener, which
-// MCJIT installs by default; JITLoaderGDB) use locks of their own: see visibilityListeners.
-std::mutex& gdbMutex() {
+// MCJIT installs by default; JITLoaderGDB) use locks of their own: see visibility_listeners.
+std::mutex& gdb_mutex() {
   static auto* mutex = new std::mutex;  // never destroyed, usable during static destruction
   return *mutex;
 }
 
-// Call with gdbMutex() held. Same protocol as gdb's jit.h: link, say what changed, then stop
+// Call with gdb_mutex() held. Same protocol as gdb's jit.h: link, say what changed, then stop
 // in __jit_debug_register_code where an attached debugger has its breakpoint.
-void gdbRegister(jit_code_entry& entry) {
+void gdb_register(jit_code_entry& entry) {
   jit_descriptor& descriptor = __jit_debug_descriptor;
   entry.prev_entry = nullptr;
   entry.next_entry = descriptor.first_entry;
@@ -128,7 +128,7 @@ void gdbRegister(jit_code_entry& entry) {
   __jit_debug_register_code();
 }
 
-void gdbUnregister(jit_code_entry& entry) {
+void gdb_unregister(jit_code_entry& entry) {
   jit_descriptor& descriptor = __jit_debug_descriptor;
   if (entry.prev_entry)
     entry.prev_entry->next_entry = entry.next_entry;
@@ -172,9 +172,9 @@ class GdbListener : public llvm::JITEventListener {
 
     std::lock_guard<std::mutex> lock(mutex_);
     std::unique_ptr<Registration>& slot = objects_[key];
-    std::lock_guard<std::mutex> gdb_lock(gdbMutex());
-    if (slot) gdbUnregister(slot->entry);  // the key's previous object was never freed
-    gdbRegister(registration->entry);
+    std::lock_guard<std::mutex> gdb_lock(gdb_mutex());
+    if (slot) gdb_unregister(slot->entry);  // the key's previous object was never freed
+    gdb_register(registration->entry);
     slot = std::move(registration);
   }
 
@@ -183,8 +183,8 @@ class GdbListener : public llvm::JITEventListener {
     auto it = objects_.find(key);
     if (it == objects_.end()) return;
     {
-      std::lock_guard<std::mutex> gdb_lock(gdbMutex());
-      gdbUnregister(it->second->entry);
+      std::lock_guard<std::mutex> gdb_lock(gdb_mutex());
+      gdb_unregister(it->second->entry);
     }
     objects_.erase(it);
   }
@@ -195,7 +195,7 @@ class GdbListener : public llvm::JITEventListener {
     jit_code_entry entry{};
   };
 
-  std::mutex mutex_;  // guards objects_; taken before gdbMutex()
+  std::mutex mutex_;  // guards objects_; taken before gdb_mutex()
   std::map<ObjectKey, std::unique_ptr<Registration>> objects_;
 };
 
@@ -228,7 +228,7 @@ class PerfMapListener : public llvm::JITEventListener {
         continue;
       uint64_t load = info.getSectionLoadAddress(**section);
       if (load == 0) continue;  // section not loaded
-      appendPerfLine(lines, load + (*address - (*section)->getAddress()), size, *name);
+      append_perf_line(lines, load + (*address - (*section)->getAddress()), size, *name);
     }
     PerfMap::instance().append(lines);
   }
@@ -248,8 +248,8 @@ class PerfMapPlugin : public llvm::orc::ObjectLinkingLayer::Plugin {
       std::string lines;
       for (llvm::jitlink::Symbol* symbol : graph.defined_symbols())
         if (symbol->isCallable() && symbol->hasName() && symbol->getSize() > 0)
-          appendPerfLine(lines, symbol->getAddress().getValue(), symbol->getSize(),
-                         symbol->getName());
+          append_perf_line(lines, symbol->getAddress().getValue(), symbol->getSize(),
+                           symbol->getName());
       std::lock_guard<std::mutex> lock(mutex_);
       pending_[&mr] = std::move(lines);
       return llvm::Error::success();
@@ -300,7 +300,7 @@ class GdbJitPlugin : public llvm::orc::ObjectLinkingLayer::Plugin {
  public:
   ~GdbJitPlugin() override {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (auto& [key, objects] : registered_) unregisterAll(objects);
+    for (auto& [key, objects] : registered_) unregister_all(objects);
   }
 
   void notifyMaterializing(llvm::orc::MaterializationResponsibility& mr,
@@ -328,7 +328,7 @@ class GdbJitPlugin : public llvm::orc::ObjectLinkingLayer::Plugin {
       object = it->second.get();
     }
     config.PostAllocationPasses.push_back([object](llvm::jitlink::LinkGraph& graph) {
-      object->setLoadAddresses(graph);
+      object->set_load_addresses(graph);
       return llvm::Error::success();
     });
   }
@@ -343,16 +343,16 @@ class GdbJitPlugin : public llvm::orc::ObjectLinkingLayer::Plugin {
       pending_.erase(it);
     }
     {
-      std::lock_guard<std::mutex> lock(gdbMutex());
-      gdbRegister(object->entry);
+      std::lock_guard<std::mutex> lock(gdb_mutex());
+      gdb_register(object->entry);
     }
     llvm::Error err = mr.withResourceKeyDo([&](llvm::orc::ResourceKey key) {
       std::lock_guard<std::mutex> lock(mutex_);
       registered_[key].push_back(std::move(object));
     });
     if (object) {  // the tracker was removed meanwhile: nothing will ever unregister it
-      std::lock_guard<std::mutex> lock(gdbMutex());
-      gdbUnregister(object->entry);
+      std::lock_guard<std::mutex> lock(gdb_mutex());
+      gdb_unregister(object->entry);
     }
     return err;
   }
@@ -367,7 +367,7 @@ class GdbJitPlugin : public llvm::orc::ObjectLinkingLayer::Plugin {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = registered_.find(key);
     if (it == registered_.end()) return llvm::Error::success();
-    unregisterAll(it->second);
+    unregister_all(it->second);
     registered_.erase(it);
     return llvm::Error::success();
   }
@@ -416,7 +416,7 @@ class GdbJitPlugin : public llvm::orc::ObjectLinkingLayer::Plugin {
 
     // JITLink keeps ELF section names for its graph sections; a section's range starts at its
     // lowest block, which is where the section landed.
-    void setLoadAddresses(llvm::jitlink::LinkGraph& graph) {
+    void set_load_addresses(llvm::jitlink::LinkGraph& graph) {
       for (llvm::jitlink::Section& section : graph.sections()) {
         llvm::jitlink::SectionRange range(section);
         auto it = sections.find(section.getName());
@@ -426,28 +426,28 @@ class GdbJitPlugin : public llvm::orc::ObjectLinkingLayer::Plugin {
     }
   };
 
-  static void unregisterAll(std::vector<std::unique_ptr<DebugObject>>& objects) {
-    std::lock_guard<std::mutex> lock(gdbMutex());
-    for (auto& object : objects) gdbUnregister(object->entry);
+  static void unregister_all(std::vector<std::unique_ptr<DebugObject>>& objects) {
+    std::lock_guard<std::mutex> lock(gdb_mutex());
+    for (auto& object : objects) gdb_unregister(object->entry);
   }
 
-  std::mutex mutex_;  // guards pending_ and registered_; taken before gdbMutex()
+  std::mutex mutex_;  // guards pending_ and registered_; taken before gdb_mutex()
   std::map<llvm::orc::MaterializationResponsibility*, std::unique_ptr<DebugObject>> pending_;
   llvm::DenseMap<llvm::orc::ResourceKey, std::vector<std::unique_ptr<DebugObject>>> registered_;
 };
 
 }  // namespace
 
-VisibilityOptions VisibilityOptions::fromEnvironment() {
+VisibilityOptions VisibilityOptions::from_environment() {
   VisibilityOptions options;
-  options.perf_map = envIsOne("CODEHEAP_PERF_MAP");
-  options.gdb_jit = envIsOne("CODEHEAP_GDB_JIT");
+  options.perf_map = env_is_one("CODEHEAP_PERF_MAP");
+  options.gdb_jit = env_is_one("CODEHEAP_GDB_JIT");
   return options;
 }
 
-llvm::Error addVisibilityPlugins(llvm::orc::ObjectLinkingLayer& layer,
-                                 llvm::orc::ExecutionSession& session,
-                                 const VisibilityOptions& options) {
+llvm::Error add_visibility_plugins(llvm::orc::ObjectLinkingLayer& layer,
+                                   llvm::orc::ExecutionSession& session,
+                                   const VisibilityOptions& options) {
   if (options.perf_map) {
     if (llvm::Error err = PerfMap::instance().check()) return err;
     layer.addPlugin(std::make_shared<PerfMapPlugin>());
@@ -464,7 +464,7 @@ llvm::Error addVisibilityPlugins(llvm::orc::ObjectLinkingLayer& layer,
   return llvm::Error::success();
 }
 
-std::vector<llvm::JITEventListener*> visibilityListeners(const VisibilityOptions& options) {
+std::vector<llvm::JITEventListener*> visibility_listeners(const VisibilityOptions& options) {
   std::vector<llvm::JITEventListener*> listeners;
   if (options.perf_map) listeners.push_back(&PerfMapListener::instance());
   if (options.gdb_jit) listeners.push_back(&GdbListener::instance());

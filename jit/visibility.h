@@ -37,16 +37,16 @@ struct VisibilityOptions {
   // perf_map is on iff CODEHEAP_PERF_MAP is set to exactly "1"; gdb_jit is on iff
   // CODEHEAP_GDB_JIT is set to exactly "1". Any other value (unset, empty, "0", "yes") leaves
   // the feature off, so a typo never silently turns on file writes in production.
-  static VisibilityOptions fromEnvironment();
+  static VisibilityOptions from_environment();
 };
 
 // Adds the perf-map and GDB-JIT plugins selected by `options` to an ORC object linking layer
 // (eh_frame registration is the engine's job). Everything registered is deregistered when the
 // owning resource tracker is removed. Fails if the perf map file cannot be opened or the
 // target is not an ELF target the GDB JIT support handles.
-llvm::Error addVisibilityPlugins(llvm::orc::ObjectLinkingLayer& layer,
-                                 llvm::orc::ExecutionSession& session,
-                                 const VisibilityOptions& options);
+llvm::Error add_visibility_plugins(llvm::orc::ObjectLinkingLayer& layer,
+                                   llvm::orc::ExecutionSession& session,
+                                   const VisibilityOptions& options);
 
 // JITEventListeners for MCJIT / RTDyldObjectLinkingLayer users. The listeners are
 // process-wide singletons that live until exit (not owned by the caller, never delete them);
@@ -58,6 +58,6 @@ llvm::Error addVisibilityPlugins(llvm::orc::ObjectLinkingLayer& layer,
 //   engine->UnregisterJITEventListener(llvm::JITEventListener::createGDBRegistrationListener());
 // so that gdb_jit=false really means off, gdb does not see every object twice, and no
 // registration bypasses this library's lock (LLVM's listener has a lock of its own).
-std::vector<llvm::JITEventListener*> visibilityListeners(const VisibilityOptions& options);
+std::vector<llvm::JITEventListener*> visibility_listeners(const VisibilityOptions& options);
 
 }  // namespace codeheap::jit

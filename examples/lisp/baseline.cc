@@ -100,8 +100,8 @@ class Compiler {
     flush();
     b_.append(stencil);
     if (!ends_flow(stencil)) {
-      pending_ = b_.newLabel();
-      b_.setLabel(s::kSymbol_CONT, *pending_);
+      pending_ = b_.new_label();
+      b_.set_label(s::kSymbol_CONT, *pending_);
     }
   }
   void flush() {
@@ -112,7 +112,7 @@ class Compiler {
     flush();
     b_.place(label);
   }
-  void value(uint16_t symbol, uint64_t v) { b_.setValue(symbol, v); }
+  void value(uint16_t symbol, uint64_t v) { b_.set_value(symbol, v); }
   void slot_operand(int slot) { value(s::kSymbol_SLOT, offset_of_slot(slot)); }
   void constant(Value v) {
     unit_.add_literal(v);
@@ -150,7 +150,7 @@ class Compiler {
     frame.lambda = &lambda;
     frame_ = &frame;
     for (size_t i = 0; i < lambda.free.size(); ++i) frame.free[lambda.free[i]] = int(i);
-    Label body = b_.newLabel();
+    Label body = b_.new_label();
     place(body);
     const int64_t required = static_cast<int64_t>(lambda.params.size());
     for (int64_t i = 0; i < required; ++i) {
@@ -179,10 +179,10 @@ class Compiler {
     if (size == std::size(kFrameSizes)) {
       throw BaselineRefused(fmt::format("a frame of {} slots is too deep", frame.high));
     }
-    Label entry = b_.newLabel();
+    Label entry = b_.new_label();
     place(entry);
     b_.append(lambda.rest != nullptr ? kEntryRest[size] : kEntryFixed[size]);
-    b_.setLabel(s::kSymbol_BODY, body);
+    b_.set_label(s::kSymbol_BODY, body);
     value(s::kSymbol_REQ, required);
     value(s::kSymbol_TEMPL, reinterpret_cast<uint64_t>(templates_[lambda.index]));
     entries_.push_back(entry);
@@ -265,12 +265,12 @@ class Compiler {
   }
 
   void emit_if(const Node* node, bool tail) {
-    Label otherwise = b_.newLabel();
+    Label otherwise = b_.new_label();
     const Node* test = node->kids[0];
     if (!fused_test(test, otherwise)) {
       emit(test, false);
       op(s::kStencil_branch_if_false);
-      b_.setLabel(s::kSymbol_ELSE, otherwise);
+      b_.set_label(s::kSymbol_ELSE, otherwise);
     }
     int mark = frame_->next;
     emit(node->kids[1], tail);
@@ -279,9 +279,9 @@ class Compiler {
       emit(node->kids[2], true);
       return;
     }
-    Label join = b_.newLabel();
+    Label join = b_.new_label();
     op(s::kStencil_jump);
-    b_.setLabel(s::kSymbol_CONT, join);
+    b_.set_label(s::kSymbol_CONT, join);
     frame_->next = mark;
     place(otherwise);
     emit(node->kids[2], false);
@@ -314,7 +314,7 @@ class Compiler {
     int first = binary_operands(test);
     op(stencil);
     slot_operand(first);
-    b_.setLabel(s::kSymbol_ELSE, otherwise);
+    b_.set_label(s::kSymbol_ELSE, otherwise);
     frame_->next = first;
     return true;
   }
@@ -618,16 +618,16 @@ BaselineTier::BaselineTier(codeheap::Heap& heap, const codeheap::jit::HelperTabl
     : heap_(heap),
       helpers_(helpers),
       builder_(lisp_stencils::library(), helpers,
-               codeheap::jit::VisibilityOptions::fromEnvironment().perf_map) {}
+               codeheap::jit::VisibilityOptions::from_environment().perf_map) {}
 
 // The cells' unwind info is deregistered when the heap reclaims them, or when it is destroyed.
 BaselineTier::~BaselineTier() {
-  for (auto& [symbol, cell] : cells_) llvm::consumeError(codeheap::jit::retireUnit(heap_, cell));
+  for (auto& [symbol, cell] : cells_) llvm::consumeError(codeheap::jit::retire_unit(heap_, cell));
 }
 
 uintptr_t BaselineTier::primitive_target(const Primitive& prim) {
   auto [it, added] = primitive_targets_.try_emplace(&prim, 0);
-  if (added) it->second = helpers_.callTarget(prim.host_symbol());
+  if (added) it->second = helpers_.call_target(prim.host_symbol());
   if (it->second == 0) {
     throw Error(fmt::format("internal error: primitive {} has no host symbol", prim.name));
   }
@@ -653,7 +653,7 @@ llvm::Expected<BaselineUnit> BaselineTier::compile(Unit& unit,
   if (!emitted) return emitted.takeError();
   BaselineUnit result{std::move(*emitted), {}, 0};
   for (size_t i = 0; i < unit.lambdas.size(); ++i) {
-    result.entries.push_back(builder_.labelAddress(compiler.entry(i)));
+    result.entries.push_back(builder_.label_address(compiler.entry(i)));
   }
   result.compile_ns =
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
@@ -666,7 +666,7 @@ llvm::Expected<uintptr_t> BaselineTier::make_cell(Value symbol) {
   if (it != cells_.end()) return it->second.code;
   builder_.reset();
   builder_.append(lisp_stencils::kStencil_cell);
-  builder_.setValue(lisp_stencils::kSymbol_SYM, symbol);
+  builder_.set_value(lisp_stencils::kSymbol_SYM, symbol);
   auto emitted = builder_.emit(heap_, fmt::format("lisp:cell {}", symbol_name(symbol)));
   if (!emitted) return emitted.takeError();
   uintptr_t code = emitted->code;

@@ -379,7 +379,7 @@ codeheap::gc::CodeObject* Runtime::adopt_baseline(codeheap::jit::EmittedUnit uni
   auto code = gc_->adopt(unit.owner, unit.code_size, unit.on_gone, name, literals,
                          codeheap::gc::Tier::kBaseline, compile_ns);
   if (!code) {
-    llvm::consumeError(codeheap::jit::retireUnit(gc_->heap(), unit));
+    llvm::consumeError(codeheap::jit::retire_unit(gc_->heap(), unit));
     throw Error("compile " + name + ": " + llvm::toString(code.takeError()));
   }
   return *code;

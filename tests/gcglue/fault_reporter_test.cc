@@ -144,10 +144,10 @@ void run_released_call() {
   auto engine = jit::Engine::create(**heap, engine_options);
   if (!engine) std::abort();
   if (FaultReporter::watch(**heap, {})) std::abort();
-  auto module = (*engine)->addModule(kVictim, "released_module");
+  auto module = (*engine)->add_module(kVictim, "released_module");
   auto victim = (*engine)->lookup("victim");
   if (!module || !victim) std::abort();
-  if ((*engine)->removeModule(*module)) std::abort();
+  if ((*engine)->remove_module(*module)) std::abort();
   victim->toPtr<int64_t (*)(void*)>()(nullptr);
 }
 

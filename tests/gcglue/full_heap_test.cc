@@ -156,7 +156,7 @@ TEST_F(FullHeapTest, ChurnAndRedefinitionsRunToCompletionInAOneMebibyteArena) {
   EXPECT_EQ(counters.tier(Tier::kOptimized).code_objects_created, uint64_t(kClosures + 1));
   EXPECT_GT(counters.full_heap_collections, 0u);
   EXPECT_EQ(counters.collections, counters.full_heap_collections);
-  EXPECT_EQ(runtime_->engine().liveModules(),
+  EXPECT_EQ(runtime_->engine().live_modules(),
             runtime_->live_code_objects() + 1);  // the body behind "answer"
   RecordProperty("full_heap_collections", std::to_string(counters.full_heap_collections));
   RecordProperty("max_committed_code_bytes", std::to_string(max_committed.load()));
@@ -234,7 +234,7 @@ TEST_F(FullHeapTest, WithCodeSpaceMakesRoomForUnitsAllocatedDirectly) {
         const std::array<BlockRequest, 1> request = {{{.arena = Arena::kCode, .size = kUnitBytes}}};
         std::array<Allocation, 1> block;
         auto owner = runtime_->heap().allocate_group("unit", request, block);
-        if (!owner) return jit::toLLVMError(std::move(owner.error()));
+        if (!owner) return jit::to_llvm_error(std::move(owner.error()));
         std::memset(block[0].writable, 0xC3, kUnitBytes);  // ret
         return runtime_->adopt(*owner, kUnitBytes, {}, "unit").takeError();
       });

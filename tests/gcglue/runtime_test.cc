@@ -169,7 +169,7 @@ TEST_F(RuntimeTest, ChurnKeepsCodeBoundedAndNeverFinalizesReachableCode) {
   // Boehm is conservative: its own tests ask for half of the unreachable objects.
   EXPECT_GE(counters.code_objects_finalized, uint64_t(kLambdas / 2));
   EXPECT_LE(counters.code_objects_finalized, uint64_t(kLambdas));
-  EXPECT_EQ(runtime_->live_code_objects(), runtime_->engine().liveModules());
+  EXPECT_EQ(runtime_->live_code_objects(), runtime_->engine().live_modules());
   EXPECT_LE(max_committed, 2 * peak_used)
       << "committed code bytes " << max_committed << " vs peak in-use code bytes " << peak_used;
   RecordProperty("peak_used_code_bytes", std::to_string(peak_used));
@@ -251,7 +251,7 @@ TEST_F(RuntimeTest, SelfAndMutuallyRecursiveClosuresAreCollected) {
   for (int i = 0; i < 5 && runtime_->live_code_objects() > 0; ++i) collect();
   EXPECT_EQ(runtime_->live_code_objects(), 0u);
   EXPECT_EQ(runtime_->counters().code_objects_finalized, 3u);
-  EXPECT_EQ(runtime_->engine().liveModules(), 0u);
+  EXPECT_EQ(runtime_->engine().live_modules(), 0u);
   for (uintptr_t entry : entries) {
     EXPECT_FALSE(runtime_->heap().find(entry).has_value()) << "block still held: " << entry;
   }
@@ -582,7 +582,7 @@ TEST_F(RuntimeTest, FourThreadsCompileCallAndDropConcurrently) {
   for (int i = 0; i < 3; ++i) collect();
   EXPECT_EQ(runtime_->counters().code_objects_created, uint64_t(kThreads * kIterations));
   EXPECT_GE(runtime_->counters().code_objects_finalized, uint64_t(kThreads * kIterations / 2));
-  EXPECT_EQ(runtime_->live_code_objects(), runtime_->engine().liveModules());
+  EXPECT_EQ(runtime_->live_code_objects(), runtime_->engine().live_modules());
   HeapStats stats = runtime_->heap().stats();
   for (const ArenaStats& arena : stats.arenas) {
     EXPECT_EQ(arena.used_bytes + arena.quarantined_bytes + arena.free_bytes, arena.reserved_bytes)
@@ -742,7 +742,7 @@ TEST_F(RuntimeTest, CodeObjectsDefiningTheSameNamesGetTheirOwnDefinitions) {
 TEST_F(RuntimeTest, ModulesBuiltForTheRuntimesTargetCompile) {
   ASSERT_FALSE(runtime_->target_triple().empty());
   ASSERT_FALSE(runtime_->data_layout().empty());
-  EXPECT_EQ(runtime_->target_triple(), runtime_->engine().targetTriple().str());
+  EXPECT_EQ(runtime_->target_triple(), runtime_->engine().target_triple().str());
   auto context = std::make_unique<llvm::LLVMContext>();
   auto module = std::make_unique<llvm::Module>("built", *context);
   module->setTargetTriple(runtime_->target_triple());
@@ -1133,7 +1133,7 @@ TEST_F(RuntimeTest, BackgroundCompilesWhileTheMainThreadCollectsAndAdopts) {
                                           c.tier(Tier::kOptimized).code_objects_finalized);
   EXPECT_EQ(runtime_->live_code_objects(),
             c.tier(Tier::kBaseline).live() + c.tier(Tier::kOptimized).live());
-  EXPECT_EQ(runtime_->engine().liveModules(), c.tier(Tier::kOptimized).live());
+  EXPECT_EQ(runtime_->engine().live_modules(), c.tier(Tier::kOptimized).live());
   EXPECT_GE(c.tier(Tier::kOptimized).live(), uint64_t(kept_count));
   EXPECT_EQ(c.retire_failures, 0u);
   HeapStats stats = runtime_->heap().stats();

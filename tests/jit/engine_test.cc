@@ -33,7 +33,7 @@
 #include "tests/jit/orc_support.h"
 #include "tests/jit/process_maps.h"
 
-// Host functions and data that JIT code reaches by name (see defineHostSymbols).
+// Host functions and data that JIT code reaches by name (see define_host_symbols).
 extern "C" int64_t orc_test_host_triple(int64_t x) { return 3 * x; }
 extern "C" void orc_test_host_throw(int64_t value) {
   throw std::runtime_error("host threw " + std::to_string(value));
@@ -43,12 +43,12 @@ int64_t orc_test_host_counter = 42;
 namespace codeheap::jit {
 namespace {
 
-using orc_testing::callTargets;
-using orc_testing::errorText;
+using orc_testing::call_targets;
+using orc_testing::error_text;
 using orc_testing::GraphRecorder;
-using orc_testing::indirectJumpSlot;
-using orc_testing::makeSmallHeap;
-using orc_testing::statsWithoutCounters;
+using orc_testing::indirect_jump_slot;
+using orc_testing::make_small_heap;
+using orc_testing::stats_without_counters;
 using ::testing::Contains;
 using ::testing::HasSubstr;
 
@@ -56,14 +56,14 @@ using orc_testing::k2GiB;
 
 // Six closures over a struct environment, a dense six-way switch over them (a jump table)
 // and a self-recursive function.
-std::string closuresIr() { return testdata::ir("struct_env_closures") + testdata::ir("fib"); }
+std::string closures_ir() { return testdata::ir("struct_env_closures") + testdata::ir("fib"); }
 
 struct Env {
   int64_t a;
   int64_t b;
 };
 
-Arena arenaFor(llvm::orc::MemProt prot) {
+Arena arena_for(llvm::orc::MemProt prot) {
   const auto bits = static_cast<unsigned>(prot);
   if (bits & static_cast<unsigned>(llvm::orc::MemProt::Exec)) return Arena::kCode;
   if (bits & static_cast<unsigned>(llvm::orc::MemProt::Write)) return Arena::kData;
@@ -72,7 +72,7 @@ Arena arenaFor(llvm::orc::MemProt prot) {
 
 // Every allocated block the recorder saw lies below 2 GiB, inside one live heap block of the
 // arena its protection calls for. Returns how many blocks were checked.
-size_t expectAllBlocksInHeap(const GraphRecorder& recorder, const Heap& heap) {
+size_t expect_all_blocks_in_heap(const GraphRecorder& recorder, const Heap& heap) {
   size_t checked = 0;
   for (const GraphRecorder::Block& b : recorder.blocks()) {
     if (!b.allocated) continue;
@@ -85,7 +85,7 @@ size_t expectAllBlocksInHeap(const GraphRecorder& recorder, const Heap& heap) {
       continue;
     }
     EXPECT_EQ(block->state, BlockState::kLive);
-    EXPECT_EQ(block->arena, arenaFor(b.prot));
+    EXPECT_EQ(block->arena, arena_for(b.prot));
     EXPECT_LE(block->address, b.address);
     EXPECT_LE(b.address + b.size, block->address + block->size);
   }
@@ -97,11 +97,11 @@ size_t expectAllBlocksInHeap(const GraphRecorder& recorder, const Heap& heap) {
 }
 
 // The assembly `ir` compiles to with the engine's target configuration for `options`.
-std::string compileToAssembly(const std::string& ir, const EngineOptions& options) {
-  auto builder = targetMachineBuilder(options);
-  if (!builder) return "targetMachineBuilder: " + errorText(builder.takeError());
+std::string compile_to_assembly(const std::string& ir, const EngineOptions& options) {
+  auto builder = target_machine_builder(options);
+  if (!builder) return "target_machine_builder: " + error_text(builder.takeError());
   auto machine = builder->createTargetMachine();
-  if (!machine) return "createTargetMachine: " + errorText(machine.takeError());
+  if (!machine) return "createTargetMachine: " + error_text(machine.takeError());
   llvm::LLVMContext context;
   llvm::SMDiagnostic diagnostic;
   auto module = llvm::parseAssemblyString(ir, diagnostic, context);
@@ -117,12 +117,12 @@ std::string compileToAssembly(const std::string& ir, const EngineOptions& option
   return text.str().str();
 }
 
-size_t mapsLines() { return process_maps::count(); }
+size_t maps_lines() { return process_maps::count(); }
 
-std::unique_ptr<Engine> makeEngine(Heap& heap, EngineOptions options = {}) {
+std::unique_ptr<Engine> make_engine(Heap& heap, EngineOptions options = {}) {
   auto engine = Engine::create(heap, std::move(options));
   if (!engine) {
-    ADD_FAILURE() << "Engine::create: " << errorText(engine.takeError());
+    ADD_FAILURE() << "Engine::create: " << error_text(engine.takeError());
     return nullptr;
   }
   return std::move(*engine);
@@ -132,7 +132,7 @@ template <typename F>
 F function(Engine& engine, llvm::StringRef name) {
   auto address = engine.lookup(name);
   if (!address) {
-    ADD_FAILURE() << "lookup(" << name.str() << "): " << errorText(address.takeError());
+    ADD_FAILURE() << "lookup(" << name.str() << "): " << error_text(address.takeError());
     return nullptr;
   }
   return address->toPtr<F>();
@@ -141,7 +141,7 @@ F function(Engine& engine, llvm::StringRef name) {
 class OrcEngineCodegen : public ::testing::TestWithParam<llvm::Reloc::Model> {};
 
 TEST_P(OrcEngineCodegen, ClosuresJumpTableAndRecursionAreLowAndDirect) {
-  auto heap = makeSmallHeap("orc-codegen");
+  auto heap = make_small_heap("orc-codegen");
   ASSERT_NE(heap, nullptr);
   auto recorder = std::make_shared<GraphRecorder>();
   EngineOptions options;
@@ -149,14 +149,14 @@ TEST_P(OrcEngineCodegen, ClosuresJumpTableAndRecursionAreLowAndDirect) {
   options.plugins.push_back(recorder);
 
   // This IR, compiled the way the engine compiles it, dispatches through a jump table.
-  const std::string closures = closuresIr();
-  const std::string assembly = compileToAssembly(closures, options);
+  const std::string closures = closures_ir();
+  const std::string assembly = compile_to_assembly(closures, options);
   EXPECT_THAT(assembly, HasSubstr(".LJTI")) << assembly;
 
-  auto engine = makeEngine(*heap, options);
+  auto engine = make_engine(*heap, options);
   ASSERT_NE(engine, nullptr);
-  auto handle = engine->addModule(closures, "closures");
-  ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
+  auto handle = engine->add_module(closures, "closures");
+  ASSERT_TRUE(static_cast<bool>(handle)) << error_text(handle.takeError());
 
   using Dispatch = int64_t (*)(int64_t, Env*, int64_t);
   auto dispatch = function<Dispatch>(*engine, "dispatch");
@@ -173,7 +173,7 @@ TEST_P(OrcEngineCodegen, ClosuresJumpTableAndRecursionAreLowAndDirect) {
   EXPECT_EQ(dispatch(6, &env, 10), -1);
   EXPECT_EQ(fib(20), 6765);
 
-  EXPECT_GT(expectAllBlocksInHeap(*recorder, *heap), 0u);
+  EXPECT_GT(expect_all_blocks_in_heap(*recorder, *heap), 0u);
 
   // fib calls itself with a direct pc-relative call, not movabs + an indirect call.
   const auto fib_symbol = recorder->symbol("fib");
@@ -181,7 +181,7 @@ TEST_P(OrcEngineCodegen, ClosuresJumpTableAndRecursionAreLowAndDirect) {
   const uint64_t fib_address = reinterpret_cast<uint64_t>(fib);
   EXPECT_EQ(fib_symbol->address, fib_address);
   EXPECT_THAT(
-      callTargets(fib_address, fib_symbol->size, fib_address, fib_address + fib_symbol->size),
+      call_targets(fib_address, fib_symbol->size, fib_address, fib_address + fib_symbol->size),
       Contains(fib_address));
 
   if (GetParam() == llvm::Reloc::Static) {
@@ -199,7 +199,7 @@ TEST_P(OrcEngineCodegen, ClosuresJumpTableAndRecursionAreLowAndDirect) {
     EXPECT_GE(table_entries, 6u);
     EXPECT_TRUE(absolute_table_reference);
   }
-  EXPECT_EQ(errorText(engine->removeModule(*handle)), "");
+  EXPECT_EQ(error_text(engine->remove_module(*handle)), "");
 }
 
 INSTANTIATE_TEST_SUITE_P(RelocationModels, OrcEngineCodegen,
@@ -209,20 +209,20 @@ INSTANTIATE_TEST_SUITE_P(RelocationModels, OrcEngineCodegen,
                          });
 
 TEST(OrcEngine, HostCallsAndDataGoThroughLowStubsAndGot) {
-  auto heap = makeSmallHeap("orc-host");
+  auto heap = make_small_heap("orc-host");
   ASSERT_NE(heap, nullptr);
   auto recorder = std::make_shared<GraphRecorder>();
   EngineOptions options;
   options.plugins.push_back(recorder);
-  auto engine = makeEngine(*heap, options);
+  auto engine = make_engine(*heap, options);
   ASSERT_NE(engine, nullptr);
-  ASSERT_EQ(errorText(engine->defineHostSymbols(
+  ASSERT_EQ(error_text(engine->define_host_symbols(
                 {{"host_triple", llvm::orc::ExecutorAddr::fromPtr(&orc_test_host_triple)},
                  {"host_counter", llvm::orc::ExecutorAddr::fromPtr(&orc_test_host_counter)}})),
             "");
 
   // host_triple: a host symbol; labs: found in the process by dlsym; host_counter: host data.
-  auto handle = engine->addModule(R"IR(
+  auto handle = engine->add_module(R"IR(
     declare i64 @host_triple(i64)
     declare i64 @labs(i64)
     @host_counter = external global i64
@@ -234,13 +234,13 @@ TEST(OrcEngine, HostCallsAndDataGoThroughLowStubsAndGot) {
       ret i64 %r
     }
   )IR",
-                                  "host_calls");
-  ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
+                                   "host_calls");
+  ASSERT_TRUE(static_cast<bool>(handle)) << error_text(handle.takeError());
   auto call_host = function<int64_t (*)(int64_t)>(*engine, "call_host");
   ASSERT_NE(call_host, nullptr);
   EXPECT_EQ(call_host(-5), 15 + 42);
 
-  EXPECT_GT(expectAllBlocksInHeap(*recorder, *heap), 0u);
+  EXPECT_GT(expect_all_blocks_in_heap(*recorder, *heap), 0u);
 
   // Each host call is `call rel32` to a stub in the heap; the stub jumps through a GOT entry,
   // also in the heap, that holds the host address.
@@ -250,9 +250,9 @@ TEST(OrcEngine, HostCallsAndDataGoThroughLowStubsAndGot) {
   const auto symbol = recorder->symbol("call_host");
   ASSERT_TRUE(symbol.has_value());
   std::set<uint64_t> reached;
-  for (uint64_t stub : callTargets(symbol->address, symbol->size, heap_begin, heap_end)) {
+  for (uint64_t stub : call_targets(symbol->address, symbol->size, heap_begin, heap_end)) {
     ASSERT_LT(stub, k2GiB);
-    const auto slot = indirectJumpSlot(stub);
+    const auto slot = indirect_jump_slot(stub);
     ASSERT_TRUE(slot.has_value()) << std::hex << "no jmp *slot(%rip) at " << stub;
     EXPECT_LT(*slot, k2GiB);
     ASSERT_TRUE(heap->find(*slot).has_value());
@@ -275,15 +275,15 @@ TEST(OrcEngine, HostCallsAndDataGoThroughLowStubsAndGot) {
 }
 
 TEST(OrcEngine, HostExceptionUnwindsThroughJitFrames) {
-  auto heap = makeSmallHeap("orc-eh");
+  auto heap = make_small_heap("orc-eh");
   ASSERT_NE(heap, nullptr);
-  auto engine = makeEngine(*heap);
+  auto engine = make_engine(*heap);
   ASSERT_NE(engine, nullptr);
-  ASSERT_EQ(errorText(engine->defineHostSymbols(
+  ASSERT_EQ(error_text(engine->define_host_symbols(
                 {{"host_throw", llvm::orc::ExecutorAddr::fromPtr(&orc_test_host_throw)}})),
             "");
-  auto handle = engine->addModule(testdata::ir("host_throw"), "thrower");
-  ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
+  auto handle = engine->add_module(testdata::ir("host_throw"), "thrower");
+  ASSERT_TRUE(static_cast<bool>(handle)) << error_text(handle.takeError());
   auto jit_outer = function<int64_t (*)(int64_t)>(*engine, "jit_outer");
   ASSERT_NE(jit_outer, nullptr);
 
@@ -298,9 +298,9 @@ TEST(OrcEngine, HostExceptionUnwindsThroughJitFrames) {
   EXPECT_EQ(throws(41), "host threw 42");
 
   // Removing another module deregisters only that module's frames.
-  auto other = engine->addModule("define i64 @other() {\n ret i64 0\n}", "other");
-  ASSERT_TRUE(static_cast<bool>(other)) << errorText(other.takeError());
-  EXPECT_EQ(errorText(engine->removeModule(*other)), "");
+  auto other = engine->add_module("define i64 @other() {\n ret i64 0\n}", "other");
+  ASSERT_TRUE(static_cast<bool>(other)) << error_text(other.takeError());
+  EXPECT_EQ(error_text(engine->remove_module(*other)), "");
   EXPECT_EQ(throws(1), "host threw 2");
 }
 
@@ -310,29 +310,29 @@ TEST(OrcEngine, HostExceptionUnwindsThroughJitFrames) {
 Engine* g_removing_engine = nullptr;
 ModuleHandle g_removed_module;
 extern "C" void orc_test_remove_then_throw(int64_t value) {
-  EXPECT_EQ(errorText(g_removing_engine->removeModule(g_removed_module)), "");
+  EXPECT_EQ(error_text(g_removing_engine->remove_module(g_removed_module)), "");
   throw std::runtime_error("thrown from retired code " + std::to_string(value));
 }
 
 TEST(OrcEngine, RetiredCodeThatIsStillRunningCanUnwind) {
-  auto heap = makeSmallHeap("orc-eh-retired");
+  auto heap = make_small_heap("orc-eh-retired");
   ASSERT_NE(heap, nullptr);
-  auto engine = makeEngine(*heap);
+  auto engine = make_engine(*heap);
   ASSERT_NE(engine, nullptr);
   ASSERT_EQ(
-      errorText(engine->defineHostSymbols(
+      error_text(engine->define_host_symbols(
           {{"remove_then_throw", llvm::orc::ExecutorAddr::fromPtr(&orc_test_remove_then_throw)}})),
       "");
   const size_t owners_before = heap->stats().owners.size();
-  auto handle = engine->addModule(R"IR(
+  auto handle = engine->add_module(R"IR(
     declare void @remove_then_throw(i64)
     define i64 @retiring(i64 %x) {
       call void @remove_then_throw(i64 %x)
       ret i64 %x
     }
   )IR",
-                                  "retiring");
-  ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
+                                   "retiring");
+  ASSERT_TRUE(static_cast<bool>(handle)) << error_text(handle.takeError());
   auto retiring = function<int64_t (*)(int64_t)>(*engine, "retiring");
   ASSERT_NE(retiring, nullptr);
   g_removing_engine = engine.get();
@@ -344,7 +344,7 @@ TEST(OrcEngine, RetiredCodeThatIsStillRunningCanUnwind) {
     caught = e.what();
   }
   EXPECT_EQ(caught, "thrown from retired code 7");
-  EXPECT_EQ(engine->liveModules(), 0u);
+  EXPECT_EQ(engine->live_modules(), 0u);
   // Retired, not yet reclaimed: the owner (and its deferred dealloc actions) are still there.
   EXPECT_GT(heap->stats().owners.size(), owners_before);
   heap->reclaim([](uintptr_t, uintptr_t) { return false; });
@@ -363,7 +363,7 @@ TEST(OrcEngine, ZeroInitializedDataReadsZeroInReusedMemory) {
   auto created = Heap::create(heap_options);
   ASSERT_TRUE(created.has_value()) << created.error().message;
   std::unique_ptr<Heap> heap = std::move(*created);
-  auto engine = makeEngine(*heap);
+  auto engine = make_engine(*heap);
   ASSERT_NE(engine, nullptr);
   // A zero-initialized array (a zero-fill block) and a function that sums and then scribbles
   // over it, so the memory the next instance reuses is dirty.
@@ -389,24 +389,24 @@ TEST(OrcEngine, ZeroInitializedDataReadsZeroInReusedMemory) {
   uint64_t previous_buffer = 0;
   bool reused = false;
   for (int round = 0; round < 3; ++round) {
-    auto handle = engine->addModule(ir, "bss" + std::to_string(round));
-    ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
+    auto handle = engine->add_module(ir, "bss" + std::to_string(round));
+    ASSERT_TRUE(static_cast<bool>(handle)) << error_text(handle.takeError());
     auto buffer = engine->lookup("buffer");
-    ASSERT_TRUE(static_cast<bool>(buffer)) << errorText(buffer.takeError());
+    ASSERT_TRUE(static_cast<bool>(buffer)) << error_text(buffer.takeError());
     reused = reused || buffer->getValue() == previous_buffer;
     previous_buffer = buffer->getValue();
     auto run = function<int64_t (*)()>(*engine, "sum_and_scribble");
     ASSERT_NE(run, nullptr);
     EXPECT_EQ(run(), 0) << "round " << round;
-    EXPECT_EQ(errorText(engine->removeModule(*handle)), "");
+    EXPECT_EQ(error_text(engine->remove_module(*handle)), "");
     heap->reclaim([](uintptr_t, uintptr_t) { return false; });
   }
   EXPECT_TRUE(reused) << "the data arena never reused the buffer's block";
 }
 
-// --- linkModule: definitions and heap bytes as the link produced them. ---
+// --- link_module: definitions and heap bytes as the link produced them. ---
 
-llvm::orc::ThreadSafeModule parseThreadSafeModule(const std::string& ir) {
+llvm::orc::ThreadSafeModule parse_thread_safe_module(const std::string& ir) {
   auto context = std::make_unique<llvm::LLVMContext>();
   llvm::SMDiagnostic diagnostic;
   auto module = llvm::parseAssemblyString(ir, diagnostic, *context);
@@ -415,22 +415,22 @@ llvm::orc::ThreadSafeModule parseThreadSafeModule(const std::string& ir) {
 }
 
 TEST(OrcEngine, LinkModuleReturnsEveryDefinitionAndTheModulesHeapBytes) {
-  auto heap = makeSmallHeap("orc-link-module");
+  auto heap = make_small_heap("orc-link-module");
   ASSERT_NE(heap, nullptr);
-  auto engine = makeEngine(*heap);
+  auto engine = make_engine(*heap);
   ASSERT_NE(engine, nullptr);
   const size_t used_before = heap->stats().used_bytes;
 
   // Code, read-only data, data, zero-fill data, a process symbol and an internal helper.
   auto linked =
-      engine->linkModule(parseThreadSafeModule(testdata::ir("definitions")), "definitions");
-  ASSERT_TRUE(static_cast<bool>(linked)) << errorText(linked.takeError());
+      engine->link_module(parse_thread_safe_module(testdata::ir("definitions")), "definitions");
+  ASSERT_TRUE(static_cast<bool>(linked)) << error_text(linked.takeError());
   std::set<std::string> names;
   for (const auto& entry : linked->definitions) {
     names.insert(entry.getKey().str());
     // The same addresses a lookup finds, and all in the heap.
     auto found = engine->lookup(entry.getKey());
-    ASSERT_TRUE(static_cast<bool>(found)) << errorText(found.takeError());
+    ASSERT_TRUE(static_cast<bool>(found)) << error_text(found.takeError());
     EXPECT_EQ(*found, entry.getValue()) << entry.getKey().str();
     EXPECT_TRUE(heap->contains(entry.getValue().getValue())) << entry.getKey().str();
   }
@@ -447,39 +447,39 @@ TEST(OrcEngine, LinkModuleReturnsEveryDefinitionAndTheModulesHeapBytes) {
   // Exactly what the heap counts for the module's blocks.
   EXPECT_GT(linked->heap_bytes, 0u);
   EXPECT_EQ(linked->heap_bytes, heap->stats().used_bytes - used_before) << heap->dump_text();
-  EXPECT_EQ(engine->liveModules(), 1u);
-  EXPECT_EQ(errorText(engine->removeModule(linked->handle)), "");
+  EXPECT_EQ(engine->live_modules(), 1u);
+  EXPECT_EQ(error_text(engine->remove_module(linked->handle)), "");
   heap->reclaim([](uintptr_t, uintptr_t) { return false; });
   EXPECT_EQ(heap->stats().used_bytes, used_before);
 }
 
 TEST(OrcEngine, LinkModuleFailsLikeAddModuleAndLeavesTheHeapAsItWas) {
-  auto heap = makeSmallHeap("orc-link-module-errors");
+  auto heap = make_small_heap("orc-link-module-errors");
   ASSERT_NE(heap, nullptr);
-  auto engine = makeEngine(*heap);
+  auto engine = make_engine(*heap);
   ASSERT_NE(engine, nullptr);
-  const HeapStats before = statsWithoutCounters(*heap);
-  auto linked = engine->linkModule(parseThreadSafeModule(R"IR(
+  const HeapStats before = stats_without_counters(*heap);
+  auto linked = engine->link_module(parse_thread_safe_module(R"IR(
     declare i64 @nowhere_to_be_found()
     define i64 @f() {
       %r = call i64 @nowhere_to_be_found()
       ret i64 %r
     }
   )IR"),
-                                   "unresolved");
+                                    "unresolved");
   ASSERT_FALSE(static_cast<bool>(linked));
-  const std::string error = errorText(linked.takeError());
+  const std::string error = error_text(linked.takeError());
   EXPECT_THAT(error, HasSubstr("cannot add module 'unresolved'"));
   EXPECT_THAT(error, HasSubstr("nowhere_to_be_found"));
-  EXPECT_EQ(statsWithoutCounters(*heap), before);
-  EXPECT_EQ(engine->liveModules(), 0u);
+  EXPECT_EQ(stats_without_counters(*heap), before);
+  EXPECT_EQ(engine->live_modules(), 0u);
 }
 
 // The owner of a module's heap blocks is its handle: one id from the blocks up.
 TEST(OrcEngine, AModulesHandleIsTheHeapOwnerOfItsBlocks) {
-  auto heap = makeSmallHeap("orc-module-owner");
+  auto heap = make_small_heap("orc-module-owner");
   ASSERT_NE(heap, nullptr);
-  auto engine = makeEngine(*heap);
+  auto engine = make_engine(*heap);
   ASSERT_NE(engine, nullptr);
   auto owner_of = [&](OwnerId id) -> std::optional<OwnerStats> {
     for (const OwnerStats& o : heap->stats().owners) {
@@ -489,8 +489,8 @@ TEST(OrcEngine, AModulesHandleIsTheHeapOwnerOfItsBlocks) {
   };
 
   auto linked =
-      engine->linkModule(parseThreadSafeModule(testdata::ir("definitions")), "definitions");
-  ASSERT_TRUE(static_cast<bool>(linked)) << errorText(linked.takeError());
+      engine->link_module(parse_thread_safe_module(testdata::ir("definitions")), "definitions");
+  ASSERT_TRUE(static_cast<bool>(linked)) << error_text(linked.takeError());
   const OwnerId owner = linked->handle.owner;
   ASSERT_NE(owner, kNoOwner);
   for (const auto& entry : linked->definitions) {
@@ -499,27 +499,27 @@ TEST(OrcEngine, AModulesHandleIsTheHeapOwnerOfItsBlocks) {
   ASSERT_TRUE(owner_of(owner));
   EXPECT_EQ(owner_of(owner)->name, "definitions");
   EXPECT_EQ(owner_of(owner)->live_bytes, linked->heap_bytes);
-  ASSERT_EQ(errorText(engine->removeModule(linked->handle)), "");
+  ASSERT_EQ(error_text(engine->remove_module(linked->handle)), "");
   EXPECT_TRUE(owner_of(owner)->retired);
 
   // An owner the caller chose first (a runtime names the module's symbols after it).
   const OwnerId chosen = heap->register_owner("chosen");
   auto mine =
-      engine->linkModule(parseThreadSafeModule(testdata::ir("fib")), "fib", nullptr, chosen);
-  ASSERT_TRUE(static_cast<bool>(mine)) << errorText(mine.takeError());
+      engine->link_module(parse_thread_safe_module(testdata::ir("fib")), "fib", nullptr, chosen);
+  ASSERT_TRUE(static_cast<bool>(mine)) << error_text(mine.takeError());
   EXPECT_EQ(mine->handle.owner, chosen);
   EXPECT_EQ(heap->find(mine->definitions["fib"].getValue())->owner, chosen);
 
   // A failed link leaves the caller's owner registered, without blocks.
   const OwnerId unlucky = heap->register_owner("unlucky");
-  auto failed = engine->linkModule(parseThreadSafeModule(R"IR(
+  auto failed = engine->link_module(parse_thread_safe_module(R"IR(
     declare i64 @nowhere_to_be_found()
     define i64 @g() {
       %r = call i64 @nowhere_to_be_found()
       ret i64 %r
     }
   )IR"),
-                                   "unlucky", nullptr, unlucky);
+                                    "unlucky", nullptr, unlucky);
   ASSERT_FALSE(static_cast<bool>(failed));
   llvm::consumeError(failed.takeError());
   ASSERT_TRUE(owner_of(unlucky));
@@ -527,21 +527,21 @@ TEST(OrcEngine, AModulesHandleIsTheHeapOwnerOfItsBlocks) {
   EXPECT_EQ(owner_of(unlucky)->live_blocks, 0u);
 
   // A module that defines nothing is never linked: removing it retires its owner all the same.
-  auto empty = engine->addModule("define internal void @alone() {\n  ret void\n}\n", "empty");
-  ASSERT_TRUE(static_cast<bool>(empty)) << errorText(empty.takeError());
+  auto empty = engine->add_module("define internal void @alone() {\n  ret void\n}\n", "empty");
+  ASSERT_TRUE(static_cast<bool>(empty)) << error_text(empty.takeError());
   ASSERT_TRUE(owner_of(empty->owner));
-  ASSERT_EQ(errorText(engine->removeModule(*empty)), "");
+  ASSERT_EQ(error_text(engine->remove_module(*empty)), "");
   EXPECT_FALSE(owner_of(empty->owner));
 }
 
 TEST(OrcEngine, TwoThreadsLinkModulesAtOnce) {
   constexpr int kThreads = 2;
   constexpr int kModules = 40;
-  auto heap = makeSmallHeap("orc-link-concurrent");
+  auto heap = make_small_heap("orc-link-concurrent");
   ASSERT_NE(heap, nullptr);
   EngineOptions options;
   options.opt_level = llvm::CodeGenOptLevel::None;
-  auto engine = makeEngine(*heap, options);
+  auto engine = make_engine(*heap, options);
   ASSERT_NE(engine, nullptr);
   std::atomic<int> failures{0};
   std::vector<std::thread> threads;
@@ -559,9 +559,9 @@ TEST(OrcEngine, TwoThreadsLinkModulesAtOnce) {
         )IR",
                                              suffix, i, t * 1000)
                                    .str();
-        auto linked = engine->linkModule(parseThreadSafeModule(ir), "m" + suffix);
+        auto linked = engine->link_module(parse_thread_safe_module(ir), "m" + suffix);
         if (!linked) {
-          ADD_FAILURE() << errorText(linked.takeError());
+          ADD_FAILURE() << error_text(linked.takeError());
           ++failures;
           continue;
         }
@@ -573,13 +573,13 @@ TEST(OrcEngine, TwoThreadsLinkModulesAtOnce) {
           ++failures;
           continue;
         }
-        if (i % 2 == 0 && engine->removeModule(linked->handle)) ++failures;
+        if (i % 2 == 0 && engine->remove_module(linked->handle)) ++failures;
       }
     });
   }
   for (auto& thread : threads) thread.join();
   EXPECT_EQ(failures, 0);
-  EXPECT_EQ(engine->liveModules(), size_t(kThreads * kModules / 2));
+  EXPECT_EQ(engine->live_modules(), size_t(kThreads * kModules / 2));
 }
 
 // An engine destroyed with live modules retires every one of them. Dropping their resource
@@ -589,19 +589,19 @@ TEST(OrcEngine, TwoThreadsLinkModulesAtOnce) {
 // exception thrown). Where the map grows depends on how many modules are live, so every count
 // from one below to one above a growth point of a 64-bucket map is tried.
 TEST(OrcEngine, DestroyingTheEngineRetiresEveryLiveModule) {
-  auto heap = makeSmallHeap("orc-engine-teardown");
+  auto heap = make_small_heap("orc-engine-teardown");
   ASSERT_NE(heap, nullptr);
   EngineOptions options;
   options.opt_level = llvm::CodeGenOptLevel::None;
   for (int live = 44; live <= 50; ++live) {
-    auto engine = makeEngine(*heap, options);
+    auto engine = make_engine(*heap, options);
     ASSERT_NE(engine, nullptr);
     for (int i = 0; i < live; ++i) {
       const std::string name = "teardown_" + std::to_string(live) + "_" + std::to_string(i);
-      ASSERT_TRUE(static_cast<bool>(engine->addModule(
+      ASSERT_TRUE(static_cast<bool>(engine->add_module(
           "define i64 @" + name + "() {\n  ret i64 " + std::to_string(i) + "\n}\n", name)));
     }
-    ASSERT_EQ(engine->liveModules(), size_t(live));
+    ASSERT_EQ(engine->live_modules(), size_t(live));
     ASSERT_GT(heap->stats().used_bytes, 0u);
     engine.reset();
     const HeapStats stats = heap->stats();
@@ -612,54 +612,54 @@ TEST(OrcEngine, DestroyingTheEngineRetiresEveryLiveModule) {
   }
 }
 
-// warmUp compiles with the engine's compiler and links nothing: the heap and the engine's
+// warm_up compiles with the engine's compiler and links nothing: the heap and the engine's
 // modules are as they were, and the same module still links afterwards.
 TEST(OrcEngine, WarmUpCompilesWithoutTouchingTheHeap) {
-  auto heap = makeSmallHeap("orc-warm-up");
+  auto heap = make_small_heap("orc-warm-up");
   ASSERT_NE(heap, nullptr);
-  auto engine = makeEngine(*heap);
+  auto engine = make_engine(*heap);
   ASSERT_NE(engine, nullptr);
   const HeapStats before = heap->stats();
   const char* ir = "define i64 @warm(i64 %x) {\n  %y = mul i64 %x, 3\n  ret i64 %y\n}\n";
-  EXPECT_EQ(errorText(engine->warmUp(parseThreadSafeModule(ir))), "");
+  EXPECT_EQ(error_text(engine->warm_up(parse_thread_safe_module(ir))), "");
   EXPECT_EQ(heap->stats(), before);
-  EXPECT_EQ(engine->liveModules(), 0u);
+  EXPECT_EQ(engine->live_modules(), 0u);
   auto missing = engine->lookup("warm");
   EXPECT_FALSE(static_cast<bool>(missing));
   if (!missing) llvm::consumeError(missing.takeError());
-  EXPECT_NE(errorText(engine->warmUp(llvm::orc::ThreadSafeModule())).find("empty"),
+  EXPECT_NE(error_text(engine->warm_up(llvm::orc::ThreadSafeModule())).find("empty"),
             std::string::npos);
-  ASSERT_TRUE(static_cast<bool>(engine->addModule(ir, "warm")));
+  ASSERT_TRUE(static_cast<bool>(engine->add_module(ir, "warm")));
   auto warm = function<int64_t (*)(int64_t)>(*engine, "warm");
   ASSERT_NE(warm, nullptr);
   EXPECT_EQ(warm(14), 42);
 }
 
 TEST(OrcEngine, ModulesBuiltForTheEnginesTargetLink) {
-  auto heap = makeSmallHeap("orc-target");
+  auto heap = make_small_heap("orc-target");
   ASSERT_NE(heap, nullptr);
-  auto engine = makeEngine(*heap);
+  auto engine = make_engine(*heap);
   ASSERT_NE(engine, nullptr);
-  auto builder = targetMachineBuilder({});
-  ASSERT_TRUE(static_cast<bool>(builder)) << errorText(builder.takeError());
-  EXPECT_EQ(engine->targetTriple(), builder->getTargetTriple());
-  EXPECT_FALSE(engine->dataLayout().getStringRepresentation().empty());
+  auto builder = target_machine_builder({});
+  ASSERT_TRUE(static_cast<bool>(builder)) << error_text(builder.takeError());
+  EXPECT_EQ(engine->target_triple(), builder->getTargetTriple());
+  EXPECT_FALSE(engine->data_layout().getStringRepresentation().empty());
 
-  auto module = parseThreadSafeModule("define i64 @answer() {\n  ret i64 42\n}\n");
+  auto module = parse_thread_safe_module("define i64 @answer() {\n  ret i64 42\n}\n");
   module.withModuleDo([&](llvm::Module& m) {
-    m.setTargetTriple(engine->targetTriple().str());
-    m.setDataLayout(engine->dataLayout());
+    m.setTargetTriple(engine->target_triple().str());
+    m.setDataLayout(engine->data_layout());
   });
-  auto linked = engine->linkModule(std::move(module), "targeted");
-  ASSERT_TRUE(static_cast<bool>(linked)) << errorText(linked.takeError());
+  auto linked = engine->link_module(std::move(module), "targeted");
+  ASSERT_TRUE(static_cast<bool>(linked)) << error_text(linked.takeError());
   EXPECT_EQ(linked->definitions["answer"].toPtr<int64_t (*)()>()(), 42);
 
   // Another data layout is refused, naming the module.
-  auto foreign = parseThreadSafeModule("define i64 @other() {\n  ret i64 1\n}\n");
+  auto foreign = parse_thread_safe_module("define i64 @other() {\n  ret i64 1\n}\n");
   foreign.withModuleDo([](llvm::Module& m) { m.setDataLayout("e-m:e-p:32:32-i64:64-n32-S128"); });
-  auto refused = engine->linkModule(std::move(foreign), "foreign-layout");
+  auto refused = engine->link_module(std::move(foreign), "foreign-layout");
   ASSERT_FALSE(static_cast<bool>(refused));
-  EXPECT_THAT(errorText(refused.takeError()), HasSubstr("foreign-layout"));
+  EXPECT_THAT(error_text(refused.takeError()), HasSubstr("foreign-layout"));
 }
 
 // --- Errors: each is a clear llvm::Error, and the heap is left exactly as it was. ---
@@ -667,26 +667,26 @@ TEST(OrcEngine, ModulesBuiltForTheEnginesTargetLink) {
 class OrcEngineErrors : public ::testing::Test {
  protected:
   void SetUp() override {
-    heap_ = makeSmallHeap("orc-errors");
+    heap_ = make_small_heap("orc-errors");
     ASSERT_NE(heap_, nullptr);
-    engine_ = makeEngine(*heap_);
+    engine_ = make_engine(*heap_);
     ASSERT_NE(engine_, nullptr);
-    auto base = engine_->addModule("define i64 @existing() {\n ret i64 7\n}", "base");
-    ASSERT_TRUE(static_cast<bool>(base)) << errorText(base.takeError());
-    before_ = statsWithoutCounters(*heap_);
+    auto base = engine_->add_module("define i64 @existing() {\n ret i64 7\n}", "base");
+    ASSERT_TRUE(static_cast<bool>(base)) << error_text(base.takeError());
+    before_ = stats_without_counters(*heap_);
   }
 
-  void expectHeapUnchanged() {
-    EXPECT_EQ(statsWithoutCounters(*heap_), before_) << "before:\n"
-                                                     << format_text(before_) << "after:\n"
-                                                     << heap_->dump_text();
-    EXPECT_EQ(engine_->liveModules(), 1u);
+  void expect_heap_unchanged() {
+    EXPECT_EQ(stats_without_counters(*heap_), before_) << "before:\n"
+                                                       << format_text(before_) << "after:\n"
+                                                       << heap_->dump_text();
+    EXPECT_EQ(engine_->live_modules(), 1u);
   }
 
-  std::string addError(const char* ir, const char* name) {
-    auto handle = engine_->addModule(ir, name);
+  std::string add_error(const char* ir, const char* name) {
+    auto handle = engine_->add_module(ir, name);
     if (handle) return "";
-    return errorText(handle.takeError());
+    return error_text(handle.takeError());
   }
 
   std::unique_ptr<Heap> heap_;
@@ -695,106 +695,106 @@ class OrcEngineErrors : public ::testing::Test {
 };
 
 TEST_F(OrcEngineErrors, MalformedIr) {
-  const std::string error = addError("define i64 @broken() {\n  ret i64 %nowhere\n}\n", "broken");
+  const std::string error = add_error("define i64 @broken() {\n  ret i64 %nowhere\n}\n", "broken");
   EXPECT_THAT(error, HasSubstr("cannot parse module 'broken'"));
   EXPECT_THAT(error, HasSubstr("line 2"));
   EXPECT_THAT(error, HasSubstr("%nowhere"));
-  expectHeapUnchanged();
+  expect_heap_unchanged();
 }
 
 TEST_F(OrcEngineErrors, IrThatFailsVerification) {
   // Parses, but %y is used before it is defined.
-  const std::string error = addError(R"IR(
+  const std::string error = add_error(R"IR(
     define i64 @bad(i64 %x) {
       %z = add i64 %y, 1
       %y = add i64 %x, 1
       ret i64 %z
     }
   )IR",
-                                     "unverified");
+                                      "unverified");
   EXPECT_THAT(error, HasSubstr("cannot add module 'unverified'"));
   EXPECT_THAT(error, HasSubstr("invalid IR"));
-  expectHeapUnchanged();
+  expect_heap_unchanged();
 }
 
 TEST_F(OrcEngineErrors, UndefinedExternalSymbol) {
-  const std::string error = addError(R"IR(
+  const std::string error = add_error(R"IR(
     declare i64 @no_such_function_anywhere(i64)
     define i64 @caller(i64 %x) {
       %r = call i64 @no_such_function_anywhere(i64 %x)
       ret i64 %r
     }
   )IR",
-                                     "undefined");
+                                      "undefined");
   EXPECT_THAT(error, HasSubstr("cannot add module 'undefined'"));
   EXPECT_THAT(error, HasSubstr("no_such_function_anywhere"));
-  expectHeapUnchanged();
+  expect_heap_unchanged();
   // The failed module left no symbol behind.
-  EXPECT_THAT(errorText(engine_->lookup("caller").takeError()), HasSubstr("caller"));
+  EXPECT_THAT(error_text(engine_->lookup("caller").takeError()), HasSubstr("caller"));
 }
 
 TEST_F(OrcEngineErrors, DuplicateDefinition) {
-  const std::string error = addError("define i64 @existing() {\n ret i64 8\n}", "again");
+  const std::string error = add_error("define i64 @existing() {\n ret i64 8\n}", "again");
   EXPECT_THAT(error, HasSubstr("cannot add module 'again'"));
   EXPECT_THAT(error, HasSubstr("Duplicate definition"));
   EXPECT_THAT(error, HasSubstr("existing"));
-  expectHeapUnchanged();
+  expect_heap_unchanged();
   auto existing = function<int64_t (*)()>(*engine_, "existing");
   ASSERT_NE(existing, nullptr);
   EXPECT_EQ(existing(), 7);
 }
 
 TEST_F(OrcEngineErrors, StaticConstructorsAreRefused) {
-  const std::string error = addError(R"IR(
+  const std::string error = add_error(R"IR(
     @llvm.global_ctors = appending global [1 x { i32, ptr, ptr }] [{ i32, ptr, ptr } { i32 65535, ptr @init, ptr null }]
     define void @init() {
       ret void
     }
   )IR",
-                                     "ctors");
+                                      "ctors");
   EXPECT_THAT(error, HasSubstr("llvm.global_ctors"));
-  expectHeapUnchanged();
+  expect_heap_unchanged();
 }
 
 TEST_F(OrcEngineErrors, UnknownLookup) {
-  EXPECT_THAT(errorText(engine_->lookup("never_defined").takeError()), HasSubstr("never_defined"));
-  expectHeapUnchanged();
+  EXPECT_THAT(error_text(engine_->lookup("never_defined").takeError()), HasSubstr("never_defined"));
+  expect_heap_unchanged();
 }
 
 TEST_F(OrcEngineErrors, RemovingUnknownOrRemovedHandle) {
-  EXPECT_THAT(errorText(engine_->removeModule(ModuleHandle{12345})), HasSubstr("no such module"));
-  auto handle = engine_->addModule("define i64 @temp() {\n ret i64 0\n}", "temp");
-  ASSERT_TRUE(static_cast<bool>(handle)) << errorText(handle.takeError());
-  EXPECT_EQ(errorText(engine_->removeModule(*handle)), "");
-  EXPECT_THAT(errorText(engine_->removeModule(*handle)), HasSubstr("no such module"));
-  EXPECT_EQ(engine_->liveModules(), 1u);
+  EXPECT_THAT(error_text(engine_->remove_module(ModuleHandle{12345})), HasSubstr("no such module"));
+  auto handle = engine_->add_module("define i64 @temp() {\n ret i64 0\n}", "temp");
+  ASSERT_TRUE(static_cast<bool>(handle)) << error_text(handle.takeError());
+  EXPECT_EQ(error_text(engine_->remove_module(*handle)), "");
+  EXPECT_THAT(error_text(engine_->remove_module(*handle)), HasSubstr("no such module"));
+  EXPECT_EQ(engine_->live_modules(), 1u);
 }
 
 TEST_F(OrcEngineErrors, LookupForgetsRemovedModulesAndFindsTheirSuccessors) {
-  auto first = engine_->addModule("define i64 @again() {\n ret i64 1\n}", "again");
-  ASSERT_TRUE(static_cast<bool>(first)) << errorText(first.takeError());
+  auto first = engine_->add_module("define i64 @again() {\n ret i64 1\n}", "again");
+  ASSERT_TRUE(static_cast<bool>(first)) << error_text(first.takeError());
   auto address = engine_->lookup("again");
-  ASSERT_TRUE(static_cast<bool>(address)) << errorText(address.takeError());
+  ASSERT_TRUE(static_cast<bool>(address)) << error_text(address.takeError());
   EXPECT_EQ(address->toPtr<int64_t (*)()>()(), 1);
-  EXPECT_EQ(errorText(engine_->removeModule(*first)), "");
-  EXPECT_THAT(errorText(engine_->lookup("again").takeError()), HasSubstr("again"));
+  EXPECT_EQ(error_text(engine_->remove_module(*first)), "");
+  EXPECT_THAT(error_text(engine_->lookup("again").takeError()), HasSubstr("again"));
 
-  auto second = engine_->addModule("define i64 @again() {\n ret i64 2\n}", "again");
-  ASSERT_TRUE(static_cast<bool>(second)) << errorText(second.takeError());
+  auto second = engine_->add_module("define i64 @again() {\n ret i64 2\n}", "again");
+  ASSERT_TRUE(static_cast<bool>(second)) << error_text(second.takeError());
   address = engine_->lookup("again");
-  ASSERT_TRUE(static_cast<bool>(address)) << errorText(address.takeError());
+  ASSERT_TRUE(static_cast<bool>(address)) << error_text(address.takeError());
   EXPECT_EQ(address->toPtr<int64_t (*)()>()(), 2);
-  EXPECT_EQ(errorText(engine_->removeModule(*second)), "");
+  EXPECT_EQ(error_text(engine_->remove_module(*second)), "");
 }
 
 TEST_F(OrcEngineErrors, DuplicateHostSymbolDefinesNone) {
   int64_t data = 0;
-  const std::string error = errorText(
-      engine_->defineHostSymbols({{"fresh_name", llvm::orc::ExecutorAddr::fromPtr(&data)},
-                                  {"existing", llvm::orc::ExecutorAddr::fromPtr(&data)}}));
+  const std::string error = error_text(
+      engine_->define_host_symbols({{"fresh_name", llvm::orc::ExecutorAddr::fromPtr(&data)},
+                                    {"existing", llvm::orc::ExecutorAddr::fromPtr(&data)}}));
   EXPECT_THAT(error, HasSubstr("Duplicate definition"));
-  EXPECT_THAT(errorText(engine_->lookup("fresh_name").takeError()), HasSubstr("fresh_name"));
-  expectHeapUnchanged();
+  EXPECT_THAT(error_text(engine_->lookup("fresh_name").takeError()), HasSubstr("fresh_name"));
+  expect_heap_unchanged();
 }
 
 TEST(OrcEngine, OutOfCodeSpaceIsAHeapErrorAndReturnsEveryByte) {
@@ -806,7 +806,7 @@ TEST(OrcEngine, OutOfCodeSpaceIsAHeapErrorAndReturnsEveryByte) {
   options.name = "orc-tiny";
   auto heap = Heap::create(options);
   ASSERT_TRUE(heap.has_value()) << heap.error().message;
-  auto engine = makeEngine(**heap);
+  auto engine = make_engine(**heap);
   ASSERT_NE(engine, nullptr);
   // 160 KiB of code each: the first fits the 256 KiB code arena, the second does not.
   auto big = [](const char* name) {
@@ -814,20 +814,20 @@ TEST(OrcEngine, OutOfCodeSpaceIsAHeapErrorAndReturnsEveryByte) {
            "() {\n  call void asm sideeffect \".fill 163840, 1, 0x90\", \"\"()\n"
            "  ret void\n}\n";
   };
-  auto first = engine->addModule(big("big1"), "big1");
-  ASSERT_TRUE(static_cast<bool>(first)) << errorText(first.takeError());
+  auto first = engine->add_module(big("big1"), "big1");
+  ASSERT_TRUE(static_cast<bool>(first)) << error_text(first.takeError());
 
-  const HeapStats before = statsWithoutCounters(**heap);
-  auto second = engine->addModule(big("big2"), "big2");
+  const HeapStats before = stats_without_counters(**heap);
+  auto second = engine->add_module(big("big2"), "big2");
   ASSERT_FALSE(static_cast<bool>(second));
   bool out_of_memory = false;
   llvm::Error rest = llvm::handleErrors(second.takeError(), [&](const HeapError& e) {
     out_of_memory = e.code() == ErrorCode::kOutOfMemory;
   });
   EXPECT_TRUE(out_of_memory);
-  EXPECT_THAT(errorText(std::move(rest)), HasSubstr("cannot add module 'big2'"));
-  EXPECT_EQ(statsWithoutCounters(**heap), before) << (*heap)->dump_text();
-  EXPECT_EQ(engine->liveModules(), 1u);
+  EXPECT_THAT(error_text(std::move(rest)), HasSubstr("cannot add module 'big2'"));
+  EXPECT_EQ(stats_without_counters(**heap), before) << (*heap)->dump_text();
+  EXPECT_EQ(engine->live_modules(), 1u);
 }
 
 // --- Churn: compiled code comes and goes without leaving anything behind. ---
@@ -835,11 +835,11 @@ TEST(OrcEngine, OutOfCodeSpaceIsAHeapErrorAndReturnsEveryByte) {
 TEST(OrcEngineChurn, TenThousandModulesLeaveNothingBehind) {
   constexpr int kModules = 10000;
   constexpr int kWarmUp = 200;
-  auto heap = makeSmallHeap("orc-churn");
+  auto heap = make_small_heap("orc-churn");
   ASSERT_NE(heap, nullptr);
   EngineOptions options;
   options.opt_level = llvm::CodeGenOptLevel::None;  // the churn is about memory, not code
-  auto engine = makeEngine(*heap, options);
+  auto engine = make_engine(*heap, options);
   ASSERT_NE(engine, nullptr);
   const size_t committed_baseline = heap->stats().committed_bytes;
   auto nothing_referenced = [](uintptr_t, uintptr_t) { return false; };
@@ -850,7 +850,7 @@ TEST(OrcEngineChurn, TenThousandModulesLeaveNothingBehind) {
   for (int i = 0; i < kModules; ++i) {
     if (i == kWarmUp) {
       heap->reclaim(nothing_referenced);
-      maps_baseline = mapsLines();  // LLVM's and malloc's one-time mappings exist by now
+      maps_baseline = maps_lines();  // LLVM's and malloc's one-time mappings exist by now
     }
     const std::string name = "closure" + std::to_string(i);
     const std::string ir = "define i64 @" + name +
@@ -861,12 +861,12 @@ TEST(OrcEngineChurn, TenThousandModulesLeaveNothingBehind) {
                            std::to_string(i) +
                            "\n"
                            "  ret i64 %r\n}\n";
-    auto handle = engine->addModule(ir, name);
-    ASSERT_TRUE(static_cast<bool>(handle)) << i << ": " << errorText(handle.takeError());
+    auto handle = engine->add_module(ir, name);
+    ASSERT_TRUE(static_cast<bool>(handle)) << i << ": " << error_text(handle.takeError());
     auto closure = function<int64_t (*)(int64_t*, int64_t)>(*engine, name);
     ASSERT_NE(closure, nullptr);
     ASSERT_EQ(closure(&env, 5), 1005 + i);
-    ASSERT_EQ(errorText(engine->removeModule(*handle)), "") << i;
+    ASSERT_EQ(error_text(engine->remove_module(*handle)), "") << i;
     if (i % 1000 == 999) heap->reclaim(nothing_referenced);
   }
   const double seconds =
@@ -878,8 +878,8 @@ TEST(OrcEngineChurn, TenThousandModulesLeaveNothingBehind) {
   EXPECT_EQ(stats.used_bytes, 0u);
   EXPECT_EQ(stats.quarantined_bytes, 0u);
   EXPECT_TRUE(stats.owners.empty()) << heap->dump_text();
-  EXPECT_EQ(engine->liveModules(), 0u);
-  EXPECT_LE(mapsLines(), maps_baseline);
+  EXPECT_EQ(engine->live_modules(), 0u);
+  EXPECT_LE(maps_lines(), maps_baseline);
   ::testing::Test::RecordProperty("us_per_module", std::to_string(seconds * 1e6 / kModules));
   std::cout << kModules << " modules added, called and removed in " << seconds << " s ("
             << seconds * 1e6 / kModules << " us each)\n";

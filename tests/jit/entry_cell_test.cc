@@ -20,12 +20,12 @@ namespace codeheap::jit {
 namespace {
 
 using llvm::orc::ExecutorAddr;
-using orc_testing::callTargets;
-using orc_testing::errorText;
+using orc_testing::call_targets;
+using orc_testing::error_text;
 using orc_testing::GraphRecorder;
-using orc_testing::indirectJumpSlot;
-using orc_testing::makeSmallHeap;
-using orc_testing::statsWithoutCounters;
+using orc_testing::indirect_jump_slot;
+using orc_testing::make_small_heap;
+using orc_testing::stats_without_counters;
 using ::testing::Contains;
 using ::testing::HasSubstr;
 
@@ -35,70 +35,70 @@ std::string returning(const std::string& name, int64_t value) {
   return "define i64 @" + name + "() {\n  ret i64 " + std::to_string(value) + "\n}\n";
 }
 
-std::unique_ptr<Engine> makeEngine(Heap& heap, EngineOptions options = {}) {
+std::unique_ptr<Engine> make_engine(Heap& heap, EngineOptions options = {}) {
   auto engine = Engine::create(heap, std::move(options));
   if (!engine) {
-    ADD_FAILURE() << "Engine::create: " << errorText(engine.takeError());
+    ADD_FAILURE() << "Engine::create: " << error_text(engine.takeError());
     return nullptr;
   }
   return std::move(*engine);
 }
 
-uint64_t slotValue(uint64_t slot) {
+uint64_t slot_value(uint64_t slot) {
   return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(slot)).load();
 }
 
 TEST(OrcEntryCell, StubJumpsThroughSlotAndRetiresOnDestruction) {
-  auto heap = makeSmallHeap("cell");
+  auto heap = make_small_heap("cell");
   ASSERT_NE(heap, nullptr);
-  const HeapStats empty = statsWithoutCounters(*heap);
+  const HeapStats empty = stats_without_counters(*heap);
   {
     auto cell = EntryCell::create(*heap, "f", ExecutorAddr::fromPtr(&orc_test_cell_one));
-    ASSERT_TRUE(static_cast<bool>(cell)) << errorText(cell.takeError());
+    ASSERT_TRUE(static_cast<bool>(cell)) << error_text(cell.takeError());
     const uint64_t stub = (*cell)->address().getValue();
-    const uint64_t slot = (*cell)->slotAddress().getValue();
+    const uint64_t slot = (*cell)->slot_address().getValue();
     EXPECT_LT(stub, k2GiB);
     EXPECT_LT(slot, k2GiB);
     ASSERT_TRUE(heap->find(stub).has_value());
     ASSERT_TRUE(heap->find(slot).has_value());
     EXPECT_EQ(heap->find(stub)->arena, Arena::kCode);
     EXPECT_EQ(heap->find(slot)->arena, Arena::kData);
-    EXPECT_EQ(indirectJumpSlot(stub), slot);
+    EXPECT_EQ(indirect_jump_slot(stub), slot);
 
     auto call = (*cell)->address().toPtr<int64_t (*)()>();
     EXPECT_EQ(call(), 1);
-    (*cell)->setTarget(ExecutorAddr::fromPtr(&orc_test_cell_two));
+    (*cell)->set_target(ExecutorAddr::fromPtr(&orc_test_cell_two));
     EXPECT_EQ(call(), 2);
     EXPECT_EQ((*cell)->target(), ExecutorAddr::fromPtr(&orc_test_cell_two));
   }
   // Destroyed: both blocks wait in quarantine, then leave no trace.
   EXPECT_EQ(heap->stats().quarantined_bytes > 0, true);
   heap->reclaim([](uintptr_t, uintptr_t) { return false; });
-  EXPECT_EQ(statsWithoutCounters(*heap), empty) << heap->dump_text();
+  EXPECT_EQ(stats_without_counters(*heap), empty) << heap->dump_text();
 }
 
 TEST(OrcHotSwap, CallersCompiledEarlierSeeEveryRedefinition) {
-  auto heap = makeSmallHeap("hotswap");
+  auto heap = make_small_heap("hotswap");
   ASSERT_NE(heap, nullptr);
   auto recorder = std::make_shared<GraphRecorder>();
   EngineOptions options;
   options.plugins.push_back(recorder);
-  auto engine = makeEngine(*heap, options);
+  auto engine = make_engine(*heap, options);
   ASSERT_NE(engine, nullptr);
 
-  auto stub = engine->defineFunction("answer", returning("answer", 1));
-  ASSERT_TRUE(static_cast<bool>(stub)) << errorText(stub.takeError());
-  auto caller = engine->addModule(R"IR(
+  auto stub = engine->define_function("answer", returning("answer", 1));
+  ASSERT_TRUE(static_cast<bool>(stub)) << error_text(stub.takeError());
+  auto caller = engine->add_module(R"IR(
     declare i64 @answer()
     define i64 @ask() {
       %r = call i64 @answer()
       ret i64 %r
     }
   )IR",
-                                  "caller");
-  ASSERT_TRUE(static_cast<bool>(caller)) << errorText(caller.takeError());
+                                   "caller");
+  ASSERT_TRUE(static_cast<bool>(caller)) << error_text(caller.takeError());
   auto ask_address = engine->lookup("ask");
-  ASSERT_TRUE(static_cast<bool>(ask_address)) << errorText(ask_address.takeError());
+  ASSERT_TRUE(static_cast<bool>(ask_address)) << error_text(ask_address.takeError());
   auto ask = ask_address->toPtr<int64_t (*)()>();
   EXPECT_EQ(ask(), 1);
 
@@ -107,20 +107,20 @@ TEST(OrcHotSwap, CallersCompiledEarlierSeeEveryRedefinition) {
   const auto ask_symbol = recorder->symbol("ask");
   ASSERT_TRUE(ask_symbol.has_value());
   EXPECT_THAT(
-      callTargets(ask_symbol->address, ask_symbol->size, stub->getValue(), stub->getValue() + 1),
+      call_targets(ask_symbol->address, ask_symbol->size, stub->getValue(), stub->getValue() + 1),
       Contains(stub->getValue()));
-  const auto slot = indirectJumpSlot(stub->getValue());
+  const auto slot = indirect_jump_slot(stub->getValue());
   ASSERT_TRUE(slot.has_value());
   ASSERT_TRUE(heap->find(*slot).has_value());
   EXPECT_EQ(heap->find(*slot)->arena, Arena::kData);
 
   for (int64_t version = 2; version <= 10; ++version) {
-    const uint64_t previous_body = slotValue(*slot);
-    auto again = engine->defineFunction("answer", returning("answer", version));
-    ASSERT_TRUE(static_cast<bool>(again)) << errorText(again.takeError());
+    const uint64_t previous_body = slot_value(*slot);
+    auto again = engine->define_function("answer", returning("answer", version));
+    ASSERT_TRUE(static_cast<bool>(again)) << error_text(again.takeError());
     EXPECT_EQ(*again, *stub);  // one address for every version
     EXPECT_EQ(ask(), version);
-    EXPECT_NE(slotValue(*slot), previous_body);
+    EXPECT_NE(slot_value(*slot), previous_body);
     // The previous body waits in quarantine, bytes intact.
     const auto old_block = heap->find(previous_body);
     ASSERT_TRUE(old_block.has_value());
@@ -128,9 +128,9 @@ TEST(OrcHotSwap, CallersCompiledEarlierSeeEveryRedefinition) {
     EXPECT_NE(*reinterpret_cast<const uint8_t*>(previous_body), 0xCC);
   }
   auto looked_up = engine->lookup("answer");
-  ASSERT_TRUE(static_cast<bool>(looked_up)) << errorText(looked_up.takeError());
+  ASSERT_TRUE(static_cast<bool>(looked_up)) << error_text(looked_up.takeError());
   EXPECT_EQ(*looked_up, *stub);
-  EXPECT_EQ(engine->liveModules(), 2u);  // the caller and the current body
+  EXPECT_EQ(engine->live_modules(), 2u);  // the caller and the current body
 
   const auto report = heap->reclaim([](uintptr_t, uintptr_t) { return false; });
   EXPECT_GE(report.reclaimed_blocks, 9u);
@@ -139,54 +139,54 @@ TEST(OrcHotSwap, CallersCompiledEarlierSeeEveryRedefinition) {
 }
 
 TEST(OrcHotSwap, DefinitionErrorsLeaveTheHeapAndCurrentVersionAlone) {
-  auto heap = makeSmallHeap("hotswap-errors");
+  auto heap = make_small_heap("hotswap-errors");
   ASSERT_NE(heap, nullptr);
-  auto engine = makeEngine(*heap);
+  auto engine = make_engine(*heap);
   ASSERT_NE(engine, nullptr);
-  auto plain = engine->addModule(returning("plain", 5), "plain");
-  ASSERT_TRUE(static_cast<bool>(plain)) << errorText(plain.takeError());
-  auto stub = engine->defineFunction("f", returning("f", 1));
-  ASSERT_TRUE(static_cast<bool>(stub)) << errorText(stub.takeError());
-  const HeapStats before = statsWithoutCounters(*heap);
+  auto plain = engine->add_module(returning("plain", 5), "plain");
+  ASSERT_TRUE(static_cast<bool>(plain)) << error_text(plain.takeError());
+  auto stub = engine->define_function("f", returning("f", 1));
+  ASSERT_TRUE(static_cast<bool>(stub)) << error_text(stub.takeError());
+  const HeapStats before = stats_without_counters(*heap);
 
   // Taken by a plain module.
-  EXPECT_THAT(errorText(engine->defineFunction("plain", returning("plain", 6)).takeError()),
+  EXPECT_THAT(error_text(engine->define_function("plain", returning("plain", 6)).takeError()),
               HasSubstr("already defined"));
   // The module does not define the function.
-  EXPECT_THAT(errorText(engine->defineFunction("f", returning("g", 2)).takeError()),
+  EXPECT_THAT(error_text(engine->define_function("f", returning("g", 2)).takeError()),
               HasSubstr("does not define function 'f'"));
   // Does not parse.
-  EXPECT_THAT(errorText(engine->defineFunction("f", "define i64 @f( {").takeError()),
+  EXPECT_THAT(error_text(engine->define_function("f", "define i64 @f( {").takeError()),
               HasSubstr("cannot parse"));
   // Links against nothing.
-  EXPECT_THAT(errorText(engine
-                            ->defineFunction("f",
-                                             "declare i64 @nowhere()\n"
-                                             "define i64 @f() {\n"
-                                             "  %r = call i64 @nowhere()\n"
-                                             "  ret i64 %r\n}\n")
-                            .takeError()),
+  EXPECT_THAT(error_text(engine
+                             ->define_function("f",
+                                               "declare i64 @nowhere()\n"
+                                               "define i64 @f() {\n"
+                                               "  %r = call i64 @nowhere()\n"
+                                               "  ret i64 %r\n}\n")
+                             .takeError()),
               HasSubstr("nowhere"));
 
-  EXPECT_EQ(statsWithoutCounters(*heap), before) << heap->dump_text();
-  EXPECT_EQ(engine->liveModules(), 2u);
+  EXPECT_EQ(stats_without_counters(*heap), before) << heap->dump_text();
+  EXPECT_EQ(engine->live_modules(), 2u);
   EXPECT_EQ(stub->toPtr<int64_t (*)()>()(), 1);
 }
 
 TEST(OrcHotSwap, HelpersOfSuccessiveVersionsDoNotClash) {
-  auto heap = makeSmallHeap("hotswap-helpers");
+  auto heap = make_small_heap("hotswap-helpers");
   ASSERT_NE(heap, nullptr);
-  auto engine = makeEngine(*heap);
+  auto engine = make_engine(*heap);
   ASSERT_NE(engine, nullptr);
   auto version = [](int64_t v) {
     return "define i64 @helper() {\n  ret i64 " + std::to_string(v) +
            "\n}\n"
            "define i64 @f() {\n  %r = call i64 @helper()\n  ret i64 %r\n}\n";
   };
-  auto stub = engine->defineFunction("f", version(1));
-  ASSERT_TRUE(static_cast<bool>(stub)) << errorText(stub.takeError());
-  auto again = engine->defineFunction("f", version(2));
-  ASSERT_TRUE(static_cast<bool>(again)) << errorText(again.takeError());
+  auto stub = engine->define_function("f", version(1));
+  ASSERT_TRUE(static_cast<bool>(stub)) << error_text(stub.takeError());
+  auto again = engine->define_function("f", version(2));
+  ASSERT_TRUE(static_cast<bool>(again)) << error_text(again.takeError());
   EXPECT_EQ(stub->toPtr<int64_t (*)()>()(), 2);
   // The helper is private to each version.
   EXPECT_FALSE(static_cast<bool>(engine->lookup("helper")));
@@ -215,15 +215,15 @@ constexpr const char* kSpinV2 = R"IR(
 )IR";
 
 TEST(OrcHotSwap, OldVersionStaysWhileAThreadRunsIt) {
-  auto heap = makeSmallHeap("hotswap-thread");
+  auto heap = make_small_heap("hotswap-thread");
   ASSERT_NE(heap, nullptr);
-  auto engine = makeEngine(*heap);
+  auto engine = make_engine(*heap);
   ASSERT_NE(engine, nullptr);
-  auto stub = engine->defineFunction("spin", kSpinV1);
-  ASSERT_TRUE(static_cast<bool>(stub)) << errorText(stub.takeError());
+  auto stub = engine->define_function("spin", kSpinV1);
+  ASSERT_TRUE(static_cast<bool>(stub)) << error_text(stub.takeError());
   using Spin = int64_t (*)(volatile int32_t*, volatile int32_t*);
   auto spin = stub->toPtr<Spin>();
-  const auto slot = indirectJumpSlot(stub->getValue());
+  const auto slot = indirect_jump_slot(stub->getValue());
   ASSERT_TRUE(slot.has_value());
 
   // The runner's state, as a runtime's thread registry would keep it: whether it is inside JIT
@@ -234,7 +234,7 @@ TEST(OrcHotSwap, OldVersionStaysWhileAThreadRunsIt) {
   volatile int32_t entered = 0;
   std::atomic<int64_t> result{0};
   std::thread runner([&] {
-    entered_body = slotValue(*slot);
+    entered_body = slot_value(*slot);
     inside = true;
     result = spin(&flag, &entered);
     inside = false;
@@ -252,8 +252,8 @@ TEST(OrcHotSwap, OldVersionStaysWhileAThreadRunsIt) {
   const uint64_t old_body = entered_body.load();
   ASSERT_NE(old_body, 0u);
 
-  auto redefined = engine->defineFunction("spin", kSpinV2);
-  ASSERT_TRUE(static_cast<bool>(redefined)) << errorText(redefined.takeError());
+  auto redefined = engine->define_function("spin", kSpinV2);
+  ASSERT_TRUE(static_cast<bool>(redefined)) << error_text(redefined.takeError());
   EXPECT_EQ(*redefined, *stub);
   // New calls run the new version while the runner is still in the old one.
   volatile int32_t set_flag = 1;
@@ -287,14 +287,14 @@ TEST(OrcHotSwap, OldVersionStaysWhileAThreadRunsIt) {
 
 TEST(OrcHotSwap, ConcurrentCallersSeeMonotonicVersions) {
   constexpr int64_t kVersions = 40;
-  auto heap = makeSmallHeap("hotswap-concurrent");
+  auto heap = make_small_heap("hotswap-concurrent");
   ASSERT_NE(heap, nullptr);
   EngineOptions options;
   options.opt_level = llvm::CodeGenOptLevel::None;
-  auto engine = makeEngine(*heap, options);
+  auto engine = make_engine(*heap, options);
   ASSERT_NE(engine, nullptr);
-  auto stub = engine->defineFunction("version", returning("version", 1));
-  ASSERT_TRUE(static_cast<bool>(stub)) << errorText(stub.takeError());
+  auto stub = engine->define_function("version", returning("version", 1));
+  ASSERT_TRUE(static_cast<bool>(stub)) << error_text(stub.takeError());
   auto version = stub->toPtr<int64_t (*)()>();
 
   std::atomic<bool> stop{false};
@@ -311,9 +311,9 @@ TEST(OrcHotSwap, ConcurrentCallersSeeMonotonicVersions) {
   });
   int64_t defined = 1;
   for (int64_t v = 2; v <= kVersions; ++v) {
-    auto again = engine->defineFunction("version", returning("version", v));
+    auto again = engine->define_function("version", returning("version", v));
     if (!again) {
-      ADD_FAILURE() << errorText(again.takeError());
+      ADD_FAILURE() << error_text(again.takeError());
       break;
     }
     defined = v;

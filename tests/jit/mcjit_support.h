@@ -27,7 +27,7 @@
 
 namespace codeheap::jit::testing {
 
-inline void initNativeTarget() {
+inline void init_native_target() {
   static std::once_flag once;
   std::call_once(once, [] {
     llvm::InitializeNativeTarget();
@@ -52,10 +52,10 @@ struct McjitEngine {
 // live in `heap`, lets `configure` define host symbols, attaches `listeners` and finalizes.
 // On failure the returned engine is null and a gtest failure has been recorded.
 template <typename Configure>
-McjitEngine makeMcjit(Heap& heap, const std::string& ir, const std::string& name,
-                      Configure configure,
-                      const std::vector<llvm::JITEventListener*>& listeners = {}) {
-  initNativeTarget();
+McjitEngine make_mcjit(Heap& heap, const std::string& ir, const std::string& name,
+                       Configure configure,
+                       const std::vector<llvm::JITEventListener*>& listeners = {}) {
+  init_native_target();
   McjitEngine result;
   result.context = std::make_unique<llvm::LLVMContext>();
   llvm::SMDiagnostic diagnostic;
@@ -93,11 +93,11 @@ McjitEngine makeMcjit(Heap& heap, const std::string& ir, const std::string& name
   return result;
 }
 
-inline McjitEngine makeMcjit(Heap& heap, const std::string& ir, const std::string& name) {
-  return makeMcjit(heap, ir, name, [](RtdyldMemoryManager&) {});
+inline McjitEngine make_mcjit(Heap& heap, const std::string& ir, const std::string& name) {
+  return make_mcjit(heap, ir, name, [](RtdyldMemoryManager&) {});
 }
 
-inline std::unique_ptr<Heap> makeHeap(HeapOptions options) {
+inline std::unique_ptr<Heap> make_heap(HeapOptions options) {
   auto heap = Heap::create(std::move(options));
   if (!heap) {
     ADD_FAILURE() << "Heap::create: " << heap.error().message;
@@ -107,26 +107,26 @@ inline std::unique_ptr<Heap> makeHeap(HeapOptions options) {
 }
 
 // A heap far smaller than the default, so tests never crowd the low window.
-inline std::unique_ptr<Heap> makeHeap(const std::string& name) {
+inline std::unique_ptr<Heap> make_heap(const std::string& name) {
   HeapOptions options;
   options.code_bytes = size_t{16} << 20;
   options.read_only_bytes = size_t{8} << 20;
   options.data_bytes = size_t{8} << 20;
   options.name = name;
-  return makeHeap(std::move(options));
+  return make_heap(std::move(options));
 }
 
 // "" for success, else the error's text (consumes the error either way).
-inline std::string errorText(llvm::Error error) {
+inline std::string error_text(llvm::Error error) {
   return error ? llvm::toString(std::move(error)) : std::string();
 }
 
 // An LLJIT whose object layer is an RTDyldObjectLinkingLayer making one RtdyldMemoryManager
 // (owner `name`) per object, CodeModel::Small, no platform; `configure` adjusts the layer.
-inline std::unique_ptr<llvm::orc::LLJIT> makeRtdyldLLJIT(
+inline std::unique_ptr<llvm::orc::LLJIT> make_rtdyld_lljit(
     Heap& heap, const std::string& name,
     std::function<void(llvm::orc::RTDyldObjectLinkingLayer&)> configure = {}) {
-  initNativeTarget();
+  init_native_target();
   auto machine = llvm::orc::JITTargetMachineBuilder::detectHost();
   if (!machine) {
     ADD_FAILURE() << llvm::toString(machine.takeError());
@@ -154,7 +154,7 @@ inline std::unique_ptr<llvm::orc::LLJIT> makeRtdyldLLJIT(
   return std::move(*jit);
 }
 
-inline llvm::orc::ThreadSafeModule parseModule(const std::string& ir) {
+inline llvm::orc::ThreadSafeModule parse_module(const std::string& ir) {
   auto context = std::make_unique<llvm::LLVMContext>();
   llvm::SMDiagnostic diagnostic;
   auto module = llvm::parseAssemblyString(ir, diagnostic, *context);

@@ -25,19 +25,19 @@
 namespace codeheap::jit {
 namespace {
 
-using testing::errorText;
-using testing::makeHeap;
-using testing::makeMcjit;
-using testing::makeRtdyldLLJIT;
-using testing::parseModule;
+using testing::error_text;
+using testing::make_heap;
+using testing::make_mcjit;
+using testing::make_rtdyld_lljit;
+using testing::parse_module;
 
 extern "C" int64_t codeheap_test_host_scale(int64_t x) { return 3 * x + 1; }
 
 // Four closures over an array environment, a dispatcher whose dense switch becomes a jump
 // table, a self-recursive fib and a call to a host function (codeheap_test_host_scale).
-std::string closuresIr() { return testdata::ir("array_env_closures") + testdata::ir("fib"); }
+std::string closures_ir() { return testdata::ir("array_env_closures") + testdata::ir("fib"); }
 
-int64_t referenceDispatch(int which, const int64_t* env, int64_t x) {
+int64_t reference_dispatch(int which, const int64_t* env, int64_t x) {
   switch (which) {
     case 0:
       return x + env[0];
@@ -60,19 +60,19 @@ int64_t referenceDispatch(int which, const int64_t* env, int64_t x) {
   }
 }
 
-int64_t referenceFib(int64_t n) { return n < 2 ? n : referenceFib(n - 1) + referenceFib(n - 2); }
+int64_t reference_fib(int64_t n) { return n < 2 ? n : reference_fib(n - 1) + reference_fib(n - 2); }
 
 constexpr uintptr_t kLow = uintptr_t{1} << 31;
 
 TEST(McjitTest, SmallCodeModelClosuresJumpTableRecursionAndHostCall) {
-  auto heap = makeHeap("mcjit-small");
+  auto heap = make_heap("mcjit-small");
   ASSERT_TRUE(heap);
-  auto jit = makeMcjit(*heap, closuresIr(), "closures", [](RtdyldMemoryManager& manager) {
-    manager.defineSymbol("codeheap_test_host_scale",
-                         reinterpret_cast<uint64_t>(&codeheap_test_host_scale));
+  auto jit = make_mcjit(*heap, closures_ir(), "closures", [](RtdyldMemoryManager& manager) {
+    manager.define_symbol("codeheap_test_host_scale",
+                          reinterpret_cast<uint64_t>(&codeheap_test_host_scale));
   });
   ASSERT_TRUE(jit.engine);
-  ASSERT_EQ(errorText(jit.manager->status()), "");
+  ASSERT_EQ(error_text(jit.manager->status()), "");
 
   // Results.
   using Closure = int64_t (*)(const int64_t*, int64_t);
@@ -88,10 +88,10 @@ TEST(McjitTest, SmallCodeModelClosuresJumpTableRecursionAndHostCall) {
   ASSERT_NE(dispatch, nullptr);
   for (int which = -1; which <= 9; ++which)
     for (int64_t x : {0, 3, -17, 123456})
-      EXPECT_EQ(dispatch(which, env, x), referenceDispatch(which, env, x)) << which << " " << x;
+      EXPECT_EQ(dispatch(which, env, x), reference_dispatch(which, env, x)) << which << " " << x;
   auto fib = jit.function<int64_t (*)(int64_t)>("fib");
   ASSERT_NE(fib, nullptr);
-  EXPECT_EQ(fib(20), referenceFib(20));
+  EXPECT_EQ(fib(20), reference_fib(20));
   auto call_host = jit.function<int64_t (*)(int64_t)>("call_host");
   ASSERT_NE(call_host, nullptr);
   EXPECT_EQ(call_host(5), codeheap_test_host_scale(6) + 7);
@@ -151,9 +151,9 @@ TEST(McjitTest, SmallCodeModelClosuresJumpTableRecursionAndHostCall) {
   EXPECT_EQ(self_calls, 2);
 }
 
-size_t mapsLines() { return process_maps::count(); }
+size_t maps_lines() { return process_maps::count(); }
 
-size_t liveOwners(const HeapStats& stats) {
+size_t live_owners(const HeapStats& stats) {
   size_t live = 0;
   for (const auto& owner : stats.owners) live += !owner.retired;
   return live;
@@ -180,11 +180,11 @@ TEST(McjitTest, ThousandEnginesReturnEverything) {
   options.data_bytes = size_t{8} << 20;
   options.retain_free_bytes = 0;  // reclaim decommits every whole free page: exact baseline
   options.name = "mcjit-churn";
-  auto heap = makeHeap(options);
+  auto heap = make_heap(options);
   ASSERT_TRUE(heap);
   auto nothing_on_stack = [](uintptr_t, uintptr_t) { return false; };
   auto cycle = [&](int i) {
-    auto jit = makeMcjit(*heap, kChurnIR, "churn-" + std::to_string(i));
+    auto jit = make_mcjit(*heap, kChurnIR, "churn-" + std::to_string(i));
     ASSERT_TRUE(jit.engine);
     ASSERT_EQ(jit.function<int64_t (*)(int64_t)>("churn")(i), 3 * i + 2);
     ASSERT_EQ(jit.function<int64_t (*)(int64_t)>("lookup")(i % 4), i % 4 + 1);
@@ -194,7 +194,7 @@ TEST(McjitTest, ThousandEnginesReturnEverything) {
   for (int i = 0; i < 50; ++i) cycle(i);
   heap->reclaim(nothing_on_stack);
   const HeapStats baseline = heap->stats();
-  const size_t baseline_maps = mapsLines();
+  const size_t baseline_maps = maps_lines();
   EXPECT_EQ(baseline.used_bytes, 0u);
   EXPECT_GT(baseline.counters.allocations, 0u);
 
@@ -208,18 +208,18 @@ TEST(McjitTest, ThousandEnginesReturnEverything) {
   EXPECT_EQ(after.used_bytes, 0u);
   EXPECT_EQ(after.quarantined_bytes, 0u);
   EXPECT_EQ(after.committed_bytes, baseline.committed_bytes);
-  EXPECT_EQ(liveOwners(after), liveOwners(baseline));
+  EXPECT_EQ(live_owners(after), live_owners(baseline));
   EXPECT_EQ(after.owners.size(), baseline.owners.size());
   EXPECT_GE(after.counters.allocations, baseline.counters.allocations + 1000);
-  EXPECT_LE(mapsLines(), baseline_maps);
+  EXPECT_LE(maps_lines(), baseline_maps);
 }
 
 // One manager, two objects (MCJIT with a second module): each object gets its own owner and
 // its own remapping, and code of the second object calls into the first.
 TEST(McjitTest, EveryObjectOfAnEngineGetsItsOwnOwnerAndIsRemapped) {
-  auto heap = makeHeap("mcjit-two-objects");
+  auto heap = make_heap("mcjit-two-objects");
   ASSERT_TRUE(heap);
-  auto jit = makeMcjit(*heap, kChurnIR, "two");
+  auto jit = make_mcjit(*heap, kChurnIR, "two");
   ASSERT_TRUE(jit.engine);
   llvm::SMDiagnostic diagnostic;
   auto second = llvm::parseAssemblyString(R"IR(
@@ -259,17 +259,17 @@ std::mutex registered_frames_mutex;
 std::multiset<const void*> registered_frames;
 
 template <typename F>
-F nextFunction(const char* name) {
+F next_function(const char* name) {
   return reinterpret_cast<F>(dlsym(RTLD_NEXT, name));
 }
 
-bool frameRegistered(uintptr_t address) {
+bool frame_registered(uintptr_t address) {
   std::lock_guard<std::mutex> lock(registered_frames_mutex);
   return registered_frames.count(reinterpret_cast<const void*>(address)) != 0;
 }
 
 extern "C" void __register_frame(void* begin) {
-  static auto next = nextFunction<void (*)(void*)>("__register_frame");
+  static auto next = next_function<void (*)(void*)>("__register_frame");
   {
     std::lock_guard<std::mutex> lock(registered_frames_mutex);
     registered_frames.insert(begin);
@@ -278,7 +278,7 @@ extern "C" void __register_frame(void* begin) {
 }
 
 extern "C" void __deregister_frame(void* begin) {
-  static auto next = nextFunction<void (*)(void*)>("__deregister_frame");
+  static auto next = next_function<void (*)(void*)>("__deregister_frame");
   {
     std::lock_guard<std::mutex> lock(registered_frames_mutex);
     auto it = registered_frames.find(begin);
@@ -292,22 +292,22 @@ extern "C" void codeheap_test_host_throw(int64_t x) {
 }
 
 TEST(McjitTest, HostExceptionsUnwindThroughJitFramesAndFramesAreDeregisteredAtReclaim) {
-  auto heap = makeHeap("mcjit-eh");
+  auto heap = make_heap("mcjit-eh");
   ASSERT_TRUE(heap);
   uintptr_t eh_frame = 0;
   {
     // jit_outer -> jit_inner -> host_throw, here codeheap_test_host_throw.
     auto define_host_throw = [](RtdyldMemoryManager& manager) {
-      manager.defineSymbol("host_throw", reinterpret_cast<uint64_t>(&codeheap_test_host_throw));
+      manager.define_symbol("host_throw", reinterpret_cast<uint64_t>(&codeheap_test_host_throw));
     };
-    auto jit = makeMcjit(*heap, testdata::ir("host_throw"), "eh", define_host_throw);
+    auto jit = make_mcjit(*heap, testdata::ir("host_throw"), "eh", define_host_throw);
     ASSERT_TRUE(jit.engine);
     for (const auto& section : jit.manager->sections())
       if (section.name == ".eh_frame") eh_frame = section.address;
     ASSERT_NE(eh_frame, 0u);
     EXPECT_EQ(heap->find(eh_frame)->arena, Arena::kReadOnly);
     // Registered at its execution (read-only view) address, not at the writable alias.
-    EXPECT_TRUE(frameRegistered(eh_frame));
+    EXPECT_TRUE(frame_registered(eh_frame));
 
     auto outer = jit.function<int64_t (*)(int64_t)>("jit_outer");
     ASSERT_NE(outer, nullptr);
@@ -323,12 +323,12 @@ TEST(McjitTest, HostExceptionsUnwindThroughJitFramesAndFramesAreDeregisteredAtRe
   // The engine is gone; its blocks wait in quarantine and, since a thread might still be
   // inside the code, its frames stay registered until a reclaim pass frees the blocks.
   EXPECT_EQ(heap->find(eh_frame)->state, BlockState::kQuarantined);
-  EXPECT_TRUE(frameRegistered(eh_frame));
+  EXPECT_TRUE(frame_registered(eh_frame));
   EXPECT_THROW(codeheap_test_host_throw(1), std::runtime_error);
   heap->reclaim([&](uintptr_t begin, uintptr_t) { return begin == eh_frame; });  // still in use
-  EXPECT_TRUE(frameRegistered(eh_frame));
+  EXPECT_TRUE(frame_registered(eh_frame));
   heap->reclaim([](uintptr_t, uintptr_t) { return false; });
-  EXPECT_FALSE(frameRegistered(eh_frame));
+  EXPECT_FALSE(frame_registered(eh_frame));
   EXPECT_FALSE(heap->find(eh_frame));
   // Later throws make libgcc search its registry: stale frames, now trap bytes or reused
   // memory, would send it into garbage.
@@ -341,14 +341,14 @@ TEST(McjitTest, HeapExhaustionIsAReportedErrorNotAnAbort) {
   options.read_only_bytes = size_t{64} << 10;
   options.data_bytes = size_t{1} << 20;
   options.name = "mcjit-full";
-  auto heap = makeHeap(options);
+  auto heap = make_heap(options);
   ASSERT_TRUE(heap);
   // Leave 24 KiB of read-only space: the module's 32 KiB of constants cannot fit.
   auto filler = heap->allocate(Arena::kReadOnly, size_t{40} << 10, 16);
   ASSERT_TRUE(filler);
   const HeapStats before = heap->stats();
   {
-    auto jit = makeMcjit(*heap, R"IR(
+    auto jit = make_mcjit(*heap, R"IR(
 @big = constant [4096 x i64] zeroinitializer
 define i64 @peek(i64 %i) {
   %p = getelementptr [4096 x i64], ptr @big, i64 0, i64 %i
@@ -356,7 +356,7 @@ define i64 @peek(i64 %i) {
   ret i64 %v
 }
 )IR",
-                         "too-big");
+                          "too-big");
     ASSERT_TRUE(jit.engine);
     llvm::Error status = jit.manager->status();
     ASSERT_TRUE(bool(status));
@@ -385,18 +385,18 @@ TEST(McjitTest, RTDyldObjectLinkingLayerPlacesRemovesAndReportsErrors) {
   options.read_only_bytes = size_t{64} << 10;
   options.data_bytes = size_t{1} << 20;
   options.name = "rtdyld-orc";
-  auto heap = makeHeap(options);
+  auto heap = make_heap(options);
   ASSERT_TRUE(heap);
-  auto jit = makeRtdyldLLJIT(*heap, "orc-closures");
+  auto jit = make_rtdyld_lljit(*heap, "orc-closures");
   ASSERT_TRUE(jit);
-  ASSERT_EQ(errorText(jit->getMainJITDylib().define(llvm::orc::absoluteSymbols(
+  ASSERT_EQ(error_text(jit->getMainJITDylib().define(llvm::orc::absoluteSymbols(
                 {{jit->mangleAndIntern("codeheap_test_host_scale"),
                   {llvm::orc::ExecutorAddr::fromPtr(&codeheap_test_host_scale),
                    llvm::JITSymbolFlags::Exported | llvm::JITSymbolFlags::Callable}}}))),
             "");
 
   auto tracker = jit->getMainJITDylib().createResourceTracker();
-  ASSERT_EQ(errorText(jit->addIRModule(tracker, parseModule(closuresIr()))), "");
+  ASSERT_EQ(error_text(jit->addIRModule(tracker, parse_module(closures_ir()))), "");
   auto dispatch = jit->lookup("dispatch");
   ASSERT_TRUE(bool(dispatch)) << llvm::toString(dispatch.takeError());
   EXPECT_LT(dispatch->getValue(), kLow);
@@ -405,13 +405,13 @@ TEST(McjitTest, RTDyldObjectLinkingLayerPlacesRemovesAndReportsErrors) {
   const int64_t env[4] = {11, 7, 5, 0x55};
   auto call = dispatch->toPtr<int64_t (*)(int32_t, const int64_t*, int64_t)>();
   for (int which = 0; which < 8; ++which)
-    EXPECT_EQ(call(which, env, 9), referenceDispatch(which, env, 9)) << which;
+    EXPECT_EQ(call(which, env, 9), reference_dispatch(which, env, 9)) << which;
   auto call_host = jit->lookup("call_host");
   ASSERT_TRUE(bool(call_host)) << llvm::toString(call_host.takeError());
   EXPECT_EQ(call_host->toPtr<int64_t (*)(int64_t)>()(5), codeheap_test_host_scale(6) + 7);
 
   EXPECT_GT(heap->stats().used_bytes, 0u);
-  ASSERT_EQ(errorText(tracker->remove()), "");
+  ASSERT_EQ(error_text(tracker->remove()), "");
   EXPECT_EQ(heap->stats().used_bytes, 0u);
   EXPECT_GT(heap->stats().quarantined_bytes, 0u);
 
@@ -420,7 +420,7 @@ TEST(McjitTest, RTDyldObjectLinkingLayerPlacesRemovesAndReportsErrors) {
   std::string reported;
   jit->getExecutionSession().setErrorReporter(
       [&](llvm::Error error) { reported += llvm::toString(std::move(error)); });
-  ASSERT_EQ(errorText(jit->addIRModule(parseModule(R"IR(
+  ASSERT_EQ(error_text(jit->addIRModule(parse_module(R"IR(
 @huge = constant [16384 x i64] zeroinitializer
 define i64 @peek_huge(i64 %i) {
   %p = getelementptr [16384 x i64], ptr @huge, i64 0, i64 %i
@@ -441,10 +441,10 @@ define i64 @peek_huge(i64 %i) {
 // read-only arena, written through the alias) but links them at address zero, since DWARF
 // refers to them by offset; the manager must not remap those.
 TEST(McjitTest, DebugSectionsLoadedByProcessAllSectionsStayAtAddressZero) {
-  auto heap = makeHeap("rtdyld-debug");
+  auto heap = make_heap("rtdyld-debug");
   ASSERT_TRUE(heap);
   std::map<std::string, uint64_t> load_addresses;
-  auto jit = makeRtdyldLLJIT(*heap, "debug", [&](llvm::orc::RTDyldObjectLinkingLayer& layer) {
+  auto jit = make_rtdyld_lljit(*heap, "debug", [&](llvm::orc::RTDyldObjectLinkingLayer& layer) {
     layer.setProcessAllSections(true);
     layer.setNotifyLoaded([&](llvm::orc::MaterializationResponsibility&,
                               const llvm::object::ObjectFile& object,
@@ -457,7 +457,7 @@ TEST(McjitTest, DebugSectionsLoadedByProcessAllSectionsStayAtAddressZero) {
     });
   });
   ASSERT_TRUE(jit);
-  ASSERT_EQ(errorText(jit->addIRModule(parseModule(testdata::ir("debug_info")))), "");
+  ASSERT_EQ(error_text(jit->addIRModule(parse_module(testdata::ir("debug_info")))), "");
   auto function = jit->lookup("with_debug_info");
   ASSERT_TRUE(bool(function)) << llvm::toString(function.takeError());
   EXPECT_EQ(function->toPtr<int64_t (*)(int64_t)>()(41), 42);

@@ -26,7 +26,7 @@ inline constexpr uint64_t k2GiB = uint64_t{1} << 31;
 
 // A heap far smaller than the default, so tests never crowd the low window. No free pages are
 // kept committed after a reclaim, so committed bytes measure what is in use.
-inline std::unique_ptr<Heap> makeSmallHeap(const std::string& name) {
+inline std::unique_ptr<Heap> make_small_heap(const std::string& name) {
   HeapOptions options;
   options.code_bytes = size_t{16} << 20;
   options.read_only_bytes = size_t{8} << 20;
@@ -42,14 +42,14 @@ inline std::unique_ptr<Heap> makeSmallHeap(const std::string& name) {
 }
 
 // Everything but the counters, peaks and totals, which legitimately change on every call.
-inline HeapStats statsWithoutCounters(const Heap& heap) {
+inline HeapStats stats_without_counters(const Heap& heap) {
   HeapStats stats = heap.stats();
   clear_history(stats);
   return stats;
 }
 
 // "" for success, else the error's text (consumes the error either way).
-inline std::string errorText(llvm::Error error) {
+inline std::string error_text(llvm::Error error) {
   return error ? llvm::toString(std::move(error)) : std::string();
 }
 
@@ -142,8 +142,8 @@ class GraphRecorder : public jit::StatelessLinkPlugin {
 // The targets of every `call rel32` (E8) whose displacement lands inside [low, high), found by
 // decoding at every byte offset of [begin, begin + size). A byte-level scan can in principle
 // see an E8 inside another instruction, so callers look for a specific target, never count.
-inline std::vector<uint64_t> callTargets(uint64_t begin, uint64_t size, uint64_t low,
-                                         uint64_t high) {
+inline std::vector<uint64_t> call_targets(uint64_t begin, uint64_t size, uint64_t low,
+                                          uint64_t high) {
   std::vector<uint64_t> targets;
   const auto* bytes = reinterpret_cast<const uint8_t*>(begin);
   for (uint64_t i = 0; i + 5 <= size; ++i) {
@@ -157,7 +157,7 @@ inline std::vector<uint64_t> callTargets(uint64_t begin, uint64_t size, uint64_t
 }
 
 // For `jmp *rel32(%rip)` (FF 25) at `address`, the address of the pointer it jumps through.
-inline std::optional<uint64_t> indirectJumpSlot(uint64_t address) {
+inline std::optional<uint64_t> indirect_jump_slot(uint64_t address) {
   const auto* bytes = reinterpret_cast<const uint8_t*>(address);
   if (bytes[0] != 0xFF || bytes[1] != 0x25) return std::nullopt;
   int32_t rel32;

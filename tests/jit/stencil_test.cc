@@ -45,10 +45,10 @@ namespace codeheap::jit {
 namespace {
 
 namespace ts = test_stencils;
-using orc_testing::errorText;
+using orc_testing::error_text;
 using orc_testing::k2GiB;
-using orc_testing::makeSmallHeap;
-using orc_testing::statsWithoutCounters;
+using orc_testing::make_small_heap;
+using orc_testing::stats_without_counters;
 using ::testing::HasSubstr;
 using Entry = int64_t (*)(int64_t* env, int64_t x);
 
@@ -56,16 +56,16 @@ const Stencil& stencil(uint16_t index) { return ts::library().stencils[index]; }
 
 Entry entry(uintptr_t address) { return reinterpret_cast<Entry>(address); }
 
-std::unique_ptr<HelperTable> makeHelpers(Heap& heap) {
+std::unique_ptr<HelperTable> make_helpers(Heap& heap) {
   auto helpers = HelperTable::create(heap);
   if (!helpers) {
-    ADD_FAILURE() << errorText(helpers.takeError());
+    ADD_FAILURE() << error_text(helpers.takeError());
     return nullptr;
   }
   for (auto [name, address] : {std::pair{"stencil_test_add", &stencil_test_add},
                                std::pair{"stencil_test_throw", &stencil_test_throw}})
     if (auto err = (*helpers)->define(name, reinterpret_cast<const void*>(address)))
-      ADD_FAILURE() << errorText(std::move(err));
+      ADD_FAILURE() << error_text(std::move(err));
   return std::move(*helpers);
 }
 
@@ -84,7 +84,7 @@ std::vector<std::string> permissions(uintptr_t begin, uintptr_t end) {
   return found;
 }
 
-uint32_t codeSize(std::initializer_list<uint16_t> stencils) {
+uint32_t code_size(std::initializer_list<uint16_t> stencils) {
   uint32_t size = 0;
   for (uint16_t s : stencils) size += stencil(s).code_size;
   return size;
@@ -93,9 +93,9 @@ uint32_t codeSize(std::initializer_list<uint16_t> stencils) {
 class StencilTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    heap_ = makeSmallHeap("stencils");
+    heap_ = make_small_heap("stencils");
     ASSERT_NE(heap_, nullptr);
-    helpers_ = makeHelpers(*heap_);
+    helpers_ = make_helpers(*heap_);
     ASSERT_NE(helpers_, nullptr);
   }
 
@@ -103,7 +103,7 @@ class StencilTest : public ::testing::Test {
   EmittedUnit emit(CodeUnitBuilder& builder, const char* name) {
     auto unit = builder.emit(*heap_, name);
     if (!unit) {
-      ADD_FAILURE() << errorText(unit.takeError());
+      ADD_FAILURE() << error_text(unit.takeError());
       return {};
     }
     EXPECT_LT(unit->code + unit->code_size, k2GiB);
@@ -165,14 +165,14 @@ TEST(StencilTool, TablesDescribeEveryHoleKindAndUnwindInfo) {
 
 TEST_F(StencilTest, ConstantsAndDroppedTailJumps) {
   CodeUnitBuilder builder(ts::library(), *helpers_);
-  const auto second = builder.newLabel(), last = builder.newLabel();
+  const auto second = builder.new_label(), last = builder.new_label();
   builder.append(ts::kStencil_add_const);
-  builder.setValue(ts::kSymbol_K, 0x123456789ab);  // needs all 64 bits
-  builder.setLabel(ts::kSymbol_CONT, second);
+  builder.set_value(ts::kSymbol_K, 0x123456789ab);  // needs all 64 bits
+  builder.set_label(ts::kSymbol_CONT, second);
   builder.place(second);
   builder.append(ts::kStencil_add_small);
-  builder.setValue(ts::kSymbol_K32, static_cast<uint64_t>(-1000));
-  builder.setLabel(ts::kSymbol_CONT, last);
+  builder.set_value(ts::kSymbol_K32, static_cast<uint64_t>(-1000));
+  builder.set_label(ts::kSymbol_CONT, last);
   builder.place(last);
   builder.append(ts::kStencil_done);
   EmittedUnit unit = emit(builder, "constants");
@@ -181,10 +181,10 @@ TEST_F(StencilTest, ConstantsAndDroppedTailJumps) {
   EXPECT_EQ(entry(unit.code)(nullptr, 1), 1 + 0x123456789ab - 1000);
   // Both continuations fell through: 5 bytes less each, the stencils back to back.
   EXPECT_EQ(unit.code_size,
-            codeSize({ts::kStencil_add_const, ts::kStencil_add_small, ts::kStencil_done}) - 10);
-  EXPECT_EQ(builder.labelAddress(second),
+            code_size({ts::kStencil_add_const, ts::kStencil_add_small, ts::kStencil_done}) - 10);
+  EXPECT_EQ(builder.label_address(second),
             unit.code + stencil(ts::kStencil_add_const).code_size - 5);
-  EXPECT_EQ(builder.labelAddress(last),
+  EXPECT_EQ(builder.label_address(last),
             unit.code + unit.code_size - stencil(ts::kStencil_done).code_size);
 
   // Low, in the code arena, never writable while executable.
@@ -199,22 +199,22 @@ TEST_F(StencilTest, ConstantsAndDroppedTailJumps) {
   const uintptr_t reservation_end = stats.arenas.back().end;
   for (const std::string& perms : permissions(reservation_begin, reservation_end))
     EXPECT_FALSE(perms[1] == 'w' && perms[2] == 'x') << perms;
-  EXPECT_FALSE(static_cast<bool>(retireUnit(*heap_, unit)));
+  EXPECT_FALSE(static_cast<bool>(retire_unit(*heap_, unit)));
 }
 
 TEST_F(StencilTest, JumpsToLabelsForwardAndBackward) {
   CodeUnitBuilder builder(ts::library(), *helpers_);
-  const auto loop = builder.newLabel(), exit = builder.newLabel();
+  const auto loop = builder.new_label(), exit = builder.new_label();
   builder.append(ts::kStencil_add_const);
-  builder.setValue(ts::kSymbol_K, 1);
-  builder.setLabel(ts::kSymbol_CONT, loop);  // next: dropped
+  builder.set_value(ts::kSymbol_K, 1);
+  builder.set_label(ts::kSymbol_CONT, loop);  // next: dropped
   builder.place(loop);
   builder.append(ts::kStencil_count_down);
-  builder.setLabel(ts::kSymbol_LOOP, loop);  // backward, to its own start
-  builder.setLabel(ts::kSymbol_CONT, exit);  // forward, over the next stencil
-  builder.append(ts::kStencil_add_const);    // never runs
-  builder.setValue(ts::kSymbol_K, 1000);
-  builder.setLabel(ts::kSymbol_CONT, exit);
+  builder.set_label(ts::kSymbol_LOOP, loop);  // backward, to its own start
+  builder.set_label(ts::kSymbol_CONT, exit);  // forward, over the next stencil
+  builder.append(ts::kStencil_add_const);     // never runs
+  builder.set_value(ts::kSymbol_K, 1000);
+  builder.set_label(ts::kSymbol_CONT, exit);
   builder.place(exit);
   builder.append(ts::kStencil_done);
   EmittedUnit unit = emit(builder, "loop");
@@ -224,53 +224,53 @@ TEST_F(StencilTest, JumpsToLabelsForwardAndBackward) {
   EXPECT_EQ(entry(unit.code)(&iterations, 4), 0);
   EXPECT_EQ(iterations, 5);
   // Only the first and the third instances' jumps go to the next stencil.
-  EXPECT_EQ(unit.code_size, codeSize({ts::kStencil_add_const, ts::kStencil_count_down,
-                                      ts::kStencil_add_const, ts::kStencil_done}) -
+  EXPECT_EQ(unit.code_size, code_size({ts::kStencil_add_const, ts::kStencil_count_down,
+                                       ts::kStencil_add_const, ts::kStencil_done}) -
                                 10);
-  EXPECT_FALSE(static_cast<bool>(retireUnit(*heap_, unit)));
+  EXPECT_FALSE(static_cast<bool>(retire_unit(*heap_, unit)));
 }
 
 TEST_F(StencilTest, HostHelpersAreCalledThroughTrampolines) {
   const auto helper = reinterpret_cast<uintptr_t>(&stencil_test_add);
   ASSERT_GE(helper, uintptr_t{1} << 32) << "the test binary is expected to be PIE";
   EXPECT_EQ(helpers_->address("stencil_test_add"), helper);
-  const uintptr_t trampoline = helpers_->callTarget("stencil_test_add");
+  const uintptr_t trampoline = helpers_->call_target("stencil_test_add");
   EXPECT_LT(trampoline, k2GiB);
   ASSERT_TRUE(heap_->find(trampoline).has_value());
   EXPECT_EQ(heap_->find(trampoline)->arena, Arena::kCode);
   EXPECT_EQ(helpers_->address("undefined"), 0u);
-  EXPECT_THAT(errorText(helpers_->define("stencil_test_add", &helper)),
+  EXPECT_THAT(error_text(helpers_->define("stencil_test_add", &helper)),
               HasSubstr("already defined"));
 
   CodeUnitBuilder builder(ts::library(), *helpers_);
-  const auto last = builder.newLabel();
+  const auto last = builder.new_label();
   builder.append(ts::kStencil_call_host);
-  builder.setLabel(ts::kSymbol_CONT, last);
+  builder.set_label(ts::kSymbol_CONT, last);
   builder.place(last);
   builder.append(ts::kStencil_done);
   EmittedUnit unit = emit(builder, "host call");
   ASSERT_NE(unit.code, 0u);
   EXPECT_EQ(entry(unit.code)(nullptr, 5), 5 + 100 + 1);
-  EXPECT_FALSE(static_cast<bool>(retireUnit(*heap_, unit)));
+  EXPECT_FALSE(static_cast<bool>(retire_unit(*heap_, unit)));
 }
 
 TEST_F(StencilTest, ReadOnlyDataSwitchTablesAndStrings) {
   CodeUnitBuilder builder(ts::library(), *helpers_);
-  const auto lookup = builder.newLabel(), greet1 = builder.newLabel(), greet2 = builder.newLabel(),
-             dispatch1 = builder.newLabel(), dispatch2 = builder.newLabel(),
-             last = builder.newLabel();
+  const auto lookup = builder.new_label(), greet1 = builder.new_label(),
+             greet2 = builder.new_label(), dispatch1 = builder.new_label(),
+             dispatch2 = builder.new_label(), last = builder.new_label();
   builder.place(lookup);
   builder.append(ts::kStencil_lookup);
-  builder.setLabel(ts::kSymbol_CONT, last);
+  builder.set_label(ts::kSymbol_CONT, last);
   for (auto label : {greet1, greet2}) {
     builder.place(label);
     builder.append(ts::kStencil_greeting);
-    builder.setLabel(ts::kSymbol_CONT, last);
+    builder.set_label(ts::kSymbol_CONT, last);
   }
   for (auto label : {dispatch1, dispatch2}) {
     builder.place(label);
     builder.append(ts::kStencil_dispatch);
-    builder.setLabel(ts::kSymbol_CONT, last);
+    builder.set_label(ts::kSymbol_CONT, last);
   }
   builder.place(last);
   builder.append(ts::kStencil_done);
@@ -279,11 +279,11 @@ TEST_F(StencilTest, ReadOnlyDataSwitchTablesAndStrings) {
 
   const int64_t expected_lookup[] = {13, 42, 7, 99, 1000, -5, 123456, -1, -1};
   for (int64_t x = 0; x < 9; ++x)
-    EXPECT_EQ(entry(builder.labelAddress(lookup))(nullptr, x), expected_lookup[x]) << x;
+    EXPECT_EQ(entry(builder.label_address(lookup))(nullptr, x), expected_lookup[x]) << x;
 
   // Both instances return the one shared copy of the string, in the read-only arena.
-  const int64_t first = entry(builder.labelAddress(greet1))(nullptr, 0);
-  const int64_t second = entry(builder.labelAddress(greet2))(nullptr, 0);
+  const int64_t first = entry(builder.label_address(greet1))(nullptr, 0);
+  const int64_t second = entry(builder.label_address(greet2))(nullptr, 0);
   EXPECT_EQ(first, second);
   EXPECT_STREQ(reinterpret_cast<const char*>(first), "hello, stencil");
   ASSERT_TRUE(heap_->find(first).has_value());
@@ -295,20 +295,20 @@ TEST_F(StencilTest, ReadOnlyDataSwitchTablesAndStrings) {
   const int64_t expected_dispatch[] = {90, 1030, 30 ^ 5, 120, -47, 10, 2, 0};
   for (auto label : {dispatch1, dispatch2})
     for (int64_t x = 0; x < 8; ++x)
-      EXPECT_EQ(entry(builder.labelAddress(label))(env, x), expected_dispatch[x]) << x;
-  EXPECT_FALSE(static_cast<bool>(retireUnit(*heap_, unit)));
+      EXPECT_EQ(entry(builder.label_address(label))(env, x), expected_dispatch[x]) << x;
+  EXPECT_FALSE(static_cast<bool>(retire_unit(*heap_, unit)));
 }
 
 TEST_F(StencilTest, ExceptionsUnwindThroughStencilFramesUntilTheUnitIsReclaimed) {
-  const HeapStats empty = statsWithoutCounters(*heap_);
+  const HeapStats empty = stats_without_counters(*heap_);
   CodeUnitBuilder builder(ts::library(), *helpers_);
-  const auto call = builder.newLabel(), last = builder.newLabel();
+  const auto call = builder.new_label(), last = builder.new_label();
   builder.append(ts::kStencil_add_const);
-  builder.setValue(ts::kSymbol_K, 3);
-  builder.setLabel(ts::kSymbol_CONT, call);
+  builder.set_value(ts::kSymbol_K, 3);
+  builder.set_label(ts::kSymbol_CONT, call);
   builder.place(call);
   builder.append(ts::kStencil_call_thrower);
-  builder.setLabel(ts::kSymbol_CONT, last);
+  builder.set_label(ts::kSymbol_CONT, last);
   builder.place(last);
   builder.append(ts::kStencil_done);
   EmittedUnit unit = emit(builder, "thrower");
@@ -323,66 +323,66 @@ TEST_F(StencilTest, ExceptionsUnwindThroughStencilFramesUntilTheUnitIsReclaimed)
     EXPECT_STREQ(e.what(), "thirteen");
   }
   // The FDE of the frame the exception passed through lies in the unit's read-only block.
-  const auto inside_call = reinterpret_cast<const void*>(builder.labelAddress(call) + 1);
+  const auto inside_call = reinterpret_cast<const void*>(builder.label_address(call) + 1);
   DwarfEhBases bases{};
   const auto fde = reinterpret_cast<uintptr_t>(_Unwind_Find_FDE(inside_call, &bases));
   EXPECT_GE(fde, unit.read_only);
   EXPECT_LT(fde, unit.read_only + unit.read_only_size);
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(bases.func), builder.labelAddress(call));
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(bases.func), builder.label_address(call));
 
   // Retired, the unit keeps its unwind info until a reclaim pass frees it.
-  ASSERT_FALSE(static_cast<bool>(retireUnit(*heap_, unit)));
+  ASSERT_FALSE(static_cast<bool>(retire_unit(*heap_, unit)));
   EXPECT_EQ(unit.owner, kNoOwner);
   EXPECT_NE(_Unwind_Find_FDE(inside_call, &bases), nullptr);
   heap_->reclaim([](uintptr_t, uintptr_t) { return false; });
   EXPECT_EQ(_Unwind_Find_FDE(inside_call, &bases), nullptr);
-  EXPECT_EQ(statsWithoutCounters(*heap_), empty) << heap_->dump_text();
+  EXPECT_EQ(stats_without_counters(*heap_), empty) << heap_->dump_text();
 }
 
 TEST_F(StencilTest, UnboundSymbolsAreErrorsThatNameStencilAndSymbol) {
-  const HeapStats before = statsWithoutCounters(*heap_);
+  const HeapStats before = stats_without_counters(*heap_);
   CodeUnitBuilder builder(ts::library(), *helpers_);
   builder.append(ts::kStencil_add_const);
-  builder.setValue(ts::kSymbol_CONT, 0x1000);
+  builder.set_value(ts::kSymbol_CONT, 0x1000);
   auto unit = builder.emit(*heap_, "unbound");
   ASSERT_FALSE(static_cast<bool>(unit));
-  const std::string message = errorText(unit.takeError());
+  const std::string message = error_text(unit.takeError());
   EXPECT_THAT(message, HasSubstr("'add_const'"));
   EXPECT_THAT(message, HasSubstr("'K'"));
-  EXPECT_EQ(statsWithoutCounters(*heap_), before);
+  EXPECT_EQ(stats_without_counters(*heap_), before);
 
   // A label that is never placed.
   builder.reset();
   builder.append(ts::kStencil_add_const);
-  builder.setValue(ts::kSymbol_K, 1);
-  builder.setLabel(ts::kSymbol_CONT, builder.newLabel());
-  EXPECT_THAT(errorText(builder.emit(*heap_, "unplaced").takeError()),
+  builder.set_value(ts::kSymbol_K, 1);
+  builder.set_label(ts::kSymbol_CONT, builder.new_label());
+  EXPECT_THAT(error_text(builder.emit(*heap_, "unplaced").takeError()),
               HasSubstr("'CONT' is set to a label never placed"));
 
   // A symbol set twice for one instance.
   builder.reset();
   builder.append(ts::kStencil_add_const);
-  builder.setValue(ts::kSymbol_K, 1);
-  builder.setValue(ts::kSymbol_CONT, 0x1000);
-  builder.setValue(ts::kSymbol_K, 2);
-  EXPECT_THAT(errorText(builder.emit(*heap_, "twice").takeError()), HasSubstr("'K' is set twice"));
-  EXPECT_EQ(statsWithoutCounters(*heap_), before);
+  builder.set_value(ts::kSymbol_K, 1);
+  builder.set_value(ts::kSymbol_CONT, 0x1000);
+  builder.set_value(ts::kSymbol_K, 2);
+  EXPECT_THAT(error_text(builder.emit(*heap_, "twice").takeError()), HasSubstr("'K' is set twice"));
+  EXPECT_EQ(stats_without_counters(*heap_), before);
 }
 
 TEST_F(StencilTest, ValuesThatDoNotFitLeaveTheHeapAlone) {
-  const HeapStats before = statsWithoutCounters(*heap_);
+  const HeapStats before = stats_without_counters(*heap_);
   CodeUnitBuilder builder(ts::library(), *helpers_);
-  const auto last = builder.newLabel();
+  const auto last = builder.new_label();
   builder.append(ts::kStencil_add_small);
-  builder.setValue(ts::kSymbol_K32, uint64_t{1} << 40);  // a 32-bit sign-extended hole
-  builder.setLabel(ts::kSymbol_CONT, last);
+  builder.set_value(ts::kSymbol_K32, uint64_t{1} << 40);  // a 32-bit sign-extended hole
+  builder.set_label(ts::kSymbol_CONT, last);
   builder.place(last);
   builder.append(ts::kStencil_done);
-  const std::string message = errorText(builder.emit(*heap_, "too big").takeError());
+  const std::string message = error_text(builder.emit(*heap_, "too big").takeError());
   EXPECT_THAT(message, HasSubstr("'add_small'"));
   EXPECT_THAT(message, HasSubstr("K32"));
   EXPECT_THAT(message, HasSubstr("does not fit"));
-  EXPECT_EQ(statsWithoutCounters(*heap_), before) << heap_->dump_text();
+  EXPECT_EQ(stats_without_counters(*heap_), before) << heap_->dump_text();
 }
 
 TEST(StencilEmitter, AFullHeapIsAnOutOfMemoryErrorThatChangesNothing) {
@@ -393,12 +393,12 @@ TEST(StencilEmitter, AFullHeapIsAnOutOfMemoryErrorThatChangesNothing) {
   options.retain_free_bytes = 0;
   auto heap = Heap::create(options);
   ASSERT_TRUE(heap.has_value()) << heap.error().message;
-  auto helpers = makeHelpers(**heap);
+  auto helpers = make_helpers(**heap);
   ASSERT_NE(helpers, nullptr);
   const size_t free_code = (*heap)->stats().arenas[0].largest_free_block;
   auto filler = (*heap)->allocate(Arena::kCode, free_code, 16);
   ASSERT_TRUE(filler.has_value()) << filler.error().message;
-  const HeapStats before = statsWithoutCounters(**heap);
+  const HeapStats before = stats_without_counters(**heap);
 
   CodeUnitBuilder builder(ts::library(), *helpers);
   builder.append(ts::kStencil_done);
@@ -410,7 +410,7 @@ TEST(StencilEmitter, AFullHeapIsAnOutOfMemoryErrorThatChangesNothing) {
     out_of_memory = e.code() == ErrorCode::kOutOfMemory;
   });
   EXPECT_TRUE(out_of_memory);
-  EXPECT_EQ(statsWithoutCounters(**heap), before);
+  EXPECT_EQ(stats_without_counters(**heap), before);
 }
 
 TEST_F(StencilTest, PerfMapNamesEveryInstance) {
@@ -425,7 +425,7 @@ TEST_F(StencilTest, PerfMapNamesEveryInstance) {
   std::ostringstream line;
   line << std::hex << unit.code << " " << unit.code_size << " perf-unit:done\n";
   EXPECT_THAT(contents.str(), HasSubstr(line.str()));
-  EXPECT_FALSE(static_cast<bool>(retireUnit(*heap_, unit)));
+  EXPECT_FALSE(static_cast<bool>(retire_unit(*heap_, unit)));
 }
 
 // stencil_tool on objects it must refuse: exit status 1, a message naming stencil,

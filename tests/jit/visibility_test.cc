@@ -26,29 +26,29 @@ extern "C" jit_descriptor __jit_debug_descriptor;
 namespace codeheap::jit {
 namespace {
 
-using testing::errorText;
-using testing::makeHeap;
-using testing::makeMcjit;
-using testing::makeRtdyldLLJIT;
-using testing::parseModule;
+using testing::error_text;
+using testing::make_heap;
+using testing::make_mcjit;
+using testing::make_rtdyld_lljit;
+using testing::parse_module;
 
 struct PerfLine {
   uint64_t address = 0;
   uint64_t size = 0;
 };
 
-std::string perfMapPath() { return "/tmp/perf-" + std::to_string(getpid()) + ".map"; }
+std::string perf_map_path() { return "/tmp/perf-" + std::to_string(getpid()) + ".map"; }
 
 // Removes this process's perf map when a test is done with it, so test runs leave no files in
 // /tmp (the writer recreates the file for whoever appends next).
 struct RemovePerfMapAtEnd {
-  ~RemovePerfMapAtEnd() { std::remove(perfMapPath().c_str()); }
+  ~RemovePerfMapAtEnd() { std::remove(perf_map_path().c_str()); }
 };
 
 // The latest line for each name, as perf would resolve it.
-std::map<std::string, PerfLine> readPerfMap() {
+std::map<std::string, PerfLine> read_perf_map() {
   std::map<std::string, PerfLine> lines;
-  std::ifstream file(perfMapPath());
+  std::ifstream file(perf_map_path());
   std::string line;
   while (std::getline(file, line)) {
     std::istringstream fields(line);
@@ -67,7 +67,7 @@ struct GdbView {
   std::vector<uint64_t> addresses_of_name;
 };
 
-GdbView readGdbDescriptor(llvm::StringRef name) {
+GdbView read_gdb_descriptor(llvm::StringRef name) {
   GdbView view;
   for (jit_code_entry* entry = __jit_debug_descriptor.first_entry; entry;
        entry = entry->next_entry) {
@@ -99,7 +99,7 @@ TEST(VisibilityTest, OptionsFromEnvironmentAcceptExactlyOne) {
   auto with = [](const char* perf, const char* gdb) {
     perf ? setenv("CODEHEAP_PERF_MAP", perf, 1) : unsetenv("CODEHEAP_PERF_MAP");
     gdb ? setenv("CODEHEAP_GDB_JIT", gdb, 1) : unsetenv("CODEHEAP_GDB_JIT");
-    VisibilityOptions options = VisibilityOptions::fromEnvironment();
+    VisibilityOptions options = VisibilityOptions::from_environment();
     unsetenv("CODEHEAP_PERF_MAP");
     unsetenv("CODEHEAP_GDB_JIT");
     return std::make_pair(options.perf_map, options.gdb_jit);
@@ -110,19 +110,19 @@ TEST(VisibilityTest, OptionsFromEnvironmentAcceptExactlyOne) {
   EXPECT_EQ(with("1", "1"), std::make_pair(true, true));
   EXPECT_EQ(with("0", "yes"), std::make_pair(false, false));
   EXPECT_EQ(with("", "true"), std::make_pair(false, false));
-  EXPECT_TRUE(visibilityListeners({}).empty());
+  EXPECT_TRUE(visibility_listeners({}).empty());
 }
 
 // A minimal LLJIT whose ObjectLinkingLayer carries the visibility plugins.
-std::unique_ptr<llvm::orc::LLJIT> makeLLJIT(const VisibilityOptions& options) {
-  testing::initNativeTarget();
+std::unique_ptr<llvm::orc::LLJIT> make_lljit(const VisibilityOptions& options) {
+  testing::init_native_target();
   auto jit =
       llvm::orc::LLJITBuilder()
           .setObjectLinkingLayerCreator(
               [&](llvm::orc::ExecutionSession& session,
                   const llvm::Triple&) -> llvm::Expected<std::unique_ptr<llvm::orc::ObjectLayer>> {
                 auto layer = std::make_unique<llvm::orc::ObjectLinkingLayer>(session);
-                if (llvm::Error err = addVisibilityPlugins(*layer, session, options)) return err;
+                if (llvm::Error err = add_visibility_plugins(*layer, session, options)) return err;
                 return layer;
               })
           // No platform: its support modules would be linked (and registered) too.
@@ -151,16 +151,16 @@ TEST(VisibilityTest, PerfMapNamesJitLinkFunctions) {
   RemovePerfMapAtEnd remove_perf_map;
   VisibilityOptions options;
   options.perf_map = true;
-  auto jit = makeLLJIT(options);
+  auto jit = make_lljit(options);
   ASSERT_TRUE(jit);
-  ASSERT_EQ(errorText(jit->addIRModule(parseModule(kJitLinkIR))), "");
+  ASSERT_EQ(error_text(jit->addIRModule(parse_module(kJitLinkIR))), "");
   auto twice = jit->lookup("vis_jitlink_twice");
   ASSERT_TRUE(bool(twice)) << llvm::toString(twice.takeError());
   auto square = jit->lookup("vis_jitlink_square");
   ASSERT_TRUE(bool(square)) << llvm::toString(square.takeError());
   EXPECT_EQ(twice->toPtr<int64_t (*)(int64_t)>()(7), 98);
 
-  auto lines = readPerfMap();
+  auto lines = read_perf_map();
   for (auto [name, address] :
        {std::pair{"vis_jitlink_twice", *twice}, std::pair{"vis_jitlink_square", *square}}) {
     ASSERT_TRUE(lines.count(name)) << name;
@@ -183,16 +183,16 @@ define i64 @vis_mcjit_dec(i64 %x) {
 
 TEST(VisibilityTest, PerfMapNamesMcjitFunctionsAtTheirExecutionAddress) {
   RemovePerfMapAtEnd remove_perf_map;
-  auto heap = makeHeap("vis-perf");
+  auto heap = make_heap("vis-perf");
   ASSERT_TRUE(heap);
   VisibilityOptions options;
   options.perf_map = true;
-  auto listeners = visibilityListeners(options);
+  auto listeners = visibility_listeners(options);
   ASSERT_EQ(listeners.size(), 1u);
-  auto jit = makeMcjit(*heap, kMcjitIR, "vis-mcjit", [](RtdyldMemoryManager&) {}, listeners);
+  auto jit = make_mcjit(*heap, kMcjitIR, "vis-mcjit", [](RtdyldMemoryManager&) {}, listeners);
   ASSERT_TRUE(jit.engine);
 
-  auto lines = readPerfMap();
+  auto lines = read_perf_map();
   for (const char* name : {"vis_mcjit_inc", "vis_mcjit_dec"}) {
     uint64_t address = jit.engine->getFunctionAddress(name);
     ASSERT_NE(address, 0u) << name;
@@ -214,46 +214,46 @@ define i64 @vis_gdb_jitlink(i64 %x) {
 TEST(VisibilityTest, GdbDescriptorGainsAndLosesJitLinkObjects) {
   VisibilityOptions options;
   options.gdb_jit = true;
-  auto jit = makeLLJIT(options);
+  auto jit = make_lljit(options);
   ASSERT_TRUE(jit);
-  const int before = readGdbDescriptor("").entries;
+  const int before = read_gdb_descriptor("").entries;
 
   auto tracker = jit->getMainJITDylib().createResourceTracker();
-  ASSERT_EQ(errorText(jit->addIRModule(tracker, parseModule(kGdbJitLinkIR))), "");
+  ASSERT_EQ(error_text(jit->addIRModule(tracker, parse_module(kGdbJitLinkIR))), "");
   auto function = jit->lookup("vis_gdb_jitlink");
   ASSERT_TRUE(bool(function)) << llvm::toString(function.takeError());
   EXPECT_EQ(function->toPtr<int64_t (*)(int64_t)>()(1), 43);
 
-  GdbView registered = readGdbDescriptor("vis_gdb_jitlink");
+  GdbView registered = read_gdb_descriptor("vis_gdb_jitlink");
   EXPECT_EQ(registered.entries, before + 1);
   ASSERT_EQ(registered.addresses_of_name.size(), 1u);
   EXPECT_EQ(registered.addresses_of_name[0], function->getValue());
   EXPECT_EQ(__jit_debug_descriptor.action_flag, JIT_REGISTER_FN);
 
-  ASSERT_EQ(errorText(tracker->remove()), "");
-  GdbView removed = readGdbDescriptor("vis_gdb_jitlink");
+  ASSERT_EQ(error_text(tracker->remove()), "");
+  GdbView removed = read_gdb_descriptor("vis_gdb_jitlink");
   EXPECT_EQ(removed.entries, before);
   EXPECT_TRUE(removed.addresses_of_name.empty());
 }
 
 TEST(VisibilityTest, GdbDescriptorGainsAndLosesMcjitObjects) {
-  auto heap = makeHeap("vis-gdb");
+  auto heap = make_heap("vis-gdb");
   ASSERT_TRUE(heap);
   VisibilityOptions options;
   options.gdb_jit = true;
-  const int before = readGdbDescriptor("").entries;
+  const int before = read_gdb_descriptor("").entries;
   {
-    auto jit = makeMcjit(
+    auto jit = make_mcjit(
         *heap, kMcjitIR, "vis-gdb-mcjit", [](RtdyldMemoryManager&) {},
-        visibilityListeners(options));
+        visibility_listeners(options));
     ASSERT_TRUE(jit.engine);
-    GdbView registered = readGdbDescriptor("vis_mcjit_dec");
+    GdbView registered = read_gdb_descriptor("vis_mcjit_dec");
     EXPECT_EQ(registered.entries, before + 1);
     ASSERT_EQ(registered.addresses_of_name.size(), 1u);
     // gdb sees the function where it runs (the remapped low address).
     EXPECT_EQ(registered.addresses_of_name[0], jit.engine->getFunctionAddress("vis_mcjit_dec"));
   }
-  GdbView removed = readGdbDescriptor("vis_mcjit_dec");
+  GdbView removed = read_gdb_descriptor("vis_mcjit_dec");
   EXPECT_EQ(removed.entries, before);
   EXPECT_TRUE(removed.addresses_of_name.empty());
 }
@@ -262,20 +262,21 @@ TEST(VisibilityTest, GdbDescriptorGainsAndLosesMcjitObjects) {
 // resource tracker is removed (the layer calls notifyFreeingObject for the object's manager).
 TEST(VisibilityTest, RTDyldObjectLinkingLayerObjectsAreMappedAndUnregisteredOnRemoval) {
   RemovePerfMapAtEnd remove_perf_map;
-  auto heap = makeHeap("vis-rtdyld");
+  auto heap = make_heap("vis-rtdyld");
   ASSERT_TRUE(heap);
   VisibilityOptions options;
   options.perf_map = true;
   options.gdb_jit = true;
-  auto jit = makeRtdyldLLJIT(*heap, "vis-rtdyld", [&](llvm::orc::RTDyldObjectLinkingLayer& layer) {
-    for (llvm::JITEventListener* listener : visibilityListeners(options))
-      layer.registerJITEventListener(*listener);
-  });
+  auto jit =
+      make_rtdyld_lljit(*heap, "vis-rtdyld", [&](llvm::orc::RTDyldObjectLinkingLayer& layer) {
+        for (llvm::JITEventListener* listener : visibility_listeners(options))
+          layer.registerJITEventListener(*listener);
+      });
   ASSERT_TRUE(jit);
-  const int before = readGdbDescriptor("").entries;
+  const int before = read_gdb_descriptor("").entries;
 
   auto tracker = jit->getMainJITDylib().createResourceTracker();
-  ASSERT_EQ(errorText(jit->addIRModule(tracker, parseModule(R"IR(
+  ASSERT_EQ(error_text(jit->addIRModule(tracker, parse_module(R"IR(
 define i64 @vis_rtdyld_f(i64 %x) {
   %r = mul i64 %x, 5
   ret i64 %r
@@ -286,16 +287,16 @@ define i64 @vis_rtdyld_f(i64 %x) {
   ASSERT_TRUE(bool(function)) << llvm::toString(function.takeError());
   EXPECT_EQ(function->toPtr<int64_t (*)(int64_t)>()(3), 15);
 
-  auto lines = readPerfMap();
+  auto lines = read_perf_map();
   ASSERT_TRUE(lines.count("vis_rtdyld_f"));
   EXPECT_EQ(lines["vis_rtdyld_f"].address, function->getValue());
-  GdbView registered = readGdbDescriptor("vis_rtdyld_f");
+  GdbView registered = read_gdb_descriptor("vis_rtdyld_f");
   EXPECT_EQ(registered.entries, before + 1);
   ASSERT_EQ(registered.addresses_of_name.size(), 1u);
   EXPECT_EQ(registered.addresses_of_name[0], function->getValue());
 
-  ASSERT_EQ(errorText(tracker->remove()), "");
-  GdbView removed = readGdbDescriptor("vis_rtdyld_f");
+  ASSERT_EQ(error_text(tracker->remove()), "");
+  GdbView removed = read_gdb_descriptor("vis_rtdyld_f");
   EXPECT_EQ(removed.entries, before);
   EXPECT_TRUE(removed.addresses_of_name.empty());
 }

@@ -115,7 +115,7 @@ TEST(ReclaimPolicyTest, LLJITChurnsModulesInBoundedMemoryWhileARemovedOneStillRu
   heap->set_reclaim_policy({.scanner = registry.get(), .quarantined_bytes = size_t{16} << 10});
 
   jit::HeapJITLinkMemoryManager memory(*heap);
-  auto target = jit::targetMachineBuilder(jit::EngineOptions{});
+  auto target = jit::target_machine_builder(jit::EngineOptions{});
   ASSERT_TRUE(bool(target)) << llvm::toString(target.takeError());
   auto built =
       llvm::orc::LLJITBuilder()

@@ -195,7 +195,7 @@ std::optional<Closure*> adopt_unit(Runtime& runtime, int64_t value, bool with_on
   llvm::Error error = runtime.with_code_space("soak unit", [&]() -> llvm::Error {
     const BlockRequest requests[] = {{Arena::kCode, 16, 16}, {Arena::kData, 8, 8}};
     auto group = runtime.heap().allocate_group("soak unit", requests, blocks);
-    if (!group) return jit::toLLVMError(group.error());
+    if (!group) return jit::to_llvm_error(group.error());
     owner = *group;
     return llvm::Error::success();
   });
@@ -507,9 +507,9 @@ int run(int argc, char** argv) {
   // Every module of the engine is a live LLVM-tier code object or the body of a function:
   // answer<t> for each mutator that defined one, and hold.
   const size_t bodies = g_redefinitions > 0 ? 1 + kMutators : 1;
-  if (runtime->engine().liveModules() != counters.tier(Tier::kOptimized).live() + bodies) {
+  if (runtime->engine().live_modules() != counters.tier(Tier::kOptimized).live() + bodies) {
     fail("{} engine modules, {} live LLVM-tier code objects and {} function bodies",
-         runtime->engine().liveModules(), counters.tier(Tier::kOptimized).live(), bodies);
+         runtime->engine().live_modules(), counters.tier(Tier::kOptimized).live(), bodies);
   }
   if (counters.retire_failures != 0)
     fail("{} units could not be retired", counters.retire_failures);
