@@ -34,6 +34,7 @@
 #include "bench/link_graphs.h"
 #include "jit/jitlink_memory_manager.h"
 #include "jit/rtdyld_memory_manager.h"
+#include "jit/segment_layout.h"
 #include "llvm/ADT/BitmaskEnum.h"
 #include "llvm/ExecutionEngine/JITLink/JITLinkMemoryManager.h"
 #include "llvm/ExecutionEngine/Orc/MapperJITLinkMemoryManager.h"
@@ -129,6 +130,90 @@ class CopyFloor final : public Workload {
   size_t operations_ = 0;
 };
 
+// The layout step of a link alone (docs/performance-notes.md, "lay_out instead of
+// jitlink::BasicLayout"): the graph's blocks get their addresses in, and their content copied to,
+// one reused buffer per segment (no heap: no allocation, no bookkeeping). kOurs is lay_out +
+// place (content copied, only padding and zero-fill cleared). The baselines use
+// jitlink::BasicLayout: kBasicClearAll as the manager's first version did (build it, clear each
+// whole segment, apply(), which copies the content over it); kBasicClearGaps clears after apply()
+// only what content does not cover (each segment's content blocks sorted by address, the gaps
+// and the zero-fill tail), writing each byte once as ours does.
+class LayoutStep final : public Workload {
+ public:
+  enum class Mode { kOurs, kBasicClearAll, kBasicClearGaps };
+
+  LayoutStep(const RequestShape& shape, Mode mode) : graph_(shape), mode_(mode) {
+    for (const jit::Segment& s : jit::lay_out(graph_.graph())) {
+      buffers_[s.group].resize(s.bytes + kBufferAlignment);
+    }
+    graph_.reset();
+  }
+
+  void run(size_t count) override {
+    for (size_t i = 0; i < count; ++i) {
+      graph_.reset();
+      if (mode_ == Mode::kOurs) {
+        for (const jit::Segment& s : jit::lay_out(graph_.graph())) {
+          uint8_t* at = buffer(s.group);
+          jit::place(s, Allocation{.address = reinterpret_cast<uintptr_t>(at), .writable = at});
+        }
+      } else {
+        basic();
+      }
+      benchmark::ClobberMemory();
+    }
+  }
+
+ private:
+  static constexpr size_t kBufferAlignment = 64;  // at least every block's alignment here
+
+  void basic() {
+    llvm::jitlink::BasicLayout layout(graph_.graph());
+    for (auto& [group, segment] : layout.segments()) {
+      uint8_t* at = buffer(group);
+      segment.Addr = llvm::orc::ExecutorAddr::fromPtr(at);
+      segment.WorkingMem = reinterpret_cast<char*>(at);
+      if (mode_ == Mode::kBasicClearAll)
+        std::memset(at, 0, segment.ContentSize + segment.ZeroFillSize);
+      sizes_[group] = segment.ContentSize + segment.ZeroFillSize;
+    }
+    if (llvm::Error err = layout.apply()) die("BasicLayout::apply: " + toString(std::move(err)));
+    if (mode_ != Mode::kBasicClearGaps) return;
+    for (auto& [group, blocks] : content_) blocks.clear();
+    for (llvm::jitlink::Section& section : graph_.graph().sections()) {
+      const llvm::orc::AllocGroup group(section.getMemProt(), section.getMemLifetime());
+      for (llvm::jitlink::Block* block : section.blocks())
+        if (!block->isZeroFill()) content_[group].push_back(block);
+    }
+    for (auto& [group, blocks] : content_) {
+      llvm::sort(blocks, [](const llvm::jitlink::Block* a, const llvm::jitlink::Block* b) {
+        return a->getAddress() < b->getAddress();
+      });
+      uint8_t* const base = buffer(group);
+      uintptr_t covered = reinterpret_cast<uintptr_t>(base);
+      for (const llvm::jitlink::Block* block : blocks) {
+        const uintptr_t begin = block->getAddress().getValue();
+        std::memset(reinterpret_cast<void*>(covered), 0, begin - covered);
+        covered = begin + block->getSize();
+      }
+      const uintptr_t end = reinterpret_cast<uintptr_t>(base) + sizes_[group];
+      std::memset(reinterpret_cast<void*>(covered), 0, end - covered);
+    }
+  }
+
+  uint8_t* buffer(llvm::orc::AllocGroup group) {
+    auto& bytes = buffers_[group];
+    const auto at = reinterpret_cast<uintptr_t>(bytes.data());
+    return bytes.data() + (-at & (kBufferAlignment - 1));
+  }
+
+  ReusableGraph graph_;
+  Mode mode_;
+  llvm::orc::AllocGroupSmallMap<std::vector<uint8_t>> buffers_;
+  llvm::orc::AllocGroupSmallMap<uint64_t> sizes_;
+  llvm::orc::AllocGroupSmallMap<std::vector<llvm::jitlink::Block*>> content_;
+};
+
 class RtdyldCycle final : public Workload {
  public:
   using Factory = std::function<std::unique_ptr<llvm::RTDyldMemoryManager>()>;
@@ -209,6 +294,32 @@ void register_benchmarks() {
                Alternating::Side{codeheap_cycle(*shape), kReclaimEvery},
                Alternating::Side{in_process_cycle(*shape), kAlternatingBaselineOps}, kWarmup);
          }});
+  }
+
+  for (const RequestShape* shape : {&kSmallRequest, &kMixedRequest}) {
+    const std::string name = std::string("layout/") + shape->name + "/";
+    using Mode = LayoutStep::Mode;
+    auto layout = [shape](Mode mode) { return std::make_unique<LayoutStep>(*shape, mode); };
+    add({.name = name + "lay_out",
+         .make = [layout] { return layout(Mode::kOurs); },
+         .batch = kBatch,
+         .warmup = kWarmup});
+    add({.name = name + "BasicLayout_clear_all",
+         .make = [layout] { return layout(Mode::kBasicClearAll); },
+         .batch = kBatch,
+         .warmup = kWarmup});
+    add({.name = name + "BasicLayout_clear_gaps",
+         .make = [layout] { return layout(Mode::kBasicClearGaps); },
+         .batch = kBatch,
+         .warmup = kWarmup});
+    // Tens to hundreds of nanoseconds each: alternated, so both see the same spells of load.
+    for (auto [suffix, mode] : {std::pair{"alternating_clear_all", Mode::kBasicClearAll},
+                                std::pair{"alternating_clear_gaps", Mode::kBasicClearGaps}}) {
+      add({.name = name + suffix, .make = [layout, mode] {
+             return std::make_unique<Alternating>(Alternating::Side{layout(Mode::kOurs), kBatch},
+                                                  Alternating::Side{layout(mode), kBatch}, kWarmup);
+           }});
+    }
   }
 
   add({.name = "rtdyld/small/codeheap",

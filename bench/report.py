@@ -206,6 +206,11 @@ def rows(results):
                              f"jitlink/{shape}/MapperJITLinkMemoryManager", "Mapper+InProcessMemoryMapper"))
         out.append(floor_row(results, A, f"JITLink, {label}: share that is copying and trap-filling",
                              ours, f"jitlink/{shape}/copy_floor"))
+        for clear, what in (("all", "clear segment, apply"), ("gaps", "apply, clear gaps")):
+            out.append(paired_row(results, A, f"JITLink layout step, {label}: lay_out+place, "
+                                  f"alternating with BasicLayout ({what})",
+                                  f"layout/{shape}/alternating_clear_{clear}", "BasicLayout",
+                                  minimum=1.0))
     out.append(speed_row(results, A, "RuntimeDyld sections+finalize+destroy, 256 B + 64 B",
                          "rtdyld/small/codeheap", "rtdyld/small/SectionMemoryManager",
                          "SectionMemoryManager"))

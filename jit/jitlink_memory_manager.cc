@@ -1,14 +1,12 @@
 #include "jit/jitlink_memory_manager.h"
 
 #include <algorithm>
-#include <cstring>
 #include <functional>
-#include <iterator>
-#include <tuple>
 #include <utility>
 
 #include "codeheap/log.h"
 #include "jit/error.h"
+#include "jit/segment_layout.h"
 #include "llvm/ADT/BitmaskEnum.h"
 #include "llvm/ExecutionEngine/JITLink/JITLink.h"
 #include "llvm/Support/Memory.h"
@@ -27,99 +25,6 @@ using llvm::orc::MemProt;
 LLVM_ENABLE_BITMASK_ENUMS_IN_NAMESPACE();
 
 namespace {
-
-// One segment of a graph: the blocks of its allocatable sections that share a protection and
-// a lifetime, content blocks in (section, address, size) order, then zero-fill blocks in the
-// same order. That is jitlink::BasicLayout's layout, computed here without its two vectors per
-// segment, so that each byte is written once: content is copied into the heap block and only
-// padding and zero-fill are cleared. Why not BasicLayout itself, and that no measurement
-// compares the two: docs/performance-notes.md, "lay_out instead of jitlink::BasicLayout".
-struct Segment {
-  explicit Segment(AllocGroup group) : group(group) {}
-  AllocGroup group;
-  llvm::SmallVector<llvm::jitlink::Block*, 4> content;
-  llvm::SmallVector<llvm::jitlink::Block*, 2> zero_fill;
-  uint64_t content_bytes = 0;  // the content blocks with the padding between them
-  uint64_t bytes = 0;          // and then the zero-fill blocks
-  uint64_t alignment = 1;
-};
-
-using Segments = llvm::SmallVector<Segment, 3>;
-
-Segments lay_out(LinkGraph& graph) {
-  Segments segments;
-  // All sections are prefetched before the walk (docs/performance-notes.md, "lay_out prefetches
-  // the sections").
-  for (llvm::jitlink::Section& section : graph.sections()) __builtin_prefetch(&section);
-  for (llvm::jitlink::Section& section : graph.sections()) {
-    if (section.getMemLifetime() == MemLifetime::NoAlloc || section.blocks_size() == 0) continue;
-    const AllocGroup group(section.getMemProt(), section.getMemLifetime());
-    auto segment = llvm::find_if(segments, [&](const Segment& s) { return s.group == group; });
-    if (segment == segments.end()) {
-      segments.emplace_back(group);
-      segment = std::prev(segments.end());
-    }
-    // Stop at the last block, before the iterator walks the rest of the section's hash set: a
-    // small module's sections hold a block or two in 64 buckets, and advancing past the last
-    // one would test every bucket after it.
-    size_t left = section.blocks_size();
-    for (auto it = section.blocks().begin();; ++it) {
-      llvm::jitlink::Block* block = *it;
-      if (block->isZeroFill()) {
-        segment->zero_fill.push_back(block);
-      } else {
-        segment->content.push_back(block);
-      }
-      if (--left == 0) break;
-    }
-  }
-  auto in_order = [](const llvm::jitlink::Block* a, const llvm::jitlink::Block* b) {
-    return std::make_tuple(a->getSection().getOrdinal(), a->getAddress(), a->getSize()) <
-           std::make_tuple(b->getSection().getOrdinal(), b->getAddress(), b->getSize());
-  };
-  for (Segment& s : segments) {
-    // Most segments of a small module hold one block: nothing to order, not even a call.
-    if (s.content.size() > 1) llvm::sort(s.content, in_order);
-    if (s.zero_fill.size() > 1) llvm::sort(s.zero_fill, in_order);
-    uint64_t offset = 0;
-    for (const llvm::jitlink::Block* block : s.content) {
-      offset = llvm::jitlink::alignToBlock(offset, *block) + block->getSize();
-      s.alignment = std::max(s.alignment, block->getAlignment());
-    }
-    s.content_bytes = offset;
-    for (const llvm::jitlink::Block* block : s.zero_fill) {
-      offset = llvm::jitlink::alignToBlock(offset, *block) + block->getSize();
-      s.alignment = std::max(s.alignment, block->getAlignment());
-    }
-    s.bytes = offset;
-  }
-  return segments;
-}
-
-// Gives every block of `s` its address in `heap_block` and copies content blocks there
-// (through the writable alias); the padding and the zero-fill tail are cleared, since a reused
-// heap block holds old bytes or trap bytes. The heap block is aligned to the largest block
-// alignment, so aligning offsets aligns addresses.
-void place(const Segment& s, const Allocation& heap_block) {
-  uint8_t* const base = heap_block.writable;
-  const uintptr_t address = heap_block.address;
-  uint64_t offset = 0;
-  for (llvm::jitlink::Block* block : s.content) {
-    const uint64_t at = llvm::jitlink::alignToBlock(offset, *block);
-    if (at != offset) std::memset(base + offset, 0, at - offset);
-    const size_t size = block->getSize();
-    std::memcpy(base + at, block->getContent().data(), size);
-    block->setAddress(ExecutorAddr(address + at));
-    block->setMutableContent({reinterpret_cast<char*>(base + at), size});
-    offset = at + size;
-  }
-  if (s.bytes != offset) std::memset(base + offset, 0, s.bytes - offset);
-  for (llvm::jitlink::Block* block : s.zero_fill) {
-    offset = llvm::jitlink::alignToBlock(offset, *block);
-    block->setAddress(ExecutorAddr(address + offset));
-    offset += block->getSize();
-  }
-}
 
 Expected<Arena> arena_for(MemProt prot, const LinkGraph& graph) {
   const bool exec = (prot & MemProt::Exec) != MemProt::None;
