@@ -19,6 +19,7 @@
 #include "codeheap/log.h"
 #include "codeheap/stats_json.h"
 #include "gcglue/runtime_stats.h"
+#include "jit/engine.h"
 #include "jit/error.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"

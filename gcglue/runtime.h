@@ -45,15 +45,23 @@
 
 #include "codeheap/heap.h"
 #include "gcglue/fault_reporter.h"
-#include "jit/engine.h"
+#include "jit/options.h"
 #include "scan/thread_registry.h"
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/ADT/Twine.h"
-#include "llvm/ExecutionEngine/Orc/ThreadSafeModule.h"
 #include "llvm/Support/Error.h"
+
+// Declared only: an embedder that builds modules includes llvm/ExecutionEngine/Orc/
+// ThreadSafeModule.h itself, one that uses engine() includes jit/engine.h.
+namespace llvm::orc {
+class ThreadSafeModule;
+}  // namespace llvm::orc
+namespace codeheap::jit {
+class Engine;
+}  // namespace codeheap::jit
 
 namespace codeheap::gc {
 

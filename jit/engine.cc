@@ -10,6 +10,7 @@
 #include "jit/eh_frame_plugin.h"
 #include "jit/engine_internal.h"
 #include "jit/entry_cell.h"
+#include "jit/visibility.h"
 #include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
 #include "llvm/IR/Module.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -70,7 +71,7 @@ Expected<std::unique_ptr<llvm::orc::ObjectLayer>> Engine::Impl::create_linking_l
   layer->addPlugin(links);
   layer->addPlugin(engine_internal::make_function_namer(heap));
   if (Error err = add_visibility_plugins(*layer, session, options.visibility)) return err;
-  for (const auto& plugin : options.plugins) layer->addPlugin(plugin);
+  if (options.add_plugins) options.add_plugins(*layer);
   return std::unique_ptr<llvm::orc::ObjectLayer>(std::move(layer));
 }
 

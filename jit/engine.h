@@ -29,7 +29,7 @@
 
 #include "codeheap/heap.h"
 #include "jit/jitlink_memory_manager.h"
-#include "jit/visibility.h"
+#include "jit/options.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
@@ -42,27 +42,6 @@
 #include "llvm/TargetParser/Triple.h"
 
 namespace codeheap::jit {
-
-struct EngineOptions {
-  // Small is what the low heap exists for; Large works too, at the price of movabs + indirect
-  // calls everywhere.
-  llvm::CodeModel::Model code_model = llvm::CodeModel::Small;
-  // PIC (the default, as LLJIT's own JITLink setup): references to symbols outside the module
-  // go through JITLink's GOT, so JIT code can take the address of host data and functions
-  // anywhere in the address space. Static: 32-bit absolute references (e.g. jump tables as
-  // tables of absolute addresses) to anything in the heap; host symbols can then only be
-  // called (through stubs), not referenced as data.
-  llvm::Reloc::Model relocation_model = llvm::Reloc::PIC_;
-  llvm::CodeGenOptLevel opt_level = llvm::CodeGenOptLevel::Default;
-  // What removal does to a module's blocks; kKeepRunning unless no thread can be inside.
-  RetireMode retire_mode = RetireMode::kKeepRunning;
-  // Resolve names that no module or host symbol defines against the process (dlsym).
-  bool link_process_symbols = true;
-  VisibilityOptions visibility = VisibilityOptions::from_environment();
-  // Added to the ObjectLinkingLayer after the engine's own plugins, e.g. to inspect each
-  // LinkGraph after its addresses are assigned.
-  std::vector<std::shared_ptr<llvm::orc::ObjectLinkingLayer::Plugin>> plugins;
-};
 
 // The target configuration the engine compiles for: the host, with `options`' code model,
 // relocation model and optimization level. Initializes the native target on first use.

@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "codeheap/heap.h"
+#include "jit/options.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ExecutionEngine/JITLink/JITLinkMemoryManager.h"
 
@@ -57,17 +58,6 @@ class logger;
 }
 
 namespace codeheap::jit {
-
-// How `deallocate` hands a module's blocks to the heap's quarantine.
-enum class RetireMode {
-  // Heap::retire: the bytes stay intact until a reclaim pass proves nothing references them, so
-  // activations still running in the code (a hot-swapped function's old version, a closure the
-  // GC finalized while a frame of it is on some stack) finish normally. The default.
-  kKeepRunning,
-  // Heap::release: trap bytes at once, so any later jump into the code traps. Only for callers
-  // that know no thread can be inside the code any more; useful to catch stale code pointers.
-  kTrapNow,
-};
 
 class HeapJITLinkMemoryManager final : public llvm::jitlink::JITLinkMemoryManager {
  public:

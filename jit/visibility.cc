@@ -41,11 +41,6 @@ extern "C" void __jit_debug_register_code();
 namespace codeheap::jit {
 namespace {
 
-bool env_is_one(const char* name) {
-  const char* value = std::getenv(name);
-  return value != nullptr && std::strcmp(value, "1") == 0;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Perf map
 
@@ -437,13 +432,6 @@ class GdbJitPlugin : public llvm::orc::ObjectLinkingLayer::Plugin {
 };
 
 }  // namespace
-
-VisibilityOptions VisibilityOptions::from_environment() {
-  VisibilityOptions options;
-  options.perf_map = env_is_one("CODEHEAP_PERF_MAP");
-  options.gdb_jit = env_is_one("CODEHEAP_GDB_JIT");
-  return options;
-}
 
 llvm::Error add_visibility_plugins(llvm::orc::ObjectLinkingLayer& layer,
                                    llvm::orc::ExecutionSession& session,

@@ -1,6 +1,7 @@
 // Debugger and profiler visibility of JIT code: the perf map and the GDB JIT interface.
 //
-// Both are opt-in, per engine, through VisibilityOptions (usually taken from the environment),
+// Both are opt-in, per engine, through VisibilityOptions (jit/options.h; usually taken from the
+// environment),
 // and both describe code by its execution address (the low read-execute view, never the
 // writable alias). Both assume in-process execution (the ORC executor is this process).
 //
@@ -23,22 +24,13 @@
 
 #include <vector>
 
+#include "jit/options.h"
 #include "llvm/ExecutionEngine/JITEventListener.h"
 #include "llvm/ExecutionEngine/Orc/Core.h"
 #include "llvm/ExecutionEngine/Orc/ObjectLinkingLayer.h"
 #include "llvm/Support/Error.h"
 
 namespace codeheap::jit {
-
-struct VisibilityOptions {
-  bool perf_map = false;  // write /tmp/perf-<pid>.map lines for every JIT function
-  bool gdb_jit = false;   // register objects with the GDB JIT interface
-
-  // perf_map is on iff CODEHEAP_PERF_MAP is set to exactly "1"; gdb_jit is on iff
-  // CODEHEAP_GDB_JIT is set to exactly "1". Any other value (unset, empty, "0", "yes") leaves
-  // the feature off, so a typo never silently turns on file writes in production.
-  static VisibilityOptions from_environment();
-};
 
 // Adds the perf-map and GDB-JIT plugins selected by `options` to an ORC object linking layer
 // (eh_frame registration is the engine's job). Everything registered is deregistered when the

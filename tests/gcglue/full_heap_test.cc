@@ -2,6 +2,7 @@
 // full"; docs/reliability.md): compile, define_function and with_code_space collect, reclaim and
 // retry before they fail, and a request no collection can satisfy fails cleanly.
 #include "gcglue/runtime.h"
+#include "jit/engine.h"
 
 #define GC_THREADS
 #define GC_NO_THREAD_REDIRECTS  // threads register explicitly (Runtime::register_current_thread)

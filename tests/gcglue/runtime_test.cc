@@ -1,6 +1,7 @@
 // gc::Runtime: code objects live exactly as long as the collector says, and their code is
 // never freed under a running thread.
 #include "gcglue/runtime.h"
+#include "jit/engine.h"
 #include "gcglue/stats_json.h"
 
 #define GC_THREADS

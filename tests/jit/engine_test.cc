@@ -146,7 +146,9 @@ TEST_P(OrcEngineCodegen, ClosuresJumpTableAndRecursionAreLowAndDirect) {
   auto recorder = std::make_shared<GraphRecorder>();
   EngineOptions options;
   options.relocation_model = GetParam();
-  options.plugins.push_back(recorder);
+  options.add_plugins = [recorder](llvm::orc::ObjectLinkingLayer& layer) {
+    layer.addPlugin(recorder);
+  };
 
   // This IR, compiled the way the engine compiles it, dispatches through a jump table.
   const std::string closures = closures_ir();
@@ -213,7 +215,9 @@ TEST(OrcEngine, HostCallsAndDataGoThroughLowStubsAndGot) {
   ASSERT_NE(heap, nullptr);
   auto recorder = std::make_shared<GraphRecorder>();
   EngineOptions options;
-  options.plugins.push_back(recorder);
+  options.add_plugins = [recorder](llvm::orc::ObjectLinkingLayer& layer) {
+    layer.addPlugin(recorder);
+  };
   auto engine = make_engine(*heap, options);
   ASSERT_NE(engine, nullptr);
   ASSERT_EQ(error_text(engine->define_host_symbols(

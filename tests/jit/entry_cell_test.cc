@@ -82,7 +82,9 @@ TEST(OrcHotSwap, CallersCompiledEarlierSeeEveryRedefinition) {
   ASSERT_NE(heap, nullptr);
   auto recorder = std::make_shared<GraphRecorder>();
   EngineOptions options;
-  options.plugins.push_back(recorder);
+  options.add_plugins = [recorder](llvm::orc::ObjectLinkingLayer& layer) {
+    layer.addPlugin(recorder);
+  };
   auto engine = make_engine(*heap, options);
   ASSERT_NE(engine, nullptr);
 

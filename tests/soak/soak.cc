@@ -31,6 +31,7 @@
 
 #include "codeheap/log.h"
 #include "gcglue/runtime.h"
+#include "jit/engine.h"
 #include "jit/error.h"
 #include "llvm/AsmParser/Parser.h"
 #include "llvm/IR/LLVMContext.h"
