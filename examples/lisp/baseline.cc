@@ -19,7 +19,7 @@
 #include "examples/lisp/error.h"
 #include "examples/lisp/lisp_stencils.h"
 #include "examples/lisp/primitives.h"
-#include "jit/visibility.h"
+#include "jit/options.h"
 
 namespace lisp {
 namespace {
