@@ -51,9 +51,6 @@ class CommitMap {
   bool committed(size_t page) const { return (committed_[page / 64] >> (page % 64)) & 1; }
   size_t committed_pages() const { return committed_pages_.current; }
   size_t peak_committed_pages() const { return committed_pages_.peak; }
-  // For a failed allocate_group, which leaves no trace, high-water marks included.
-  const Gauge& committed_gauge() const { return committed_pages_; }
-  void restore(const Gauge& committed) { committed_pages_ = committed; }
   size_t idle_pages() const { return idle_pages_; }
   // The highest committed page in [first, end), or kNone. Skips 64 pages at a time, so long
   // never-used stretches (the untouched top of an arena) cost little.

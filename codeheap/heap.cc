@@ -6,7 +6,6 @@
 #include "codeheap/heap.h"
 
 #include <algorithm>
-#include <array>
 #include <bit>
 #include <cassert>
 #include <mutex>
@@ -43,6 +42,15 @@ const char* to_string(Arena arena) {
 
 Result<void> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment, OwnerId owner,
                                          OwnerRecord* record, Allocation& out) {
+  uintptr_t begin = 0;
+  if (Result<void> reserved = reserve_locked(id, size, alignment, begin); !reserved) {
+    return reserved;
+  }
+  book_locked(begin, id, size, owner, record, out);
+  return {};
+}
+
+Result<void> Heap::Impl::reserve_locked(Arena id, size_t size, size_t alignment, uintptr_t& begin) {
   if (region->inherited()) [[unlikely]] {
     return make_error(ErrorCode::kForkedChild,
                       fmt::format("heap '{}' belongs to the parent of this forked process: none "
@@ -74,9 +82,8 @@ Result<void> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment
                                   alignment, region->page_size()));
   }
 
-  const size_t footprint = round_up(size, kGranule);
-  const std::optional<uintptr_t> begin = a.free.allocate(footprint, alignment);
-  if (!begin) {
+  const std::optional<uintptr_t> found = a.free.allocate(round_up(size, kGranule), alignment);
+  if (!found) {
     const size_t free = a.free.free_bytes();
     const size_t largest = a.free.largest_span();
     return make_error(
@@ -86,9 +93,16 @@ Result<void> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment
                     options.name, to_string(id), size, alignment, free, human_bytes(free), largest,
                     human_bytes(largest)));
   }
+  begin = *found;
+  return {};
+}
 
+void Heap::Impl::book_locked(uintptr_t begin, Arena id, size_t size, OwnerId owner,
+                             OwnerRecord* record, Allocation& out) {
+  ArenaState& a = arena(id);
+  const size_t footprint = round_up(size, kGranule);
   const uint64_t generation = next_generation++;
-  BlockTable::Entry* const inserted = blocks.insert(*begin);
+  BlockTable::Entry* const inserted = blocks.insert(begin);
   Block& block = inserted->second;
   block.size = size;
   block.footprint = footprint;
@@ -99,20 +113,19 @@ Result<void> Heap::Impl::allocate_locked(Arena id, size_t size, size_t alignment
   // Code blocks only: what a crash report names is the code a pc is in (fault_map.h).
   block.fault_record =
       id == Arena::kCode
-          ? faults.add_block(*begin, footprint, owner,
+          ? faults.add_block(begin, footprint, owner,
                              record != nullptr ? std::string_view(record->stats.name) : "")
           : nullptr;
-  const auto [first, last] = pages(a, *begin, footprint);
+  const auto [first, last] = pages(a, begin, footprint);
   a.commit.acquire(first, last, generation);
   a.used_bytes.increase(footprint);
   a.live_blocks.increase();
   owners.on_allocate(record, inserted);
   ++counters.allocations;
-  out.address = *begin;
-  out.writable = region->writable(*begin);
+  out.address = begin;
+  out.writable = region->writable(begin);
   out.size = size;
   out.arena = id;
-  return {};
 }
 
 Result<Block*> Heap::Impl::releasable_locked(const char* operation, uintptr_t address) {
@@ -305,27 +318,27 @@ Result<OwnerId> Heap::Impl::allocate_group(std::string* name, OwnerId owner,
                                   requests.size(), blocks.size()));
   }
   Result<OwnerId> result;
-  std::optional<std::string> undo_failure;
   for (int attempt = 0; attempt < 2; ++attempt) {
     bool retry = false;
     {
       std::lock_guard lock(mutex);
-      result = allocate_group_locked(name, owner, requests, blocks, undo_failure);
+      result = allocate_group_locked(name, owner, requests, blocks);
       retry = !result && attempt == 0 && may_retry_locked(result.error());
       if (!result && !retry) ++counters.allocation_failures;
     }
     if (!retry) break;
     reclaim_automatically(/*wait=*/true);
   }
-  if (undo_failure) log->warn("{}", *undo_failure);
   if (!result) log->debug("{}", result.error().message);
   return result;
 }
 
+// Two phases, so that a failure has nothing to undo but free-list spans: every block is
+// reserved first (checks and free-list search, reserve_locked), and only once all are is any of
+// them booked (block table, pages, gauges, counters, owner; book_locked, which cannot fail).
 Result<OwnerId> Heap::Impl::allocate_group_locked(std::string* name, OwnerId owner,
                                                   std::span<const BlockRequest> requests,
-                                                  std::span<Allocation> out,
-                                                  std::optional<std::string>& undo_failure) {
+                                                  std::span<Allocation> out) {
   OwnerRecord* record = nullptr;
   if (name == nullptr) {
     bool accepted = false;
@@ -335,39 +348,31 @@ Result<OwnerId> Heap::Impl::allocate_group_locked(std::string* name, OwnerId own
                         fmt::format("allocate_group: owner {} is unknown or retired", owner));
     }
   }
-  const Counters before = counters;
-  std::array<ArenaState::Gauges, kArenaCount> gauges_before;
-  for (size_t i = 0; i < arenas.size(); ++i) gauges_before[i] = arenas[i].gauges();
+  // Prefetches each request's remembered span before the searches, and the first block's fault
+  // record before the booking (docs/performance-notes.md, "allocate_group: prefetches before the
+  // searches").
+  for (const BlockRequest& r : requests) {
+    if (static_cast<size_t>(r.arena) < arenas.size()) arena(r.arena).free.prefetch();
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const BlockRequest& r = requests[i];
+    Result<void> reserved = reserve_locked(r.arena, r.size, r.alignment, out[i].address);
+    if (reserved) continue;
+    for (size_t j = i; j-- > 0;) {
+      arena(requests[j].arena).free.free(out[j].address, round_up(requests[j].size, kGranule));
+    }
+    return make_error(reserved.error().code,
+                      fmt::format("allocate_group: request {} of {}: {}", i + 1, requests.size(),
+                                  reserved.error().message));
+  }
+  faults.prefetch_next();
   if (record == nullptr) {
     record = &owners.add(std::move(*name));
     owner = record->stats.id;
   }
-  // Prefetches each request's remembered span and the first block's fault record before the
-  // searches (docs/performance-notes.md, "allocate_group: prefetches before the searches").
-  for (const BlockRequest& r : requests) {
-    if (static_cast<size_t>(r.arena) < arenas.size()) arena(r.arena).free.prefetch();
-  }
-  faults.prefetch_next();
   for (size_t i = 0; i < requests.size(); ++i) {
     const BlockRequest& r = requests[i];
-    Result<void> block = allocate_locked(r.arena, r.size, r.alignment, owner, record, out[i]);
-    if (block) continue;
-    // Undo the blocks so far, the pages they committed and a new owner (its name back to the
-    // caller, for a retry); then the counters, so the group leaves no trace. The caller counts
-    // the failure. Last block first: a page committed for an earlier block and shared by a
-    // later one is only uncommitted once neither holds it.
-    for (size_t j = i; j-- > 0;) {
-      const uintptr_t address = out[j].address;
-      if (auto failure = abandon_locked(address, *blocks.at(address))) undo_failure = failure;
-    }
-    if (name != nullptr) {
-      *name = std::move(record->stats.name);
-      owners.remove(owner);
-    }
-    counters = before;
-    for (size_t a = 0; a < arenas.size(); ++a) arenas[a].restore(gauges_before[a]);
-    return make_error(block.error().code, fmt::format("allocate_group: request {} of {}: {}", i + 1,
-                                                      requests.size(), block.error().message));
+    book_locked(out[i].address, r.arena, r.size, owner, record, out[i]);
   }
   return owner;
 }

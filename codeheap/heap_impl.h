@@ -45,17 +45,6 @@ struct ArenaState {
   Gauge quarantined_bytes;
   Gauge live_blocks;
   Gauge quarantined_blocks;
-
-  // The gauges as they were, for a failed allocate_group to put back (peaks and totals too).
-  struct Gauges {
-    Gauge used_bytes, live_blocks, committed_pages;
-  };
-  Gauges gauges() const { return {used_bytes, live_blocks, commit.committed_gauge()}; }
-  void restore(const Gauges& g) {
-    used_bytes = g.used_bytes;
-    live_blocks = g.live_blocks;
-    commit.restore(g.committed_pages);
-  }
 };
 
 struct Heap::Impl {
@@ -88,15 +77,20 @@ struct Heap::Impl {
   // (docs/performance-notes.md, "Allocations written into the caller's slot").
   Result<void> allocate_locked(Arena id, size_t size, size_t alignment, OwnerId owner,
                                OwnerRecord* record, Allocation& out);
+  // allocate_locked's two steps: the checks and the free-list search, which change nothing but
+  // the arena's free list (`begin` receives the block's start); then the bookkeeping of a
+  // reserved block, which cannot fail.
+  Result<void> reserve_locked(Arena id, size_t size, size_t alignment, uintptr_t& begin);
+  void book_locked(uintptr_t begin, Arena id, size_t size, OwnerId owner, OwnerRecord* record,
+                   Allocation& out);
   // Both allocate_groups: for a new owner named *name, or (name null) for `owner`. All blocks or
-  // none; a new owner goes with a failure, its name given back.
+  // none; after a failure the heap is as it was (a new owner is not registered, *name intact).
   Result<OwnerId> allocate_group(std::string* name, OwnerId owner,
                                  std::span<const BlockRequest> requests,
                                  std::span<Allocation> blocks);
   Result<OwnerId> allocate_group_locked(std::string* name, OwnerId owner,
                                         std::span<const BlockRequest> requests,
-                                        std::span<Allocation> out,
-                                        std::optional<std::string>& undo_failure);
+                                        std::span<Allocation> out);
   Result<Block*> releasable_locked(const char* operation, uintptr_t address);
   void quarantine_locked(uintptr_t begin, Block& block, bool trap_now);
   // Takes a block off the books (traps, accounting, commit map, owner, block table, fault map:
