@@ -24,7 +24,7 @@
 #include <utility>
 
 #include "codeheap/address_index.h"
-#include "codeheap/heap.h"
+#include "codeheap/types.h"
 #include "codeheap/node_pool.h"
 
 namespace codeheap {

@@ -41,7 +41,7 @@
 #include <memory>
 #include <string_view>
 
-#include "codeheap/heap.h"
+#include "codeheap/types.h"
 
 namespace codeheap {
 

@@ -19,7 +19,7 @@
 
 #include "codeheap/address_index.h"
 #include "codeheap/block_table.h"
-#include "codeheap/heap.h"
+#include "codeheap/types.h"
 #include "codeheap/node_pool.h"
 #include "codeheap/stats.h"
 

@@ -46,7 +46,7 @@
 #include <memory>
 
 #include "codeheap/error.h"
-#include "codeheap/heap.h"
+#include "codeheap/types.h"
 
 namespace codeheap {
 
