@@ -7,7 +7,7 @@
 // glibc's malloc falls off its per-thread cache under churn; either costs several times the
 // tree operation itself. Nodes are carved from 64 KiB chunks that are kept until the pool is
 // destroyed, so the metadata stays at the high-water mark of blocks and spans (a few dozen
-// bytes each, an owner record 128). Larger or over-aligned requests go to operator new.
+// bytes each, an owner record 192). Larger or over-aligned requests go to operator new.
 //
 // Not thread-safe: the Heap's mutex guards it.
 #pragma once
