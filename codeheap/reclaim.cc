@@ -224,10 +224,9 @@ class Heap::Impl::ReclaimPass {
     ready_ = h_.owners.take_ready();
     report_.duration_ns = elapsed_ns(start_);
     Counters& c = h_.counters;
-    ++c.reclaim_passes;
-    c.blocks_reclaimed += report_.reclaimed_blocks;
-    c.bytes_reclaimed += report_.reclaimed_bytes;
-    c.reclaim_ns_total += report_.duration_ns;
+    c.reclaim_passes.add(report_.duration_ns);
+    c.reclaimed.count += report_.reclaimed_blocks;
+    c.reclaimed.total += report_.reclaimed_bytes;
     c.reclaim_ns_last = report_.duration_ns;
     h_.quarantined_after_pass = 0;
     for (const ArenaState& a : h_.arenas) h_.quarantined_after_pass += a.quarantined_bytes.current;

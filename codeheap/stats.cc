@@ -146,11 +146,11 @@ void render_counters(std::string& out, const Counters& c) {
   count("retires", c.retires);
   count("abandons", c.abandons);
   count("release errors", c.release_errors);
-  count("reclaim passes", c.reclaim_passes);
+  count("reclaim passes", c.reclaim_passes.count);
   count("  automatic", c.automatic_reclaim_passes);
-  count("blocks reclaimed", c.blocks_reclaimed);
-  table.row({"bytes reclaimed", size_cell(c.bytes_reclaimed)});
-  table.row({"reclaim time, total", duration_cell(c.reclaim_ns_total)});
+  count("blocks reclaimed", c.reclaimed.count);
+  table.row({"bytes reclaimed", size_cell(c.reclaimed.total)});
+  table.row({"reclaim time, total", duration_cell(c.reclaim_passes.total)});
   table.row({"reclaim time, last pass", duration_cell(c.reclaim_ns_last)});
   table.row({"returned to the OS", size_cell(c.decommitted_bytes)});
   out += "\n  counters\n";

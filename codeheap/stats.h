@@ -53,18 +53,32 @@ struct OwnerStats {
   bool operator==(const OwnerStats&) const = default;
 };
 
+// The shape of a statistic that counts events and sums an amount over them, as mimalloc's stat
+// counters do: how many, and how much in all. (Statistics that rise and fall are Gauges, shown
+// per arena as current value, peak and total.)
+struct Tally {
+  uint64_t count = 0;
+  uint64_t total = 0;
+
+  void add(uint64_t amount) {
+    ++count;
+    total += amount;
+  }
+  bool operator==(const Tally&) const = default;
+};
+
+// Events since the heap was created. In JSON (and the dump) the tallies keep the flat keys of
+// their two halves: reclaim_passes and reclaim_ns_total, blocks_reclaimed and bytes_reclaimed.
 struct Counters {
   uint64_t allocations = 0;
   uint64_t allocation_failures = 0;
   uint64_t releases = 0;
   uint64_t retires = 0;
   uint64_t abandons = 0;
-  uint64_t release_errors = 0;  // double releases and foreign addresses
-  uint64_t reclaim_passes = 0;
+  uint64_t release_errors = 0;            // double releases and foreign addresses
+  Tally reclaim_passes;                   // count: passes; total: their nanoseconds
   uint64_t automatic_reclaim_passes = 0;  // of those, started by a ReclaimPolicy
-  uint64_t blocks_reclaimed = 0;
-  uint64_t bytes_reclaimed = 0;
-  uint64_t reclaim_ns_total = 0;
+  Tally reclaimed;                        // count: blocks freed by passes; total: their bytes
   uint64_t reclaim_ns_last = 0;
   uint64_t decommitted_bytes = 0;
 

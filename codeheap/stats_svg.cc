@@ -225,8 +225,8 @@ class Renderer {
          fmt::format("{} owners \u00b7 {} allocations \u00b7 {} releases \u00b7 {} retires "
                      "\u00b7 {} reclaim passes ({} blocks, {} reclaimed) \u00b7 1 pixel = {}, "
                      "1 row = {}{}",
-                     s.owners.size(), c.allocations, c.releases, c.retires, c.reclaim_passes,
-                     c.blocks_reclaimed, human_bytes(c.bytes_reclaimed),
+                     s.owners.size(), c.allocations, c.releases, c.retires, c.reclaim_passes.count,
+                     c.reclaimed.count, human_bytes(c.reclaimed.total),
                      human_bytes(bytes_per_pixel_), human_bytes(row_bytes_),
                      aggregate_below_ == 0
                          ? std::string()

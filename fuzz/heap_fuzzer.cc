@@ -356,9 +356,9 @@ class Session {
                "reclaim report {}/{}/{}/{} bytes, model {}/{}/{}/{} bytes", report.examined_blocks,
                report.still_referenced_blocks, report.reclaimed_blocks, report.reclaimed_bytes,
                asked.size(), referenced_count, freed, freed_bytes);
-    ++counters_.reclaim_passes;
-    counters_.blocks_reclaimed += freed;
-    counters_.bytes_reclaimed += freed_bytes;
+    ++counters_.reclaim_passes.count;
+    counters_.reclaimed.count += freed;
+    counters_.reclaimed.total += freed_bytes;
   }
 
   void write() {
@@ -559,7 +559,7 @@ class Session {
   void check_stats() const {
     const HeapStats stats = heap_.stats();
     codeheap::Counters counters = counters_;
-    counters.reclaim_ns_total = stats.counters.reclaim_ns_total;
+    counters.reclaim_passes.total = stats.counters.reclaim_passes.total;
     counters.reclaim_ns_last = stats.counters.reclaim_ns_last;
     counters.decommitted_bytes = stats.counters.decommitted_bytes;
     FUZZ_CHECK(stats.counters == counters, "counters differ from the model:\n{}",

@@ -562,7 +562,7 @@ size_t Runtime::live_code_objects() const {
 }
 
 GcCounters Runtime::counters() const {
-  const uint64_t reclaim_passes = impl_->heap->counters().reclaim_passes;
+  const uint64_t reclaim_passes = impl_->heap->counters().reclaim_passes.count;
   std::lock_guard lock(impl_->mutex);
   GcCounters c = impl_->counters;
   c.reclaim_passes = reclaim_passes;

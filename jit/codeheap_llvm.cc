@@ -227,8 +227,8 @@ int codeheap_llvm_heap_stats(codeheap_llvm_heap* heap, codeheap_llvm_stats* stat
                                  0,
                                  0,
                                  0,
-                                 s.counters.reclaim_passes,
-                                 s.counters.blocks_reclaimed};
+                                 s.counters.reclaim_passes.count,
+                                 s.counters.reclaimed.count};
     for (const codeheap::ArenaStats& a : s.arenas) {
       stats->live_blocks += a.live_blocks;
       stats->quarantined_blocks += a.quarantined_blocks;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "codeheap/heap.h"
+#include "codeheap/stats_json.h"
 #include "tests/codeheap/test_util.h"
 
 namespace codeheap::test {
@@ -219,11 +220,18 @@ TEST_F(QuarantineTest, ReclaimIsTimedAndCounted) {
   const ReclaimReport second = heap_->reclaim(kNothingReferenced);
   EXPECT_GT(first.duration_ns, 0u);
   const Counters c = heap_->stats().counters;
-  EXPECT_EQ(c.reclaim_passes, 2u);
-  EXPECT_EQ(c.blocks_reclaimed, 3u);
-  EXPECT_EQ(c.bytes_reclaimed, 3 * footprint(kReturn42.size()));
+  EXPECT_EQ(c.reclaim_passes.count, 2u);
+  EXPECT_EQ(c.reclaimed.count, 3u);
+  EXPECT_EQ(c.reclaimed.total, 3 * footprint(kReturn42.size()));
   EXPECT_EQ(c.reclaim_ns_last, second.duration_ns);
-  EXPECT_EQ(c.reclaim_ns_total, first.duration_ns + second.duration_ns);
+  EXPECT_EQ(c.reclaim_passes.total, first.duration_ns + second.duration_ns);
+  // In JSON each tally is its two flat keys, as before it had its shape, and reads back.
+  const nlohmann::json j = c;
+  EXPECT_EQ(j["reclaim_passes"], c.reclaim_passes.count);
+  EXPECT_EQ(j["reclaim_ns_total"], c.reclaim_passes.total);
+  EXPECT_EQ(j["blocks_reclaimed"], c.reclaimed.count);
+  EXPECT_EQ(j["bytes_reclaimed"], c.reclaimed.total);
+  EXPECT_EQ(j.get<Counters>(), c);
 }
 
 // Several threads allocate, write, run, verify and release while another reclaims; at the end

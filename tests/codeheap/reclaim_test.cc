@@ -69,7 +69,7 @@ TEST_F(ReclaimTest, TheScannerGetsEverySortedFootprintOnceAndKeepsWhatItMarks) {
   for (auto it = blocks.rbegin(); it != blocks.rend(); ++it)
     ASSERT_TRUE(heap_->retire(it->address));
   scanner_.keep = {blocks[1].address};
-  const uint64_t passes_before = heap_->counters().reclaim_passes;
+  const uint64_t passes_before = heap_->counters().reclaim_passes.count;
 
   const ReclaimReport report = heap_->reclaim(scanner_);
   EXPECT_EQ(scanner_.passes, 1);
@@ -84,7 +84,7 @@ TEST_F(ReclaimTest, TheScannerGetsEverySortedFootprintOnceAndKeepsWhatItMarks) {
   EXPECT_EQ(report.still_referenced_blocks, 1u);
   EXPECT_EQ(report.scan.threads_scanned, 3u);
   EXPECT_EQ(report.scan.stack_words_scanned, 100u);
-  EXPECT_EQ(heap_->counters().reclaim_passes, passes_before + 1);
+  EXPECT_EQ(heap_->counters().reclaim_passes.count, passes_before + 1);
   EXPECT_EQ(heap_->counters().automatic_reclaim_passes, 0u);
   ASSERT_TRUE(heap_->find(blocks[1].address).has_value());
   EXPECT_EQ(heap_->find(blocks[1].address)->state, BlockState::kQuarantined);
@@ -99,7 +99,7 @@ TEST_F(ReclaimTest, TheScannerGetsEverySortedFootprintOnceAndKeepsWhatItMarks) {
   heap_->reclaim(scanner_);
   EXPECT_EQ(scanner_.passes, 3);
   EXPECT_EQ(scanner_.scans, 2);
-  EXPECT_EQ(heap_->counters().reclaim_passes, passes_before + 3);
+  EXPECT_EQ(heap_->counters().reclaim_passes.count, passes_before + 3);
 }
 
 // While an on_gone callback runs (heap unlocked), the bytes the pass already freed are on the
@@ -134,7 +134,7 @@ TEST_F(ReclaimTest, NoPolicyNoAutomaticPass) {
   auto full = heap_->allocate(Arena::kCode, 1024, 16);
   ASSERT_FALSE(full);
   EXPECT_EQ(full.error().code, ErrorCode::kOutOfMemory);
-  EXPECT_EQ(heap_->counters().reclaim_passes, 0u);
+  EXPECT_EQ(heap_->counters().reclaim_passes.count, 0u);
   EXPECT_EQ(heap_->counters().allocation_failures, 1u);
 }
 
@@ -154,7 +154,7 @@ TEST_F(ReclaimTest, APolicyReclaimsEachTimeTheQuarantineGrowsByItsThreshold) {
   EXPECT_EQ(scanner_.passes, 1);
   EXPECT_EQ(quarantined(), 0u);
   EXPECT_EQ(heap_->counters().automatic_reclaim_passes, 1u);
-  EXPECT_EQ(heap_->counters().reclaim_passes, 1u);
+  EXPECT_EQ(heap_->counters().reclaim_passes.count, 1u);
   // The freed blocks are reused.
   auto again = heap_->allocate(Arena::kCode, 1024, 16);
   ASSERT_TRUE(again);
@@ -237,7 +237,7 @@ TEST_F(ReclaimTest, AnAllocationThatFindsNoRoomReclaimsAndRetriesOnce) {
   EXPECT_EQ(scanner_.passes, 3);
   HeapStats now = heap_->stats();
   EXPECT_EQ(now.counters.allocation_failures, before.counters.allocation_failures + 1);
-  EXPECT_EQ(now.counters.reclaim_passes, before.counters.reclaim_passes + 1);
+  EXPECT_EQ(now.counters.reclaim_passes.count, before.counters.reclaim_passes.count + 1);
   now.counters = before.counters = {};
   EXPECT_EQ(now, before);
   auto single = heap_->allocate(Arena::kCode, 1024, 16);
