@@ -264,6 +264,11 @@ class Session {
       return;
     }
     FUZZ_CHECK(result, "ending live block {:#x}: {}", address, result.error().message);
+    ended(address, how);
+  }
+
+  // The model's side of a live block that left by `how` (0 release, 1 retire, 2 abandon).
+  void ended(uintptr_t address, size_t how) {
     if (how == 2) {
       ++counters_.abandons;
       free_block(address);
@@ -293,15 +298,7 @@ class Session {
       return;
     }
     FUZZ_CHECK(result, "{}", result.error().message);
-    for (uintptr_t address : std::vector<uintptr_t>(it->second.group)) {
-      if (how == 2) {
-        ++counters_.abandons;
-        free_block(address);
-      } else {
-        ++(how == 0 ? counters_.releases : counters_.retires);
-        quarantine(address, how == 0);
-      }
-    }
+    for (uintptr_t address : std::vector<uintptr_t>(it->second.group)) ended(address, how);
     retire(owner);
   }
 

@@ -457,20 +457,22 @@ TEST(OrcEngine, LinkModuleReturnsEveryDefinitionAndTheModulesHeapBytes) {
   EXPECT_EQ(heap->stats().used_bytes, used_before);
 }
 
+// A module whose link fails: it calls a symbol nothing defines.
+constexpr const char* kUnresolvedIr = R"IR(
+  declare i64 @nowhere_to_be_found()
+  define i64 @f() {
+    %r = call i64 @nowhere_to_be_found()
+    ret i64 %r
+  }
+)IR";
+
 TEST(OrcEngine, LinkModuleFailsLikeAddModuleAndLeavesTheHeapAsItWas) {
   auto heap = make_small_heap("orc-link-module-errors");
   ASSERT_NE(heap, nullptr);
   auto engine = make_engine(*heap);
   ASSERT_NE(engine, nullptr);
   const HeapStats before = stats_without_counters(*heap);
-  auto linked = engine->link_module(parse_thread_safe_module(R"IR(
-    declare i64 @nowhere_to_be_found()
-    define i64 @f() {
-      %r = call i64 @nowhere_to_be_found()
-      ret i64 %r
-    }
-  )IR"),
-                                    "unresolved");
+  auto linked = engine->link_module(parse_thread_safe_module(kUnresolvedIr), "unresolved");
   ASSERT_FALSE(static_cast<bool>(linked));
   const std::string error = error_text(linked.takeError());
   EXPECT_THAT(error, HasSubstr("cannot add module 'unresolved'"));
@@ -516,14 +518,8 @@ TEST(OrcEngine, AModulesHandleIsTheHeapOwnerOfItsBlocks) {
 
   // A failed link leaves the caller's owner registered, without blocks.
   const OwnerId unlucky = heap->register_owner("unlucky");
-  auto failed = engine->link_module(parse_thread_safe_module(R"IR(
-    declare i64 @nowhere_to_be_found()
-    define i64 @g() {
-      %r = call i64 @nowhere_to_be_found()
-      ret i64 %r
-    }
-  )IR"),
-                                    "unlucky", nullptr, unlucky);
+  auto failed =
+      engine->link_module(parse_thread_safe_module(kUnresolvedIr), "unlucky", nullptr, unlucky);
   ASSERT_FALSE(static_cast<bool>(failed));
   llvm::consumeError(failed.takeError());
   ASSERT_TRUE(owner_of(unlucky));
