@@ -299,7 +299,10 @@ void park() {
 
 // The entry of a fresh code object, compiled on a helper thread with a stack of its own so that
 // no GC pointer to the code object survives anywhere (a recycled thread stack would hand a
-// stale copy to the next thread): it is garbage as soon as this returns.
+// stale copy to the next thread): it is garbage as soon as this returns. A thread that then runs
+// in the code while the test waits for the code object's finalization runs on a fresh stack too:
+// a std::thread may get a recycled stack, whose stale words inside its live frames can point at
+// the code object's address, reused by Boehm, and keep it alive (seen once in CI).
 uintptr_t garbage_code_entry(Runtime& runtime, const char* ir, const char* symbol) {
   uintptr_t entry = 0;
   on_fresh_stack(runtime, [&] {
@@ -316,10 +319,12 @@ TEST_F(RuntimeTest, CodeStaysQuarantinedWhileAThreadSpinsInIt) {
   std::atomic<uint8_t> flag{1};
   std::atomic<bool> inside{false};
   std::thread worker([&] {
-    ASSERT_TRUE(ok(runtime_->register_current_thread()));
-    inside = true;
-    reinterpret_cast<void (*)(void*, std::atomic<uint8_t>*)>(entry)(nullptr, &flag);
-    ASSERT_TRUE(ok(runtime_->unregister_current_thread()));
+    testing::run_on_fresh_stack([&] {  // see garbage_code_entry
+      ASSERT_TRUE(ok(runtime_->register_current_thread()));
+      inside = true;
+      reinterpret_cast<void (*)(void*, std::atomic<uint8_t>*)>(entry)(nullptr, &flag);
+      ASSERT_TRUE(ok(runtime_->unregister_current_thread()));
+    });
   });
   while (!inside) std::this_thread::yield();
 
@@ -346,9 +351,12 @@ TEST_F(RuntimeTest, CodeStaysQuarantinedUnderDeepRecursion) {
   g_release = false;
   int64_t depth = -1;
   std::thread worker([&] {
-    ASSERT_TRUE(ok(runtime_->register_current_thread()));
-    depth = reinterpret_cast<int64_t (*)(void*, int64_t, void (*)())>(entry)(nullptr, 5000, &park);
-    ASSERT_TRUE(ok(runtime_->unregister_current_thread()));
+    testing::run_on_fresh_stack([&] {  // see garbage_code_entry
+      ASSERT_TRUE(ok(runtime_->register_current_thread()));
+      depth =
+          reinterpret_cast<int64_t (*)(void*, int64_t, void (*)())>(entry)(nullptr, 5000, &park);
+      ASSERT_TRUE(ok(runtime_->unregister_current_thread()));
+    });
   });
   while (!g_parked) std::this_thread::yield();
   for (int cycle = 0; cycle < 12; ++cycle) {
@@ -934,9 +942,11 @@ TEST_F(RuntimeTest, AdoptedUnitStaysQuarantinedWhileAThreadIsParkedInIt) {
   AdoptedUnit unit = garbage_adopted_unit(*runtime_, /*park_unit=*/true);
   ASSERT_NE(unit.code, 0u);
   std::thread worker([&] {
-    ASSERT_TRUE(ok(runtime_->register_current_thread()));
-    reinterpret_cast<void (*)()>(unit.code)();
-    ASSERT_TRUE(ok(runtime_->unregister_current_thread()));
+    testing::run_on_fresh_stack([&] {  // see garbage_code_entry
+      ASSERT_TRUE(ok(runtime_->register_current_thread()));
+      reinterpret_cast<void (*)()>(unit.code)();
+      ASSERT_TRUE(ok(runtime_->unregister_current_thread()));
+    });
   });
   while (!g_parked) std::this_thread::yield();
 
