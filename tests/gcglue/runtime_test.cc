@@ -1118,16 +1118,15 @@ TEST_F(RuntimeTest, BackgroundCompilesWhileTheMainThreadCollectsAndAdopts) {
   });
 
   int collections = 0;
-  for (int i = 0; i < kCollections || (compiled < kMinCompiles && !compiler_done); ++i) {
+  for (; collections < kCollections || (compiled < kMinCompiles && !compiler_done); ++collections) {
     runtime_->collect();
     OwnerId owner = kNoOwner;
-    emit_load_unit(runtime_->heap(), i, &owner);
+    emit_load_unit(runtime_->heap(), collections, &owner);
     auto adopted = runtime_->adopt(owner, 32, {}, "main");
     if (!adopted) {
       ADD_FAILURE() << llvm::toString(adopted.takeError());
       ++failures;
     }
-    ++collections;
   }
   stop = true;
   compiler.join();
